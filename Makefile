@@ -1,0 +1,29 @@
+# Two entry points, each installs what it needs into ./.venv first:
+#   make demo   - draw the built-in sample, index it, query it, evaluate the presets
+#   make test   - lint and run the whole test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU build of torch; a plain `torch` requirement would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test,ann]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/lookalike demo --out demo-out
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/pytest
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache

@@ -1,0 +1,101 @@
+"""Feature blocks for every item of a committed generation, whatever preset asks.
+
+Blocks the collection was indexed with come from the generation; others are
+computed once from the images (re-using the stored head boxes, so nothing is
+detected again) and cached in the collection's ``cache/`` folder.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from lookalike.collection import Collection, Generation
+from lookalike.errors import ImageLoadError, LookalikeError
+from lookalike.features import FeatureExtractor
+from lookalike.fileio import atomic_save_npz
+from lookalike.images import load_image
+
+
+def _cache_path(coll: Collection, extractor: FeatureExtractor, key: str) -> Path:
+    tag = extractor.backbone_hash([key]).replace(":", "-")[:40] or "descriptors"
+    return coll.cache_dir / tag / f"{key}.npz"
+
+
+def blocks_for(
+    coll: Collection,
+    gen: Generation,
+    keys: Sequence[str],
+    extractor: FeatureExtractor,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    ids = gen.ids
+    out: dict[str, np.ndarray] = {}
+    missing: list[str] = []
+    for key in keys:
+        if gen.has_block(key):
+            out[key] = np.asarray(gen.block(key))
+            continue
+        path = _cache_path(coll, extractor, key)
+        if path.exists():
+            data = np.load(path, allow_pickle=False)
+            if np.array_equal(data["ids"], ids):
+                out[key] = data["vectors"]
+                continue
+        missing.append(key)
+    if missing:
+        computed = _compute(coll, gen, missing, extractor, batch_size, progress)
+        for key, vectors in computed.items():
+            path = _cache_path(coll, extractor, key)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_save_npz(path, {"ids": ids, "vectors": vectors})
+            out[key] = vectors
+    return {key: out[key] for key in keys}
+
+
+def _compute(
+    coll: Collection,
+    gen: Generation,
+    keys: list[str],
+    extractor: FeatureExtractor,
+    batch_size: int,
+    progress: bool,
+) -> dict[str, np.ndarray]:
+    ids = gen.ids
+    boxes = gen.head_boxes
+    records = coll.catalog.get_many(ids.tolist())
+
+    def views(row: int):
+        rec = records.get(int(ids[row]))
+        if rec is None:
+            raise LookalikeError(f"item {ids[row]} vanished from the catalog; re-run index")
+        try:
+            image = load_image(coll.root / rec.path)
+        except ImageLoadError as exc:
+            raise LookalikeError(
+                f"{exc.path}: {exc.reason}; the folder changed since indexing, re-run index"
+            ) from exc
+        return extractor.views_from_box(image, boxes[row])
+
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    bar = tqdm(
+        total=len(ids),
+        unit="img",
+        desc=f"computing {', '.join(keys)}",
+        disable=not progress,
+        file=sys.stderr,
+    )
+    with ThreadPoolExecutor(2) as pool:
+        for start in range(0, len(ids), batch_size):
+            batch = list(pool.map(views, range(start, min(start + batch_size, len(ids)))))
+            for key, array in extractor.compute(batch, keys).items():
+                parts[key].append(array)
+            bar.update(len(batch))
+    bar.close()
+    return {k: np.concatenate(v) for k, v in parts.items()}

@@ -1,0 +1,147 @@
+"""Pipeline configuration and the named presets.
+
+The article's five versions are presets of one pipeline, not five code paths:
+a preset names the feature blocks it fuses (a view and a feature), how they
+are fused and reduced, and which index serves the queries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+from lookalike.registry import Registry
+
+VIEWS = ("whole", "head")
+FusionMode = Literal["concat", "weighted"]
+
+
+@dataclass(frozen=True)
+class Block:
+    """One vector of one view: a backbone output (`pooled`, `logits`, ...) or a descriptor."""
+
+    view: str
+    feature: str
+    weight: float = 1.0
+    # Per-block PCA before fusion (the article's v4 used a smaller vector per view).
+    reduce_dim: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.view}.{self.feature}"
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    # concat: raw vectors side by side (v3/v4). weighted: each block L2-normalised,
+    # multiplied by its weight, then concatenated.
+    mode: FusionMode = "weighted"
+    # PCA on the fused vector, fitted on the collection itself (no labels).
+    pca_dim: int | None = None
+    whiten: bool = False
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    backend: str = "annoy"
+    params: dict[str, Any] = field(default_factory=lambda: {"n_trees": 50})
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    preset: str
+    blocks: tuple[Block, ...]
+    detector: str = "animeface"
+    backbone: str = "efficientnet-lite0"
+    fusion: FusionConfig = FusionConfig()
+    index: IndexConfig = IndexConfig()
+    # How far the head box grows beyond the detected face (fraction of the face size).
+    head_margin: float = 0.6
+
+    @property
+    def block_keys(self) -> list[str]:
+        return [b.key for b in self.blocks]
+
+    @property
+    def views(self) -> list[str]:
+        return [v for v in VIEWS if any(b.view == v for b in self.blocks)]
+
+    def with_options(self, **changes: Any) -> PipelineConfig:
+        """A copy with the given top-level fields replaced (None values are ignored)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PipelineConfig:
+        data = dict(data)
+        data["blocks"] = tuple(Block(**b) for b in data["blocks"])
+        data["fusion"] = FusionConfig(**data["fusion"])
+        data["index"] = IndexConfig(**data["index"])
+        return cls(**data)
+
+
+PRESETS: Registry[PipelineConfig] = Registry("preset")
+
+
+@PRESETS.register("v1", "whole image only: the 1000 ImageNet logits (the article's v1)")
+def _v1() -> PipelineConfig:
+    return PipelineConfig("v1", (Block("whole", "logits"),), fusion=FusionConfig("concat"))
+
+
+@PRESETS.register("v2", "head crop only: the 1000 ImageNet logits (the article's v2)")
+def _v2() -> PipelineConfig:
+    return PipelineConfig("v2", (Block("head", "logits"),), fusion=FusionConfig("concat"))
+
+
+@PRESETS.register("v3", "head + whole, raw concatenation of the pooled features (2 x 1280)")
+def _v3() -> PipelineConfig:
+    blocks = (Block("head", "pooled"), Block("whole", "pooled"))
+    return PipelineConfig("v3", blocks, fusion=FusionConfig("concat"))
+
+
+@PRESETS.register("v4", "head + whole, pooled features reduced by PCA to 512 each (2 x 512)")
+def _v4() -> PipelineConfig:
+    blocks = (Block("head", "pooled", reduce_dim=512), Block("whole", "pooled", reduce_dim=512))
+    return PipelineConfig("v4", blocks, fusion=FusionConfig("concat"))
+
+
+@PRESETS.register("default", "head + whole: CNN features and colour layout, weighted")
+def _default() -> PipelineConfig:
+    blocks = (
+        Block("head", "pooled", 1.0),
+        Block("head", "hsv", 1.0),
+        Block("whole", "pooled", 0.5),
+        Block("whole", "hsv", 0.5),
+    )
+    return PipelineConfig("default", blocks)
+
+
+@PRESETS.register("photo", "photos of people: human face detector, middle-block CNN features")
+def _photo() -> PipelineConfig:
+    blocks = (Block("head", "gem_mid", 1.0), Block("whole", "gem_mid", 0.5))
+    return PipelineConfig("photo", blocks, detector="haar")
+
+
+def get_preset(name: str) -> PipelineConfig:
+    return PRESETS.create(name)
+
+
+def list_presets() -> list[str]:
+    return PRESETS.names()
+
+
+def preset_names_for_evaluation() -> list[str]:
+    """The presets `evaluate` compares by default, in the article's order."""
+    return ["v1", "v2", "v3", "v4", "default"]
+
+
+__all__ = [
+    "Block",
+    "FusionConfig",
+    "IndexConfig",
+    "PipelineConfig",
+    "get_preset",
+    "list_presets",
+]

@@ -1,0 +1,151 @@
+"""Fusion and reduction of feature blocks into the one vector that is indexed.
+
+Estimators in the scikit-learn manner: ``__init__`` stores the configuration,
+``fit`` learns from the collection's own (unlabelled) vectors and returns self,
+learned state ends in ``_``, and ``transform`` checks it was fitted and that
+the feature counts match. The fitted state saves to an ``.npz`` without pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lookalike.config import Block, FusionConfig
+from lookalike.errors import CollectionError
+from lookalike.fileio import atomic_save_npz
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+class PCA:
+    """Principal components by SVD of the centred data, optionally whitened."""
+
+    def __init__(self, n_components: int, whiten: bool = False) -> None:
+        self.n_components = n_components
+        self.whiten = whiten
+
+    def fit(self, x: np.ndarray) -> PCA:
+        x = np.asarray(x, dtype=np.float64)
+        self.mean_ = x.mean(axis=0)
+        _, s, vt = np.linalg.svd(x - self.mean_, full_matrices=False)
+        # Never more components than the data supports (small collections).
+        k = max(1, min(self.n_components, vt.shape[0]))
+        self.components_ = vt[:k].astype(np.float32)
+        variance = (s[:k] ** 2) / max(len(x) - 1, 1)
+        self.scale_ = (1.0 / np.sqrt(variance + 1e-6 * variance.max() + 1e-12)).astype(np.float32)
+        self.mean_ = self.mean_.astype(np.float32)
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        if not hasattr(self, "components_"):
+            raise RuntimeError("PCA is not fitted")
+        if x.shape[1] != self.mean_.shape[0]:
+            raise ValueError(f"PCA fitted on {self.mean_.shape[0]} features, got {x.shape[1]}")
+        y = (np.asarray(x, dtype=np.float32) - self.mean_) @ self.components_.T
+        return y * self.scale_ if self.whiten else y
+
+
+class Fuser:
+    """Turns per-block vectors into the fused vector, as the preset says."""
+
+    def __init__(self, blocks: Sequence[Block], fusion: FusionConfig) -> None:
+        self.blocks = tuple(blocks)
+        self.fusion = fusion
+
+    def _block_reducers(self) -> dict[str, PCA]:
+        return {b.key: PCA(b.reduce_dim) for b in self.blocks if b.reduce_dim}
+
+    def _stack(self, vectors: Mapping[str, np.ndarray], fitting: bool) -> np.ndarray:
+        parts = []
+        for block in self.blocks:
+            if block.key not in vectors:
+                raise KeyError(f"feature block {block.key!r} is missing")
+            x = np.asarray(vectors[block.key], dtype=np.float32)
+            expected = self.input_dims_.get(block.key) if not fitting else None
+            if expected is not None and x.shape[1] != expected:
+                raise ValueError(f"block {block.key}: fitted on {expected} dims, got {x.shape[1]}")
+            reducer = self.reducers_.get(block.key)
+            if reducer is not None:
+                if fitting:
+                    reducer.fit(x)
+                x = reducer.transform(x)
+            if self.fusion.mode == "weighted":
+                x = l2_normalize(x) * np.float32(block.weight)
+            parts.append(x)
+        return np.concatenate(parts, axis=1)
+
+    def fit(self, vectors: Mapping[str, np.ndarray]) -> Fuser:
+        self.input_dims_ = {b.key: int(np.shape(vectors[b.key])[1]) for b in self.blocks}
+        self.reducers_ = self._block_reducers()
+        fused = self._stack(vectors, fitting=True)
+        self.pca_ = None
+        if self.fusion.pca_dim or self.fusion.whiten:
+            dim = self.fusion.pca_dim or fused.shape[1]
+            self.pca_ = PCA(dim, whiten=self.fusion.whiten).fit(fused)
+        return self
+
+    def transform(self, vectors: Mapping[str, np.ndarray]) -> np.ndarray:
+        if not hasattr(self, "input_dims_"):
+            raise RuntimeError("Fuser is not fitted")
+        fused = self._stack(vectors, fitting=False)
+        if self.pca_ is not None:
+            fused = self.pca_.transform(fused)
+        return l2_normalize(fused)
+
+    def fit_transform(self, vectors: Mapping[str, np.ndarray]) -> np.ndarray:
+        return self.fit(vectors).transform(vectors)
+
+    @property
+    def output_dim(self) -> int:
+        if self.pca_ is not None:
+            return int(self.pca_.components_.shape[0])
+        dims = [
+            self.reducers_[k].components_.shape[0] if k in self.reducers_ else d
+            for k, d in self.input_dims_.items()
+        ]
+        return int(sum(dims))
+
+    # -- persistence without pickle -------------------------------------------------
+    def save(self, path: Path) -> None:
+        arrays: dict[str, np.ndarray] = {}
+        for key, pca in self.reducers_.items():
+            arrays[f"block/{key}/mean"] = pca.mean_
+            arrays[f"block/{key}/components"] = pca.components_
+            arrays[f"block/{key}/scale"] = pca.scale_
+        if self.pca_ is not None:
+            arrays["fused/mean"] = self.pca_.mean_
+            arrays["fused/components"] = self.pca_.components_
+            arrays["fused/scale"] = self.pca_.scale_
+        meta = {"input_dims": self.input_dims_}
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        atomic_save_npz(path, arrays)
+
+    @classmethod
+    def load(cls, path: Path, blocks: Sequence[Block], fusion: FusionConfig) -> Fuser:
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise CollectionError(f"{path}: cannot read the fitted fusion state ({exc})") from exc
+        fuser = cls(blocks, fusion)
+        fuser.input_dims_ = json.loads(bytes(data["meta"]).decode())["input_dims"]
+        fuser.reducers_ = {}
+        for key, pca in fuser._block_reducers().items():
+            pca.mean_ = data[f"block/{key}/mean"]
+            pca.components_ = data[f"block/{key}/components"]
+            pca.scale_ = data[f"block/{key}/scale"]
+            fuser.reducers_[key] = pca
+        fuser.pca_ = None
+        if "fused/mean" in data:
+            fuser.pca_ = PCA(0, whiten=fusion.whiten)
+            fuser.pca_.mean_ = data["fused/mean"]
+            fuser.pca_.components_ = data["fused/components"]
+            fuser.pca_.scale_ = data["fused/scale"]
+        return fuser
