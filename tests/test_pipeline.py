@@ -152,19 +152,48 @@ def test_unknown_query_is_a_clear_error(folder, tmp_path):
 def test_cli_index_query_info_evaluate(folder, tmp_path, capsys):
     coll = tmp_path / "coll"
     (folder / "bad.jpg").write_bytes(b"garbage")
-    code = main(["index", str(folder), "-c", str(coll), "--backbone", "fake",
-                 "--detector", "none", "-q"])
+    code = main(
+        ["index", str(folder), "-c", str(coll), "--backbone", "fake", "--detector", "none", "-q"]
+    )
     assert code == 1  # finished, but skipped a file
     capsys.readouterr()
-    assert main(["query", str(coll), "red/2.png", "-k", "3", "--json",
-                 "--sheet", str(tmp_path / "s.png")]) == 0
+    assert (
+        main(
+            [
+                "query",
+                str(coll),
+                "red/2.png",
+                "-k",
+                "3",
+                "--json",
+                "--sheet",
+                str(tmp_path / "s.png"),
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert len(out["results"]) == 3 and all(r["path"].startswith("red/") for r in out["results"])
     assert Image.open(tmp_path / "s.png").size[0] > 0
     assert main(["info", str(coll), "--errors"]) == 0
     assert "bad.jpg" in capsys.readouterr().out
-    assert main(["evaluate", str(coll), "--labels", "folders", "--json", "-q",
-                 "--preset", "default", "--preset", "v1"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(coll),
+                "--labels",
+                "folders",
+                "--json",
+                "-q",
+                "--preset",
+                "default",
+                "--preset",
+                "v1",
+            ]
+        )
+        == 0
+    )
     table = json.loads(capsys.readouterr().out)
     by_preset = {p["preset"]: p for p in table["presets"]}
     assert by_preset["default"]["precision_at_k"] == 1.0
