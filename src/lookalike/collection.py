@@ -42,7 +42,7 @@ from lookalike.errors import (
 )
 from lookalike.fileio import atomic_save_npy, atomic_write_json, fsync_dir
 from lookalike.fuse import Fuser
-from lookalike.index import VectorIndex, create_index, index_class
+from lookalike.index import VectorIndex, create_index, load_index
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -76,8 +76,9 @@ class Generation:
         return Fuser.load(self.path / "fuser.npz", self.config.blocks, self.config.fusion)
 
     def index(self) -> VectorIndex:
-        cls = index_class(self.config.index.backend)
-        return cls.load(self.path / "index", dim=int(self.fused().shape[1]))
+        return load_index(
+            self.config.index.backend, self.path / "index", int(self.fused().shape[1])
+        )
 
 
 class Collection:
