@@ -170,7 +170,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         )
         head = SheetItem(
             query_path,
-            f"query: {query_path.name}",
+            query_path.name,
             None,
             result.query_head_box,
             result.query_fallback,

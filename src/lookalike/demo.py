@@ -48,7 +48,7 @@ def run_demo(
     for file in list(firsts.values())[:queries]:
         result = searcher.query(file, k=4)
         head = SheetItem(
-            sample / file, f"query: {file}", None, result.query_head_box, result.query_fallback
+            sample / file, file, None, result.query_head_box, result.query_fallback
         )
         tiles = [
             SheetItem(sample / m.path, m.path, m.score, m.head_box, m.fallback)
