@@ -7,6 +7,7 @@ detected again) and cached in the collection's ``cache/`` folder.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +24,8 @@ from lookalike.images import load_image
 
 
 def _cache_path(coll: Collection, extractor: FeatureExtractor, key: str) -> Path:
-    tag = extractor.backbone_hash([key]).replace(":", "-")[:40] or "descriptors"
+    fingerprint = extractor.backbone_hash([key])
+    tag = hashlib.sha256(fingerprint.encode()).hexdigest()[:16] if fingerprint else "descriptors"
     return coll.cache_dir / tag / f"{key}.npz"
 
 
