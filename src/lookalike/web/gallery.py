@@ -1,0 +1,394 @@
+"""What the web page and the HTTP API show, without any HTTP: a read-only view of one
+committed generation of a collection (list, look up, query, re-rank, safe file paths).
+
+Everything the catalog says about the items is read once at start, so request
+threads never share the SQLite connection; model calls (detector, backbone, ANN
+index) are serialised by a lock because those libraries are not all thread-safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from lookalike.collection import Collection
+from lookalike.errors import ImageLoadError, IncompatibleCollectionError, LookalikeError
+from lookalike.features import FeatureExtractor
+from lookalike.images import LoadLimits, load_image
+from lookalike.labels import Labels, load_labels
+from lookalike.search import Searcher
+from lookalike.web.rerank import ViewScorer, combine, default_head_weight, rank
+
+EVALUATION_FILE = "evaluation.json"
+
+# Content types accepted for an uploaded query image -> file suffix Pillow can sniff with.
+UPLOAD_TYPES = {
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/webp": ".webp",
+    "image/gif": ".gif",
+    "image/bmp": ".bmp",
+    "image/tiff": ".tif",
+}
+
+
+class RequestError(LookalikeError):
+    """A request the server refuses, with the HTTP status to answer it with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class WebLimits:
+    max_upload_bytes: int = 16 * 1024 * 1024
+    # Uploads are decoded under a tighter pixel bound than indexed files: they come from afar.
+    max_upload_pixels: int = 40_000_000
+    max_k: int = 200
+    max_pool: int = 1000
+    default_pool: int = 100
+    max_per_page: int = 200
+
+
+@dataclass(frozen=True)
+class Item:
+    id: int
+    row: int
+    path: str
+    width: int | None
+    height: int | None
+    head_box: tuple[int, int, int, int]
+    fallback: bool
+    labels: dict[str, str]
+    # False when the file is a link to outside the indexed root: listed, never served.
+    viewable: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "path": self.path,
+            "width": self.width,
+            "height": self.height,
+            "head_box": list(self.head_box),
+            "fallback": self.fallback,
+            "labels": self.labels,
+            "viewable": self.viewable,
+        }
+
+
+class Gallery:
+    def __init__(
+        self,
+        collection: Path,
+        labels: str | None = None,
+        evaluation: Path | None = None,
+        extractor: FeatureExtractor | None = None,
+        limits: WebLimits = WebLimits(),
+    ) -> None:
+        coll = Collection.open(collection)
+        self.collection = coll
+        self.limits = limits
+        self.searcher = Searcher(coll, extractor)
+        gen = coll.require_generation()
+        self.fuser = self.searcher.fuser
+        self.views = ViewScorer(self.fuser, {k: gen.block(k) for k in coll.config.block_keys})
+        self.default_head_weight = default_head_weight(self.fuser)
+        self.root = coll.root.resolve()
+        self.evaluation_path = Path(evaluation) if evaluation else coll.path / EVALUATION_FILE
+        self._model_lock = threading.Lock()
+        self._weights_checked = False
+
+        ids = self.searcher.ids
+        records = coll.catalog.get_many(ids.tolist())
+        self.labels: Labels | None = (
+            load_labels(labels, [r.path for r in records.values()]) if labels else None
+        )
+        items = []
+        for row, item_id in enumerate(ids.tolist()):
+            rec = records.get(item_id)
+            if rec is None:
+                continue
+            x0, y0, x1, y1 = (int(v) for v in self.searcher.head_boxes[row])
+            tags = self.labels.by_path.get(rec.path, {}) if self.labels else {}
+            viewable = self._inside_root(rec.path) is not None
+            box = (x0, y0, x1, y1)
+            items.append(
+                Item(
+                    item_id, row, rec.path, rec.width, rec.height, box, rec.fallback, tags, viewable
+                )
+            )
+        self.items = sorted(items, key=lambda i: i.path)
+        self.by_id = {i.id: i for i in self.items}
+        self.by_path = {i.path: i for i in self.items}
+        self.by_row = {i.row: i for i in self.items}
+        self.by_sha: dict[str, set[int]] = {}
+        for rec in records.values():
+            if rec.sha256 and rec.id in self.by_id:
+                self.by_sha.setdefault(rec.sha256, set()).add(rec.id)  # type: ignore[arg-type]
+
+    # -- describing ------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        config = self.collection.config
+        return {
+            "collection": self.collection.path.name,
+            "generation": self.collection.manifest.get("generation"),
+            "count": len(self.items),
+            "preset": config.preset,
+            "blocks": config.block_keys,
+            "backbone": config.backbone,
+            "detector": config.detector,
+            "index": config.index.backend,
+            "views": self.views.views,
+            "default_head_weight": self.default_head_weight,
+            "labels": self.label_values(),
+            "has_evaluation": self.evaluation_path.is_file(),
+            "limits": {
+                "max_upload_bytes": self.limits.max_upload_bytes,
+                "upload_types": sorted(UPLOAD_TYPES),
+                "max_k": self.limits.max_k,
+                "max_pool": self.limits.max_pool,
+                "default_pool": self.limits.default_pool,
+                "max_per_page": self.limits.max_per_page,
+            },
+        }
+
+    def label_values(self) -> dict[str, dict[str, int]]:
+        """task -> {label: number of items}, for the page's filters."""
+        if self.labels is None:
+            return {}
+        out: dict[str, dict[str, int]] = {t: {} for t in self.labels.tasks}
+        for item in self.items:
+            for task, value in item.labels.items():
+                if value:
+                    out[task][value] = out[task].get(value, 0) + 1
+        return {t: dict(sorted(v.items())) for t, v in out.items()}
+
+    def evaluation(self) -> dict[str, Any]:
+        path = self.evaluation_path
+        if not path.is_file():
+            raise RequestError(
+                404, f"no evaluation yet: run `lookalike evaluate {self.collection.path}`"
+            )
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RequestError(404, f"{path.name}: unreadable evaluation ({exc})") from exc
+
+    # -- listing -----------------------------------------------------------------------
+    def list_items(
+        self, offset: int, limit: int, filters: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        if offset < 0:
+            raise RequestError(400, f"offset must be 0 or more, got {offset}")
+        if not 1 <= limit <= self.limits.max_per_page:
+            raise RequestError(
+                400, f"limit must be between 1 and {self.limits.max_per_page}, got {limit}"
+            )
+        filters = filters or {}
+        known = self.labels.tasks if self.labels else []
+        for task in filters:
+            if task not in known:
+                raise RequestError(
+                    400,
+                    f"no label {task!r} to filter by; labels: {', '.join(known) or 'none'}",
+                )
+        matching = [i for i in self.items if all(i.labels.get(t) == v for t, v in filters.items())]
+        page = matching[offset : offset + limit]
+        return {
+            "total": len(matching),
+            "offset": offset,
+            "limit": limit,
+            "items": [i.to_json() for i in page],
+        }
+
+    def item(self, item_id: int) -> Item:
+        found = self.by_id.get(item_id)
+        if found is None:
+            raise RequestError(404, f"no item with id {item_id} in this collection")
+        return found
+
+    def item_by_path(self, path: str) -> Item:
+        found = self.by_path.get(path)
+        if found is None:
+            raise RequestError(404, f"{path}: not an indexed image of this collection")
+        return found
+
+    # -- files -------------------------------------------------------------------------
+    def file_path(self, rel: str) -> Path:
+        """The file of an indexed image, given its path relative to the root.
+
+        Only paths the catalog lists are served, and only if the real file (links
+        followed) lies inside the indexed root.
+        """
+        pure = PurePosixPath(rel)
+        if (
+            not rel
+            or "\x00" in rel
+            or "\\" in rel
+            or pure.is_absolute()
+            or any(part in ("", ".", "..") for part in rel.split("/"))
+        ):
+            raise RequestError(400, f"{rel!r}: not a plain path inside the collection")
+        item = self.item_by_path(rel)
+        real = self._inside_root(item.path)
+        if real is None:
+            raise RequestError(403, f"{rel}: the file lies outside the indexed folder")
+        if not real.is_file():
+            raise RequestError(404, f"{rel}: the file is gone from the indexed folder")
+        return real
+
+    def _inside_root(self, rel: str) -> Path | None:
+        """The real file (links followed) of `rel`, if that lies inside the root."""
+        real = Path(os.path.realpath(self.root / rel))
+        return real if real.is_relative_to(self.root) else None
+
+    # -- queries -----------------------------------------------------------------------
+    def check_query_options(
+        self, k: int, pool: int | None, head_weight: float | None
+    ) -> tuple[int, int]:
+        if not 1 <= k <= self.limits.max_k:
+            raise RequestError(400, f"k must be between 1 and {self.limits.max_k}, got {k}")
+        pool = self.limits.default_pool if pool is None else pool
+        if not 1 <= pool <= self.limits.max_pool:
+            raise RequestError(
+                400, f"pool must be between 1 and {self.limits.max_pool}, got {pool}"
+            )
+        if head_weight is not None:
+            if not (math.isfinite(head_weight) and 0.0 <= head_weight <= 1.0):
+                raise RequestError(400, f"head_weight must be between 0 and 1, got {head_weight}")
+            if len(self.views.views) < 2:
+                raise RequestError(
+                    400,
+                    f"head_weight needs the head and the whole view; preset "
+                    f"{self.collection.config.preset!r} has only {self.views.views[0]}",
+                )
+        return k, max(pool, k)
+
+    def query_item(
+        self, item: Item, k: int, pool: int | None = None, head_weight: float | None = None
+    ) -> dict[str, Any]:
+        k, pool = self.check_query_options(k, pool, head_weight)
+        fused = np.asarray(self.searcher.fused[item.row])
+        results = self._rank(
+            fused, self.views.row_vectors(item.row), {item.id}, k, pool, head_weight
+        )
+        query = {"kind": "item", **item.to_json()}
+        return self._answer(query, results, k, pool, head_weight)
+
+    def query_upload(
+        self,
+        data: bytes,
+        content_type: str,
+        k: int,
+        pool: int | None = None,
+        head_weight: float | None = None,
+    ) -> dict[str, Any]:
+        k, pool = self.check_query_options(k, pool, head_weight)
+        if len(data) > self.limits.max_upload_bytes:
+            raise RequestError(
+                413, f"upload of {len(data):,} bytes; the limit is {self.limits.max_upload_bytes:,}"
+            )
+        suffix = UPLOAD_TYPES.get(content_type)
+        if suffix is None:
+            raise RequestError(
+                415,
+                f"upload type {content_type or 'missing'!r}; send the image bytes as one of "
+                f"{', '.join(sorted(UPLOAD_TYPES))}",
+            )
+        if not data:
+            raise RequestError(400, "empty upload: send the image bytes as the request body")
+        limits = LoadLimits(max_pixels=self.limits.max_upload_pixels)
+        with tempfile.TemporaryDirectory(prefix="lookalike-upload-") as tmp:
+            path = Path(tmp) / f"upload{suffix}"
+            path.write_bytes(data)
+            try:
+                image = load_image(path, limits)
+            except ImageLoadError as exc:
+                raise RequestError(400, f"upload: {exc.reason}") from exc
+        keys = self.collection.config.block_keys
+        extractor = self.searcher.extractor
+        with self._model_lock:
+            if not self._weights_checked:
+                # Other weights (an upgraded model package) would give meaningless scores.
+                try:
+                    self.collection.check_compatible(
+                        self.collection.config, extractor.backbone_hash()
+                    )
+                except IncompatibleCollectionError as exc:
+                    raise RequestError(409, str(exc)) from exc
+                self._weights_checked = True
+            analysis = extractor.analyse(image)
+            blocks = extractor.compute([analysis.views], keys)
+        fused = self.fuser.transform(blocks)[0]
+        # The same bytes indexed under some name are the query itself.
+        exclude = self.by_sha.get(hashlib.sha256(data).hexdigest(), set())
+        results = self._rank(fused, self.views.query_vectors(blocks), exclude, k, pool, head_weight)
+        query = {
+            "kind": "upload",
+            "width": image.width,
+            "height": image.height,
+            "head_box": list(analysis.head_box),
+            "fallback": analysis.fallback,
+            "same_as": sorted(exclude),
+        }
+        return self._answer(query, results, k, pool, head_weight)
+
+    def _rank(
+        self,
+        fused: np.ndarray,
+        views: dict[str, np.ndarray],
+        exclude: set[int],
+        k: int,
+        pool: int,
+        head_weight: float | None,
+    ) -> list[dict[str, Any]]:
+        ids = self.searcher.ids
+        n = min(len(ids), pool + len(exclude))
+        with self._model_lock:
+            found, _ = self.searcher.index.query(fused[None, :].astype(np.float32), n)
+        rows = [int(r) for r in found[0] if r >= 0 and int(ids[r]) not in exclude][:pool]
+        if not rows:
+            return []
+        rows_arr = np.asarray(rows, dtype=np.int64)
+        cosines = self.views.cosines(rows_arr, views)
+        cosines["fused"] = np.asarray(self.searcher.fused[rows_arr]) @ fused
+        scores = cosines["fused"] if head_weight is None else combine(cosines, head_weight)
+        order = rank(scores, ids[rows_arr])[:k]
+        results = []
+        for pos in order:
+            item = self.by_row.get(rows[pos])
+            if item is None:
+                continue
+            parts = {name: round(float(c[pos]), 6) for name, c in cosines.items()}
+            results.append(
+                {**item.to_json(), "score": round(float(scores[pos]), 6), "scores": parts}
+            )
+        return results
+
+    def _answer(
+        self,
+        query: dict[str, Any],
+        results: list[dict[str, Any]],
+        k: int,
+        pool: int,
+        head_weight: float | None,
+    ) -> dict[str, Any]:
+        return {
+            "query": query,
+            "k": k,
+            "pool": pool,
+            "head_weight": head_weight,
+            "score": "fused" if head_weight is None else "head_weight",
+            "views": self.views.views,
+            "results": results,
+        }

@@ -1,0 +1,146 @@
+"""The gallery page in a real browser: Debian's Chromium, headless, driven by Playwright.
+
+Needs /usr/bin/chromium (`apt-get install chromium`; .ci/run installs it). Leaves a
+screenshot in test-artifacts/gallery.png.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+from test_web import PER_COLOUR, Running, build_collection
+
+from lookalike.web import Gallery, WebLimits
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    # Without these Chromium floods a closed network with refused connections.
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    _, coll = build_collection(tmp_path_factory.mktemp("browser"))
+    scores = {"preset": "default", "precision_at_k": 0.9, "map_at_k": 0.8}
+    scores |= {"ann_recall_at_k": 1.0, "feel": 0.7, "dims": 704, "k": 4, "queries": 25}
+    (coll / "evaluation.json").write_text(json.dumps({"detection_rate": 0.5, "presets": [scores]}))
+    running = Running(Gallery(coll, labels="folders"))
+    yield running, coll
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (see .ci/run)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def api(running: Running, path: str) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{running.port}{path}", timeout=30) as r:
+        return json.load(r)
+
+
+def shown_ids(page) -> list[int]:
+    return [
+        int(i)
+        for i in page.locator("#results .tile").evaluate_all(
+            "tiles => tiles.map(t => t.dataset.id)"
+        )
+    ]
+
+
+def test_gallery_click_slider_upload_and_evaluation(site, browser, tmp_path):
+    running, coll = site
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"http://127.0.0.1:{running.port}/")
+    page.wait_for_selector("body[data-ready='1']")
+
+    # The gallery: a page of tiles, and a label filter.
+    total = 3 * PER_COLOUR + 1
+    assert page.locator("#gallery .tile").count() == min(total, 30)
+    assert f"{total} images" in page.locator("#page").inner_text()
+    page.select_option("#filters select[data-task='character']", "green")
+    expect(page.locator("#gallery .tile")).to_have_count(PER_COLOUR)
+    paths = page.locator("#gallery .tile").evaluate_all("ts => ts.map(t => t.dataset.path)")
+    assert all(p.startswith("green/") for p in paths)
+
+    # Click an image: its look-alikes appear, with scores and head boxes, never itself.
+    clicked = page.locator("#gallery .tile").nth(2)
+    query_id = int(clicked.get_attribute("data-id"))
+    clicked.click()
+    page.wait_for_selector("#results .tile")
+    assert page.locator("#results .tile").count() == 8
+    ranked = shown_ids(page)
+    assert query_id not in ranked
+    box = page.locator("#results .tile .box").first.bounding_box()
+    assert box is not None and box["width"] > 5 and box["height"] > 5
+    # At the preset's own weight the page ranks as the index does.
+    fused = api(running, f"/api/query?id={query_id}&k=8&pool=100")
+    assert ranked == [r["id"] for r in fused["results"]]
+
+    # The slider re-ranks live, exactly as the API does for the same weight.
+    slider = page.locator("#weight")
+    for key, weight in (("Home", 0.0), ("End", 1.0)):
+        slider.focus()
+        page.keyboard.press(key)
+        expect(page.locator("#weight-value")).to_contain_text(f"head {weight:.2f}")
+        want = api(running, f"/api/query?id={query_id}&k=8&pool=100&head_weight={weight}")
+        assert shown_ids(page) == [r["id"] for r in want["results"]]
+
+    # Upload a query image: the page shows it and its look-alikes.
+    upload = Path(Gallery(coll).root) / "red" / "1.png"
+    page.set_input_files("#upload", str(upload))
+    expect(page.locator("#query-tile figcaption")).to_contain_text("uploaded: 1.png")
+    page.wait_for_selector("#results .tile")
+    shown = page.locator("#results .tile").evaluate_all("ts => ts.map(t => t.dataset.path)")
+    assert shown and all(p.startswith("red/") for p in shown[:4])
+    assert "red/1.png" not in shown  # the same file, indexed, is the query itself
+
+    # The evaluation table.
+    assert page.locator("#evaluation").is_visible()
+    assert "0.900" in page.locator("#evaluation-table").inner_text()
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(ARTIFACTS / "gallery.png"), full_page=True)
+    assert (ARTIFACTS / "gallery.png").stat().st_size > 10_000
+    assert errors == []
+    page.close()
+
+
+def test_a_refused_upload_shows_the_servers_message(site, browser, tmp_path):
+    running, _ = site
+    text = tmp_path / "notes.png"
+    text.write_text("not an image at all")
+    page = browser.new_page()
+    page.goto(f"http://127.0.0.1:{running.port}/")
+    page.wait_for_selector("body[data-ready='1']")
+    page.set_input_files("#upload", str(text))
+    expect(page.locator("#error")).to_contain_text("not an image")
+    big = tmp_path / "big.png"
+    with open(big, "wb") as f:
+        f.truncate(WebLimits().max_upload_bytes + 1)
+    page.set_input_files("#upload", str(big))
+    expect(page.locator("#error")).to_contain_text("uploads are limited to")
+    page.close()
