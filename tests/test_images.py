@@ -413,6 +413,7 @@ def test_mutated_real_images_load_or_raise_image_load_error(
         tried += 1
         path.unlink()
     record_property("fuzz_inputs", tried)
+    record_property("fuzz_inputs_loaded", loaded)
     print(f"fuzzed {tried} mutated real images: {loaded} loaded, {tried - loaded} refused")
     assert tried == 300
     assert 0 < loaded < tried  # both paths were exercised

@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +103,6 @@ class Collection:
                 f"{path}: exists and is not empty, and is not a lookalike collection; "
                 "choose a new folder for the collection"
             )
-        path.mkdir(parents=True, exist_ok=True)
         manifest = {
             "format_version": FORMAT_VERSION,
             "package_version": __version__,
@@ -112,7 +112,26 @@ class Collection:
             "generation": None,
             "created": time.time(),
         }
-        atomic_write_json(path / MANIFEST, manifest)
+        if path.exists():  # an empty folder the user made (perhaps a mount point)
+            atomic_write_json(path / MANIFEST, manifest)
+            return cls(path, manifest)
+        # Made beside its place and renamed into it, so that no query and no later run
+        # (after a kill) ever finds the folder without its manifest.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.new"
+        tmp.mkdir()
+        try:
+            atomic_write_json(tmp / MANIFEST, manifest)
+            os.replace(tmp, path)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if cls.exists(path):
+                raise CollectionBusyError(
+                    f"{path}: another `lookalike index` created this collection at the same "
+                    "moment; run the command again"
+                ) from exc
+            raise
+        fsync_dir(path.parent)
         return cls(path, manifest)
 
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,12 @@ class QueryResult:
 
 
 class Searcher:
-    """Loads one generation of a collection and answers queries against it."""
+    """Loads one generation of a collection and answers queries against it.
+
+    Safe to share between threads: the arrays and index are only read, and the
+    extractor (lazily loaded models, detectors that are not thread-safe) is used
+    by one query at a time.
+    """
 
     def __init__(self, collection: Collection | Path, extractor: FeatureExtractor | None = None):
         self.collection = (
@@ -66,6 +72,8 @@ class Searcher:
         self.index = gen.index()
         self.fuser = gen.fuser()
         self.extractor = extractor or FeatureExtractor(self.config)
+        self._extractor_lock = threading.Lock()
+        self._weights_checked = False
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -114,8 +122,14 @@ class Searcher:
             sha = file_sha256(path)
         except ImageLoadError as exc:
             raise QueryError(f"{exc.path}: cannot use as a query: {exc.reason}") from exc
-        analysis = self.extractor.analyse(image)
-        blocks = self.extractor.compute([analysis.views], self.config.block_keys)
+        with self._extractor_lock:
+            if not self._weights_checked:
+                # Vectors from other weights (an upgraded model package) would be compared
+                # silently with the stored ones and give meaningless answers.
+                self.collection.check_compatible(self.config, self.extractor.backbone_hash())
+                self._weights_checked = True
+            analysis = self.extractor.analyse(image)
+            blocks = self.extractor.compute([analysis.views], self.config.block_keys)
         vector = self.fuser.transform(blocks)[0]
         # The same file indexed under another name is still the query itself.
         same = {r.id for r in self.collection.catalog.by_sha256(sha) if r.id is not None}
