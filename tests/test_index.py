@@ -1,0 +1,202 @@
+"""The index backends against the exact reference, and the contract every backend keeps."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lookalike.errors import IncompatibleCollectionError, LookalikeError, UnknownNameError
+from lookalike.index import create_index, exact, list_indexes, load_index
+from lookalike.index.base import angular_to_cosine, l2_normalize
+
+DIM = 24
+
+
+def _optional(name: str, module: str, **params: object) -> object:
+    missing = importlib.util.find_spec(module) is None
+    return pytest.param(
+        name,
+        params,
+        marks=pytest.mark.skipif(missing, reason=f"{module} is not installed"),
+        id=f"{name}-{'-'.join(map(str, params.values()))}".rstrip("-"),
+    )
+
+
+ANN = [
+    pytest.param("annoy", {"n_trees": 50}, id="annoy"),
+    _optional("hnswlib", "hnswlib"),
+    _optional("faiss", "faiss", factory="HNSW32"),
+]
+UNTRAINED = [pytest.param("exact", {}, id="exact"), *ANN]
+ALL = [*UNTRAINED, _optional("faiss", "faiss", factory="IVF8,Flat")]  # IVF8 trains on >= 8 items
+
+
+def clustered(n: int, dim: int = DIM, clusters: int = 20, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    points = centres[rng.integers(clusters, size=n)] + 0.35 * rng.normal(size=(n, dim))
+    return points.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    return clustered(1500), clustered(60, seed=1)
+
+
+@pytest.fixture(scope="module")
+def reference(data: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Top-10 ids by cosine, computed in float64 with a plain full sort."""
+    items, queries = (l2_normalize(a).astype(np.float64) for a in data)
+    return np.argsort(-(queries @ items.T), axis=1, kind="stable")[:, :10]
+
+
+def built(name: str, params: dict, vectors: np.ndarray):
+    index = create_index(name, **params)
+    index.build(vectors)
+    return index
+
+
+def test_registry_lists_backends_and_suggests_close_names() -> None:
+    assert {"annoy", "exact", "faiss", "hnswlib"} <= set(list_indexes())
+    with pytest.raises(UnknownNameError, match="'annoy'"):
+        create_index("anoy")
+
+
+def test_unknown_parameters_are_clear_errors() -> None:
+    with pytest.raises(LookalikeError, match="n_trees"):
+        create_index("annoy", ntrees=10)
+    with pytest.raises(LookalikeError, match="n_trees must be an integer >= 1"):
+        create_index("annoy", n_trees=0)
+    with pytest.raises(LookalikeError, match="has no query parameter 'ef'"):
+        create_index("annoy").set_query_params(ef=10)
+
+
+def test_exact_equals_brute_force_across_blocks(data, reference, monkeypatch) -> None:
+    # Small blocks so the block-merging path runs many times.
+    monkeypatch.setattr(exact, "QUERY_ROWS", 7)
+    monkeypatch.setattr(exact, "ITEM_ROWS", 97)
+    items, queries = data
+    ids, sims = built("exact", {}, items).query(queries, 10)
+    np.testing.assert_array_equal(ids, reference)
+    assert ids.dtype == np.int64 and sims.dtype == np.float32
+    assert np.all(np.diff(sims, axis=1) <= 0)
+
+
+@pytest.mark.parametrize(("name", "params"), ANN)
+def test_ann_recall_and_similarities_agree_with_exact(name, params, data, reference) -> None:
+    items, queries = data
+    ids, sims = built(name, params, items).query(queries, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, reference, strict=True)])
+    assert recall >= 0.9
+    expected = np.einsum("md,mkd->mk", l2_normalize(queries), l2_normalize(items)[ids])
+    np.testing.assert_allclose(sims, expected, atol=1e-5)
+
+
+def test_annoy_angular_distance_converts_to_cosine() -> None:
+    a, b = np.array([1.0, 0.0]), np.array([0.6, 0.8])
+    assert angular_to_cosine(np.linalg.norm(a - b)) == pytest.approx(a @ b)
+
+
+@pytest.mark.parametrize(("name", "params"), ALL)
+def test_save_load_round_trip(name, params, data, tmp_path: Path) -> None:
+    items, queries = data
+    index = built(name, params, items)
+    index.save(tmp_path)
+    index.save(tmp_path)  # saving over an earlier save is fine
+    loaded = load_index(name, tmp_path, DIM)
+    assert loaded.params == index.params and loaded.count == len(items)
+    for got, want in zip(loaded.query(queries, 10), index.query(queries, 10), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize(("name", "params"), UNTRAINED)
+def test_k_larger_than_n_is_padded(name, params) -> None:
+    index = built(name, params, clustered(3))
+    ids, sims = index.query(clustered(2, seed=5), 5)
+    assert ids.shape == sims.shape == (2, 5)
+    assert all(sorted(row) == [0, 1, 2] for row in ids[:, :3])
+    assert np.all(ids[:, 3:] == -1) and np.all(sims[:, 3:] == -np.inf)
+    assert np.all(np.isfinite(sims[:, :3]))
+
+
+@pytest.mark.parametrize(("name", "params"), UNTRAINED)
+def test_single_item(name, params, tmp_path: Path) -> None:
+    vector = clustered(1)
+    index = built(name, params, vector)
+    index.save(tmp_path)
+    ids, sims = load_index(name, tmp_path, DIM).query(vector, 2)
+    assert ids.tolist() == [[0, -1]]
+    assert sims[0, 0] == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize(("name", "params"), ALL)
+def test_empty_index(name, params, tmp_path: Path) -> None:
+    index = built(name, params, np.empty((0, DIM), np.float32))
+    index.save(tmp_path)
+    loaded = load_index(name, tmp_path, DIM)
+    for result in (index.query(clustered(2), 3), loaded.query(clustered(2), 3)):
+        assert np.all(result[0] == -1) and np.all(result[1] == -np.inf)
+
+
+@pytest.mark.parametrize(("name", "params"), ALL)
+def test_zero_vectors_have_cosine_zero(name, params) -> None:
+    items = clustered(40)
+    items[7] = 0
+    index = built(name, params, items)
+    ids, sims = index.query(np.zeros((1, DIM), np.float32), 3)
+    assert np.all(ids >= 0)
+    np.testing.assert_allclose(sims, 0, atol=1e-6)
+    ids, sims = index.query(items[:5] + 0.01, 40)
+    np.testing.assert_allclose(sims[ids == 7], 0, atol=1e-6)
+
+
+@pytest.mark.parametrize(("name", "params"), ALL)
+def test_dimension_mismatch(name, params, tmp_path: Path) -> None:
+    index = built(name, params, clustered(30))
+    with pytest.raises(LookalikeError, match="8 dimensions but the index holds 24"):
+        index.query(np.ones((1, 8), np.float32), 3)
+    index.save(tmp_path)
+    with pytest.raises(IncompatibleCollectionError, match="24-dimensional"):
+        load_index(name, tmp_path, 8)
+
+
+def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
+    index = create_index("exact")
+    with pytest.raises(LookalikeError, match="has not been built"):
+        index.query(clustered(1), 1)
+    with pytest.raises(LookalikeError, match="2-D"):
+        index.build(np.ones(DIM, np.float32))
+    with pytest.raises(LookalikeError, match="NaN"):
+        index.build(np.full((2, DIM), np.nan, np.float32))
+    with pytest.raises(LookalikeError, match="no saved annoy index"):
+        load_index("annoy", tmp_path, DIM)
+
+
+def test_annoy_search_k_is_settable_after_load(data, tmp_path: Path) -> None:
+    items, queries = data
+    built("annoy", {"n_trees": 2}, items).save(tmp_path)
+    loaded = load_index("annoy", tmp_path, DIM)
+    coarse = loaded.query(queries, 10)[0]
+    loaded.set_query_params(search_k=20_000)
+    assert loaded.params["search_k"] == 20_000
+    assert not np.array_equal(loaded.query(queries, 10)[0], coarse)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("faiss") is None, reason="faiss is not installed")
+def test_faiss_ivf_needs_enough_vectors_to_train() -> None:
+    with pytest.raises(LookalikeError, match="1024 IVF lists but only 50 vectors"):
+        built("faiss", {"factory": "IVF1024,Flat"}, clustered(50))
+    with pytest.raises(LookalikeError, match="could not train"):
+        built("faiss", {"factory": "PQ4"}, clustered(50))
+
+
+@pytest.mark.parametrize(("name", "module"), [("hnswlib", "hnswlib"), ("faiss", "faiss")])
+def test_missing_optional_library_says_how_to_install(name, module, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
+    with pytest.raises(LookalikeError, match=r"pip install 'lookalike\[ann\]'"):
+        create_index(name)
