@@ -13,7 +13,7 @@ def write(tmp_path, text, encoding="utf-8"):
 
 
 def test_folders_take_the_parent_folder_name():
-    labels = folder_labels(KNOWN + ["top.png"])
+    labels = folder_labels([*KNOWN, "top.png"])
     assert labels.column() == {"a/1.png": "a", "a/2.png": "a", "b/1.png": "b"}
 
 

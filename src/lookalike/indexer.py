@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -16,10 +20,11 @@ from tqdm import tqdm
 from lookalike.catalog import FileRecord
 from lookalike.collection import Collection, new_index
 from lookalike.config import PipelineConfig, get_preset
-from lookalike.errors import ImageLoadError, LookalikeError
+from lookalike.errors import CollectionError, ImageLoadError, LookalikeError
 from lookalike.features import Analysis, FeatureExtractor
 from lookalike.fuse import Fuser
 from lookalike.images import LoadLimits, file_sha256, iter_image_files, load_image
+from lookalike.index import IncrementalIndex, VectorIndex
 from lookalike.staging import Staging
 
 
@@ -61,6 +66,43 @@ class _Loaded:
     analysis: Analysis | None
 
 
+@dataclass
+class ProcessedBatch:
+    """A batch of files through decode, detect and embed: what a run stores (any engine)."""
+
+    records: list[FileRecord]  # every file of the batch, status "ok" or "error"
+    ids: np.ndarray  # catalog ids of the ok ones: the rows of `blocks`
+    blocks: dict[str, np.ndarray]
+
+
+def load_record(
+    rec: FileRecord, root: Path, limits: LoadLimits, extractor: FeatureExtractor
+) -> _Loaded:
+    """Decode and detect one file, filling its catalog record (status ok, or error + reason)."""
+    path = root / rec.path
+    try:
+        image = load_image(path, limits)
+        rec.sha256 = file_sha256(path)
+    except ImageLoadError as exc:
+        rec.status, rec.error = "error", exc.reason
+        return _Loaded(rec, None)
+    analysis = extractor.analyse(image)
+    rec.width, rec.height = image.size
+    rec.detector = extractor.config.detector
+    rec.faces, rec.head_box, rec.fallback = analysis.faces, analysis.head_box, analysis.fallback
+    rec.status, rec.error = "ok", None
+    return _Loaded(rec, analysis)
+
+
+def embed_loaded(extractor: FeatureExtractor, batch: Sequence[_Loaded]) -> ProcessedBatch:
+    """Embed the loaded files of a batch (the single-process and the Ray engine both call it)."""
+    good = [item for item in batch if item.analysis is not None]
+    views = [item.analysis.views for item in good]  # type: ignore[union-attr]
+    blocks = extractor.compute(views, extractor.config.block_keys) if good else {}
+    ids = np.array([item.record.id for item in good], dtype=np.int64)
+    return ProcessedBatch([item.record for item in batch], ids, blocks)
+
+
 def relative_key(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
 
@@ -75,6 +117,19 @@ def _stat_record(path: Path, root: Path) -> FileRecord:
     return FileRecord(rel, st.st_size, st.st_mtime_ns, "pending")
 
 
+class Engine(Protocol):
+    """Runs decode, detect and embed somewhere else (a Ray cluster), batch by batch."""
+
+    def process(
+        self,
+        todo: Sequence[FileRecord],
+        root: Path,
+        config: PipelineConfig,
+        limits: LoadLimits,
+        batch_size: int,
+    ) -> Iterator[ProcessedBatch]: ...
+
+
 class Indexer:
     def __init__(
         self,
@@ -86,6 +141,7 @@ class Indexer:
         limits: LoadLimits | None = None,
         progress: bool = True,
         workers: int | None = None,
+        engine: Engine | None = None,
     ) -> None:
         self.root = Path(root).resolve()
         if not self.root.is_dir():
@@ -97,6 +153,7 @@ class Indexer:
         self.limits = limits or LoadLimits()
         self.progress = progress
         self.workers = workers or min(4, os.cpu_count() or 1)
+        self.engine = engine  # None: this process, with a thread pool for decoding
 
     # -- opening -----------------------------------------------------------------
     def _open(self) -> Collection:
@@ -108,6 +165,7 @@ class Indexer:
                     "use another --collection folder"
                 )
             config = self.requested or coll.config
+            coll.check_compatible(config, coll.weights_hash)  # other settings: refused unloaded
             extractor = self._extractor_for(config)
             coll.check_compatible(config, extractor.backbone_hash())
             return coll
@@ -124,6 +182,12 @@ class Indexer:
     # -- the run -------------------------------------------------------------------
     def run(self, wait: bool = False) -> IndexSummary:
         start = time.perf_counter()
+        with disk_full_is_an_error(self.collection_path):
+            summary = self._run(wait)
+        summary.seconds = time.perf_counter() - start
+        return summary
+
+    def _run(self, wait: bool) -> IndexSummary:
         coll = self._open()
         summary = IndexSummary(coll.path)
         with coll.write_lock(wait=wait):
@@ -135,7 +199,6 @@ class Indexer:
                 self._commit(coll, deleted, summary)
         if not summary.committed:
             summary.total_indexed = int(coll.manifest.get("counts", {}).get("indexed", 0))
-        summary.seconds = time.perf_counter() - start
         return summary
 
     def _plan(self, coll: Collection, summary: IndexSummary) -> tuple[list[FileRecord], list[str]]:
@@ -165,19 +228,7 @@ class Indexer:
         return todo, deleted
 
     def _load_one(self, rec: FileRecord) -> _Loaded:
-        path = self.root / rec.path
-        try:
-            image = load_image(path, self.limits)
-            rec.sha256 = file_sha256(path)
-        except ImageLoadError as exc:
-            rec.status, rec.error = "error", exc.reason
-            return _Loaded(rec, None)
-        analysis = self.extractor.analyse(image)
-        rec.width, rec.height = image.size
-        rec.detector = self.extractor.config.detector
-        rec.faces, rec.head_box, rec.fallback = analysis.faces, analysis.head_box, analysis.fallback
-        rec.status, rec.error = "ok", None
-        return _Loaded(rec, analysis)
+        return load_record(rec, self.root, self.limits, self.extractor)
 
     @property
     def extractor(self) -> FeatureExtractor:
@@ -196,11 +247,19 @@ class Indexer:
             for results in pending:
                 yield list(results)
 
+    def _processed(self, todo: Sequence[FileRecord]) -> Iterator[ProcessedBatch]:
+        if self.engine is not None:
+            yield from self.engine.process(
+                todo, self.root, self.extractor.config, self.limits, self.batch_size
+            )
+            return
+        for batch in self._batches(todo):
+            yield embed_loaded(self.extractor, batch)
+
     def _embed(self, coll: Collection, todo: list[FileRecord], summary: IndexSummary) -> None:
         if not todo:
             return
         staging = Staging(coll.staging_dir)
-        keys = coll.config.block_keys
         bar = tqdm(
             total=len(todo),
             unit="img",
@@ -210,21 +269,17 @@ class Indexer:
             dynamic_ncols=True,
         )
         try:
-            for batch in self._batches(todo):
-                good = [item for item in batch if item.analysis is not None]
-                if good:
-                    views = [item.analysis.views for item in good]  # type: ignore[union-attr]
-                    blocks = self.extractor.compute(views, keys)
-                    ids = np.array([item.record.id for item in good], dtype=np.int64)
-                    staging.write(ids, blocks)  # vectors first: rows only say ok once stored
-                coll.catalog.upsert(item.record for item in batch)
-                for item in batch:
-                    if item.analysis is None:
-                        summary.skipped.append((item.record.path, item.record.error or ""))
+            for done in self._processed(todo):
+                if len(done.ids):
+                    staging.write(done.ids, done.blocks)  # vectors first: rows say ok once stored
+                coll.catalog.upsert(done.records)
+                for rec in done.records:
+                    if rec.status != "ok":
+                        summary.skipped.append((rec.path, rec.error or ""))
                     else:
                         summary.embedded += 1
-                        summary.fallbacks += int(item.record.fallback)
-                bar.update(len(batch))
+                        summary.fallbacks += int(rec.fallback)
+                bar.update(len(done.records))
         finally:
             bar.close()
 
@@ -256,10 +311,7 @@ class Indexer:
                 f"{self.root}: no image could be indexed ({len(summary.skipped)} skipped); "
                 "nothing to search"
             )
-        fuser = Fuser(config.blocks, config.fusion).fit(blocks)
-        fused = fuser.transform(blocks)
-        index = new_index(config)
-        index.build(fused)
+        fuser, fused, index = self._fuse_and_index(coll, records, blocks, set(staged_row))
         boxes = np.array([r.head_box for r in records], dtype=np.int32).reshape(-1, 4)
         counts = {"indexed": len(records), **catalog.counts()}
         coll.commit(ids, boxes, blocks, fuser, fused, index, counts)
@@ -267,6 +319,70 @@ class Indexer:
         Staging(coll.staging_dir).clear()
         summary.committed = True
         summary.total_indexed = len(records)
+
+    def _fuse_and_index(
+        self,
+        coll: Collection,
+        records: list[FileRecord],
+        blocks: dict[str, np.ndarray],
+        staged: set[int],
+    ) -> tuple[Fuser, np.ndarray, VectorIndex]:
+        """Fit the fuser and build the index; an external store (Milvus) gets only the changes.
+
+        Such a store keeps the fuser fitted by its first commit: refitting (a PCA) would change
+        every stored vector, and so rewrite the whole store at every run.
+        """
+        config, gen = coll.config, coll.generation()
+        index = new_index(config)
+        if not isinstance(index, IncrementalIndex):
+            fuser = Fuser(config.blocks, config.fusion).fit(blocks)
+            fused = fuser.transform(blocks)
+            index.build(fused)
+            return fuser, fused, index
+        keep = gen is not None and index.continues(coll.manifest.get("index_params"))
+        if gen is not None and keep:
+            fuser = gen.fuser()
+        else:
+            fuser = Fuser(config.blocks, config.fusion).fit(blocks)
+        fused = fuser.transform(blocks)
+        ids = np.array([r.id for r in records], dtype=np.int64)
+        staged_ids = np.array(sorted(staged), dtype=np.int64)
+        # Staged ids too: a run killed after writing the store may have sent some.
+        before = np.union1d(gen.ids if gen else np.zeros(0, np.int64), staged_ids)
+        fresh = np.intersect1d(ids, staged_ids) if keep else None
+        metadata = [
+            {"path": r.path, "head_box": r.head_box, "fallback": r.fallback} for r in records
+        ]
+        index.update(ids, fused, metadata, fresh, np.setdiff1d(before, ids))
+        return fuser, fused, index
+
+
+@contextlib.contextmanager
+def disk_full_is_an_error(collection: Path) -> Iterator[None]:
+    """Turn "no space left" from any writer into a message that says what is still safe.
+
+    Every write is staged or atomic, so a full disk never damages the committed state.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise CollectionError(_disk_full_message(exc.filename or collection, collection)) from exc
+    except sqlite3.OperationalError as exc:
+        if "disk is full" not in str(exc):
+            raise
+        raise CollectionError(
+            _disk_full_message(Path(collection) / "catalog.sqlite", collection)
+        ) from exc
+
+
+def _disk_full_message(written: str | Path, collection: Path) -> str:
+    return (
+        f"no space left on device while writing {written}; the collection {collection} "
+        "still answers queries from its last committed state: free some space and run the "
+        "same command to resume"
+    )
 
 
 def index_folder(
