@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ EXIT_SKIPPED = 1
 def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--preset",
-        help="pipeline preset: default, v1, v2, v3, v4, photo "
+        help="pipeline preset: default, v1, v2, v3, v4, v5 (with --head), photo "
         "(default: 'default' for a new collection, the stored one otherwise)",
     )
     p.add_argument("--detector", help="face detector: animeface (anime art), haar (photos), none")
@@ -51,9 +52,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", type=Path, help="folder of images")
     p.add_argument("--collection", "-c", type=Path, required=True, help="collection folder")
     _add_pipeline_options(p)
+    p.add_argument(
+        "--head",
+        type=Path,
+        help="trained head (from `lookalike train`) for preset v5; an indexed collection "
+        "switches to it from its stored features, without reading the images again",
+    )
     p.add_argument("--batch-size", type=int, default=32, help="images per embedding batch")
     p.add_argument("--wait", action="store_true", help="wait if another run holds the collection")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="where decode, detect and embed run: this process (default) or Ray",
+    )
+    p.add_argument("--ray-address", help="join this Ray cluster (default: start a local Ray)")
+    p.add_argument("--ray-workers", type=int, default=2, help="Ray embedding actors (default 2)")
+    p.add_argument(
+        "--store",
+        help="keep the vectors in Milvus: milvus:PATH (Milvus Lite file) or milvus://HOST:PORT",
+    )
 
     p = sub.add_parser(
         "query",
@@ -96,6 +115,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=4)
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--train-fraction",
+        type=float,
+        help="train a v5 head on this stratified fraction of the labelled images and score "
+        "every preset on the rest only (queries and gallery); adds v5 to the presets",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and the training")
+
+    p = sub.add_parser(
+        "train",
+        help="train a v5 head on your labels (multi-task)",
+        description="Train one classifier per label column (task) on the collection's "
+        "stored features of both views (head crop and whole image), with a validation "
+        "split and early stopping. The head is saved as safetensors + head.json; use it "
+        "with `lookalike index FOLDER -c COLL --preset v5 --head HEAD_DIR`.",
+    )
+    p.add_argument("collection", type=Path)
+    p.add_argument(
+        "--labels",
+        required=True,
+        help="'folders' (one task, character = parent folder) or a CSV: a 'file' column and "
+        "one column per task (an empty cell: no label)",
+    )
+    p.add_argument("--tasks", help="comma-separated label columns to learn (default: all)")
+    p.add_argument("--epochs", type=int, default=200, help="most epochs (early stopping)")
+    p.add_argument(
+        "--mode", choices=["frozen"], default="frozen", help="frozen: train on cached features"
+    )
+    p.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda")
+    p.add_argument(
+        "--output",
+        choices=["probs", "logits", "embedding"],
+        default="probs",
+        help="the retrieval vector: task probabilities (default), logits, or the 64-d embedding",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, help="head folder (default: COLL/head)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
     p = sub.add_parser(
         "demo",
@@ -110,6 +167,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backbone", default=None, help="backbone (default efficientnet-lite0)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+    p = sub.add_parser(
+        "serve",
+        help="browse the collection and query it in a web page (and a JSON API)",
+        description="Serve a gallery of the collection with look-alike search, "
+        "a head-versus-whole slider, uploads and label filters, plus the JSON API "
+        "(described at /api/openapi.json). Read-only; Ctrl-C stops it.",
+    )
+    p.add_argument("collection", type=Path)
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)"
+    )
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument(
+        "--labels", help="label filters: 'folders' (parent folder name) or a CSV with 'file'"
+    )
+    p.add_argument(
+        "--evaluation",
+        type=Path,
+        help="evaluation JSON to show (default: COLL/evaluation.json, written by evaluate)",
+    )
     return parser
 
 
@@ -132,15 +210,43 @@ def _config_from_args(args: argparse.Namespace):
         if args.trees:
             params["n_trees"] = args.trees
         changes["index"] = IndexConfig(backend, params)
+    if getattr(args, "head", None):
+        # The head's preset on the stored detector and backbone: an indexed collection
+        # switches to a head without repeating its other options.
+        if Collection.exists(args.collection):
+            config = Collection.open(args.collection).config
+        v5 = get_preset(args.preset or "v5")
+        changes.update(preset=v5.preset, blocks=v5.blocks, fusion=v5.fusion)
+        changes["head_dir"] = str(args.head.resolve())
     return config.with_options(**changes)
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    from lookalike.collection import Collection
+    from lookalike.engines import create_engine
     from lookalike.indexer import Indexer
 
     config = _config_from_args(args)
+    if args.store:
+        from lookalike.config import IndexConfig
+        from lookalike.index.milvus_index import store_params
+
+        config = config.with_options(
+            index=IndexConfig("milvus", store_params(args.store, args.collection))
+        )
+    if config.head_dir and Collection.exists(args.collection):
+        from lookalike.train import can_switch_in_place, switch_to_head
+
+        coll = Collection.open(args.collection)
+        if can_switch_in_place(coll.config, config):
+            switch_to_head(coll, config, progress=not args.quiet)
     indexer = Indexer(
-        args.folder, args.collection, config, batch_size=args.batch_size, progress=not args.quiet
+        args.folder,
+        args.collection,
+        config,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+        engine=create_engine(args.engine, args.ray_address, args.ray_workers),
     )
     try:
         summary = indexer.run(wait=args.wait)
@@ -184,6 +290,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_json(), indent=2))
     else:
         print(f"query: {result.query}")
+        if result.query_fallback:
+            print("head crop: no face found in the query, the fallback crop was used")
         print(f"{'rank':>4}  {'score':>7}  {'id':>6}  path")
         for rank, m in enumerate(result.matches, 1):
             print(f"{rank:>4}  {m.score:7.4f}  {m.id:>6}  {m.path}")
@@ -231,6 +339,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from lookalike.collection import Collection
     from lookalike.config import preset_names_for_evaluation
     from lookalike.evaluate import detection_rate, evaluate, markdown_table, to_json
+    from lookalike.fileio import atomic_write_bytes
     from lookalike.labels import load_labels
 
     coll = Collection.open(args.collection)
@@ -238,9 +347,59 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     paths = [r.path for r in coll.catalog.get_many(gen.ids.tolist()).values()]
     labels = load_labels(args.labels, paths)
     presets = args.presets or preset_names_for_evaluation()
-    scores = evaluate(coll, labels, presets, k=args.k, task=args.task, progress=not args.quiet)
+    if args.train_fraction is not None:
+        from lookalike.evaluate import evaluate_held_out
+        from lookalike.train import OUTPUTS, TrainOptions
+
+        held = evaluate_held_out(
+            coll,
+            labels,
+            args.presets or [*presets, "v5"],
+            args.train_fraction,
+            k=args.k,
+            task=args.task,
+            seed=args.seed,
+            options=TrainOptions(seed=args.seed, progress=not args.quiet),
+            outputs=OUTPUTS,
+            progress=not args.quiet,
+        )
+        scores = held.scores
+        trained = f", v5 trained in {held.train_seconds:.0f} s" if held.train_seconds else ""
+        print(
+            f"labels of {len(held.train_paths)} images used for training; scored on the "
+            f"other {len(held.test_paths)}{trained}",
+            file=sys.stderr,
+        )
+    else:
+        scores = evaluate(coll, labels, presets, k=args.k, task=args.task, progress=not args.quiet)
     rate = detection_rate(coll)
+    # Kept beside the collection so that `lookalike serve` can show the table.
+    atomic_write_bytes(coll.path / "evaluation.json", to_json(scores, rate).encode() + b"\n")
     print(to_json(scores, rate) if args.json else markdown_table(scores, rate))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from lookalike.collection import Collection
+    from lookalike.labels import load_labels
+    from lookalike.train import TrainOptions, save_head, train_head
+
+    coll = Collection.open(args.collection)
+    gen = coll.require_generation()
+    paths = [r.path for r in coll.catalog.get_many(gen.ids.tolist()).values()]
+    labels = load_labels(args.labels, paths)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    options = TrainOptions(
+        epochs=args.epochs, seed=args.seed, device=args.device, progress=not args.quiet
+    )
+    head, result = train_head(coll, labels, tasks, options, output=args.output)
+    out = save_head(args.out or coll.path / "head", head.config, head.model)
+    for task in head.config.tasks:
+        accuracy = result.val_accuracy.get(task.name)
+        shown = f"{accuracy:.3f}" if accuracy is not None else "n/a"
+        print(f"task {task.name}: {len(task.classes)} classes, validation accuracy {shown}")
+    print(f"best epoch {result.best_epoch}, {result.seconds:.1f} s; head saved in {out}")
+    print(f"use it: lookalike index {coll.root} -c {coll.path} --preset v5 --head {out}")
     return 0
 
 
@@ -257,12 +416,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from lookalike.web import serve
+
+    try:
+        serve(args.collection, args.host, args.port, args.labels, args.evaluation)
+    except KeyboardInterrupt:
+        print("stopped")
+    return 0
+
+
 COMMANDS = {
     "index": cmd_index,
     "query": cmd_query,
     "info": cmd_info,
     "evaluate": cmd_evaluate,
+    "train": cmd_train,
     "demo": cmd_demo,
+    "serve": cmd_serve,
 }
 
 
@@ -278,6 +449,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `lookalike query ... | head`: the reader left; that is not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

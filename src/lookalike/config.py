@@ -57,6 +57,9 @@ class PipelineConfig:
     index: IndexConfig = IndexConfig()
     # How far the head box grows beyond the detected face (fraction of the face size).
     head_margin: float = 0.6
+    # The trained head (`lookalike train`) that computes the "v5" feature; None for the
+    # presets that need none (manifests written before it existed have no such key).
+    head_dir: str | None = None
 
     @property
     def block_keys(self) -> list[str]:
@@ -116,6 +119,13 @@ def _default() -> PipelineConfig:
         Block("whole", "hsv", 0.5),
     )
     return PipelineConfig("default", blocks)
+
+
+@PRESETS.register("v5", "head + whole through a head trained on your labels (needs --head)")
+def _v5() -> PipelineConfig:
+    # Each view's task outputs (or embedding), L2-normalised, side by side (2 x 26 = 52 in
+    # the article). The head comes from `lookalike train`; set it with --head.
+    return PipelineConfig("v5", (Block("head", "v5"), Block("whole", "v5")))
 
 
 @PRESETS.register("photo", "photos of people: human face detector, middle-block CNN features")

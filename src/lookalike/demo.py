@@ -47,9 +47,7 @@ def run_demo(
     strips = []
     for file in list(firsts.values())[:queries]:
         result = searcher.query(file, k=4)
-        head = SheetItem(
-            sample / file, file, None, result.query_head_box, result.query_fallback
-        )
+        head = SheetItem(sample / file, file, None, result.query_head_box, result.query_fallback)
         tiles = [
             SheetItem(sample / m.path, m.path, m.score, m.head_box, m.fallback)
             for m in result.matches

@@ -3,7 +3,9 @@
 For each preset: precision@k and mAP@k for "same label" under exact cosine
 search, the ANN backend's recall@k against exact search, a feel score (how
 alike the whole images of the results look, by colour), and the vector size.
-Every labelled item queries every other labelled item (leave-one-out).
+Every labelled item queries every other labelled item (leave-one-out), or, with
+`evaluate_held_out`, a trained preset (v5) learns from a labelled part and every preset is
+scored on the other part only.
 """
 
 from __future__ import annotations
@@ -11,18 +13,22 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lookalike.blockstore import blocks_for
 from lookalike.collection import Collection
-from lookalike.config import PipelineConfig, get_preset
+from lookalike.config import VIEWS, PipelineConfig, get_preset
 from lookalike.embed import Backbone
 from lookalike.errors import LabelsError
-from lookalike.features import FeatureExtractor
+from lookalike.features import HEAD_FEATURE, FeatureExtractor, split_key
 from lookalike.fuse import Fuser, l2_normalize
 from lookalike.index import create_index
 from lookalike.labels import Labels
+
+if TYPE_CHECKING:
+    from lookalike.train import Output, TrainOptions
 
 # Feel: colour histograms of the whole images, compared by cosine similarity.
 FEEL_BLOCK = "whole.hsv"
@@ -89,13 +95,8 @@ def evaluate(
     backbone: Backbone | None = None,
     progress: bool = True,
 ) -> list[PresetScore]:
+    rows, y = labelled_rows(coll, labels, task)
     gen = coll.require_generation()
-    records = coll.catalog.get_many(gen.ids.tolist())
-    label_of = labels.column(task)
-    rows = [r for r, i in enumerate(gen.ids.tolist()) if records[i].path in label_of]
-    if len(rows) < 2:
-        raise LabelsError("fewer than two indexed images have labels; nothing to evaluate")
-    y = np.array([label_of[records[int(gen.ids[r])].path] for r in rows])
     base = coll.config
     results = []
     for name in presets:
@@ -108,21 +109,119 @@ def evaluate(
         used = {key: blocks[key] for key in config.block_keys}
         fuser = Fuser(config.blocks, config.fusion).fit(used)  # unsupervised, whole collection
         fused = fuser.transform(used)[rows]
-        neighbours = exact_top_k(fused, k)
-        precision, mean_ap = precision_and_map(neighbours, y)
-        results.append(
-            PresetScore(
-                preset=name,
-                precision_at_k=round(precision, 4),
-                map_at_k=round(mean_ap, 4),
-                ann_recall_at_k=round(ann_recall(fused, neighbours, config, k), 4),
-                feel=round(feel_score(blocks[FEEL_BLOCK][rows], neighbours), 4),
-                dims=fuser.output_dim,
-                k=k,
-                queries=len(rows),
-            )
-        )
+        results.append(score_vectors(name, config, fused, y, blocks[FEEL_BLOCK][rows], k))
     return results
+
+
+def labelled_rows(
+    coll: Collection, labels: Labels, task: str | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Generation rows of the images labelled for `task`, and their labels."""
+    gen = coll.require_generation()
+    records = coll.catalog.get_many(gen.ids.tolist())
+    label_of = labels.column(task)
+    rows = [r for r, i in enumerate(gen.ids.tolist()) if records[i].path in label_of]
+    if len(rows) < 2:
+        raise LabelsError("fewer than two indexed images have labels; nothing to evaluate")
+    y = np.array([label_of[records[int(gen.ids[r])].path] for r in rows])
+    return np.array(rows, dtype=np.int64), y
+
+
+def score_vectors(
+    name: str,
+    config: PipelineConfig,
+    fused: np.ndarray,
+    y: np.ndarray,
+    feel: np.ndarray,
+    k: int,
+) -> PresetScore:
+    """Scores of one preset: each row queries all the other rows (and nothing else)."""
+    neighbours = exact_top_k(fused, k)
+    precision, mean_ap = precision_and_map(neighbours, y)
+    return PresetScore(
+        preset=name,
+        precision_at_k=round(precision, 4),
+        map_at_k=round(mean_ap, 4),
+        ann_recall_at_k=round(ann_recall(fused, neighbours, config, k), 4),
+        feel=round(feel_score(feel, neighbours), 4),
+        dims=int(fused.shape[1]),
+        k=k,
+        queries=len(fused),
+    )
+
+
+@dataclass
+class HeldOut:
+    """The result of `evaluate_held_out`: scores, and which images trained and which scored."""
+
+    scores: list[PresetScore]
+    train_paths: list[str]
+    test_paths: list[str]
+    train_seconds: float | None  # training time of the v5 head (None: no v5 preset asked)
+
+
+def evaluate_held_out(
+    coll: Collection,
+    labels: Labels,
+    presets: Sequence[str],
+    train_fraction: float,
+    k: int = 4,
+    task: str | None = None,
+    seed: int = 0,
+    options: TrainOptions | None = None,
+    outputs: Sequence[Output] = ("probs",),
+    progress: bool = True,
+) -> HeldOut:
+    """Label a stratified `train_fraction` of the images, train v5 on it, score the rest.
+
+    The head learns every label column of the training images only; every preset is then
+    scored on the held-out images alone, which are both the queries and the gallery, so a
+    training image can neither ask nor be found. The unsupervised fusion (PCA) still sees
+    the whole collection, as it does when indexing. A v5 preset gives one row per output
+    in `outputs` ("v5" for probs, "v5:embedding", ...).
+    """
+    from lookalike.train import base_extractor, head_blocks, stratified_split, train_head
+
+    rows, y = labelled_rows(coll, labels, task)
+    train_part, test_part = stratified_split(y.tolist(), train_fraction, seed)
+    train_rows, test_rows, y_test = rows[train_part], rows[test_part], y[test_part]
+    gen = coll.require_generation()
+    records = coll.catalog.get_many(gen.ids.tolist())
+    path_of = [records[int(i)].path for i in gen.ids]
+    base = coll.config
+    ext = base_extractor(base)
+    head, seconds = None, None
+    results = []
+    for name in presets:
+        config = get_preset(name).with_options(backbone=base.backbone, detector=base.detector)
+        plain = [key for key in config.block_keys if split_key(key)[1] != HEAD_FEATURE]
+        blocks = blocks_for(coll, gen, [*plain, FEEL_BLOCK], ext, progress=progress)
+        feel = blocks[FEEL_BLOCK][test_rows]
+        if len(plain) == len(config.blocks):
+            used = {key: blocks[key] for key in config.block_keys}
+            fused = Fuser(config.blocks, config.fusion).fit_transform(used)[test_rows]
+            results.append(score_vectors(name, config, fused, y_test, feel, k))
+            continue
+        if head is None:
+            head, trained = train_head(
+                coll, labels, options=options, rows=train_rows, extractor=ext
+            )
+            seconds = trained.seconds
+        keys = [f"{view}.{f}" for view in VIEWS for f in head.features]
+        base_blocks = blocks_for(coll, gen, keys, ext, progress=progress)
+        for output in outputs:
+            used = {key: blocks[key] for key in plain}
+            used.update(head_blocks(head.with_output(output), base_blocks, ext.backbone_hash(keys)))
+            used = {key: used[key] for key in config.block_keys}
+            fused = Fuser(config.blocks, config.fusion).fit_transform(used)[test_rows]
+            label = name if output == "probs" else f"{name}:{output}"
+            results.append(score_vectors(label, config, fused, y_test, feel, k))
+    return HeldOut(
+        results,
+        [path_of[r] for r in train_rows],
+        [path_of[r] for r in test_rows],
+        seconds,
+    )
 
 
 def detection_rate(coll: Collection) -> float:

@@ -6,9 +6,11 @@ offers it (one forward pass gives them all) and a hand-made descriptor otherwise
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -17,6 +19,13 @@ from lookalike.config import VIEWS, PipelineConfig
 from lookalike.describe import describe, list_descriptors
 from lookalike.detect import Detector, create_detector, crop, head_box
 from lookalike.embed import Backbone, create_backbone
+from lookalike.errors import LookalikeError
+
+if TYPE_CHECKING:
+    from lookalike.train.head import Head
+
+# The feature a trained head computes from a view's base features (see lookalike.train).
+HEAD_FEATURE = "v5"
 
 
 @dataclass
@@ -52,6 +61,7 @@ class FeatureExtractor:
         self.config = config
         self._backbone = backbone
         self._detector = detector
+        self._head: Head | None = None
 
     @property
     def backbone(self) -> Backbone:
@@ -91,6 +101,9 @@ class FeatureExtractor:
         out: dict[str, np.ndarray] = {}
         for view, features in wanted.items():
             images = [v[view] for v in views]
+            if HEAD_FEATURE in features:
+                out[f"{view}.{HEAD_FEATURE}"] = self._head_vectors(view, views)
+                features = [f for f in features if f != HEAD_FEATURE]
             # Whatever is not a hand-made descriptor is a backbone output.
             cnn = [f for f in features if self.needs_backbone([f"{view}.{f}"])]
             if cnn:
@@ -101,6 +114,27 @@ class FeatureExtractor:
                     out[f"{view}.{feature}"] = describe(feature, images)
         return {key: out[key] for key in keys}
 
+    @property
+    def head(self) -> Head:
+        """The trained head of the config (loaded on first use; torch is imported then)."""
+        if self._head is None:
+            if not self.config.head_dir:
+                raise LookalikeError(
+                    f"preset {self.config.preset!r} uses the {HEAD_FEATURE!r} feature and needs "
+                    "a trained head: pass --head HEAD_DIR (make one with `lookalike train`)"
+                )
+            from lookalike.train.head import load_head
+
+            self._head = load_head(Path(self.config.head_dir))
+        return self._head
+
+    def _head_vectors(self, view: str, views: Sequence[dict[str, Image.Image]]) -> np.ndarray:
+        keys = [f"{view}.{f}" for f in self.head.features]
+        base = self.compute(views, keys)
+        return self.head.vectors(
+            {split_key(k)[1]: v for k, v in base.items()}, self.backbone_hash(keys)
+        )
+
     def needs_backbone(self, keys: Sequence[str]) -> bool:
         descriptors = set(list_descriptors())
         return any(split_key(k)[1] not in descriptors for k in keys)
@@ -109,4 +143,6 @@ class FeatureExtractor:
         """The weights the vectors of `keys` depend on ("" when none uses the backbone)."""
         if not self.needs_backbone(self.config.block_keys if keys is None else keys):
             return ""
-        return f"{self.config.backbone}:{self.backbone.weights_hash}"
+        # Options such as the middle stage or flip TTA change the vectors as weights do.
+        options = json.dumps(self.backbone.options, sort_keys=True)
+        return f"{self.config.backbone}:{self.backbone.weights_hash}:{options}"
