@@ -16,14 +16,16 @@ from lookalike.errors import LookalikeError
 class AnimeFaceDetector:
     """Anime faces, best first, with hair/skin/eye colours and part boxes in `parts`.
 
-    Runs on a copy whose longer side is at most `max_side` pixels: on the seed
-    cards 512 finds the same faces as full size at a fraction of the time.
+    Runs on a copy whose longer side is at most `max_side` pixels: on the seed cards
+    384 finds the same faces as 1024 and 512, with boxes as close to the full-size ones,
+    in half the time of 512; 256 still finds them but its boxes drift (measured in
+    benchmarks/index_throughput.py, recorded in benchmarks/README.md).
     `min_score` drops faces whose likelihood is below it.
     """
 
     name = "animeface"
 
-    def __init__(self, max_side: int = 512, min_score: float = 0.0) -> None:
+    def __init__(self, max_side: int = 384, min_score: float = 0.0) -> None:
         major = int(PIL.__version__.split(".")[0])
         if major >= 11:
             # Its C code reads Pillow's internal structs and silently finds nothing on 11+.
