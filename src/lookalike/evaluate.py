@@ -98,14 +98,18 @@ def evaluate(
     rows, y = labelled_rows(coll, labels, task)
     gen = coll.require_generation()
     base = coll.config
+    # Same detector and backbone as the collection: presets differ in what they fuse.
+    configs = [
+        get_preset(name).with_options(backbone=base.backbone, detector=base.detector)
+        for name in presets
+    ]
+    # Every block any preset needs, in one pass over the images (one forward pass gives
+    # all backbone outputs of a view).
+    keys = list(dict.fromkeys([*(k for c in configs for k in c.block_keys), FEEL_BLOCK]))
+    extractor = FeatureExtractor(configs[0], backbone=backbone)
+    blocks = blocks_for(coll, gen, keys, extractor, progress=progress)
     results = []
-    for name in presets:
-        # Same detector and backbone as the collection: presets differ in what they fuse.
-        config = get_preset(name).with_options(backbone=base.backbone, detector=base.detector)
-        ext = FeatureExtractor(config, backbone=backbone)
-        keys = list(dict.fromkeys([*config.block_keys, FEEL_BLOCK]))
-        blocks = blocks_for(coll, gen, keys, ext, progress=progress)
-        backbone = ext.loaded_backbone  # loaded at most once for all presets
+    for name, config in zip(presets, configs, strict=True):
         used = {key: blocks[key] for key in config.block_keys}
         fuser = Fuser(config.blocks, config.fusion).fit(used)  # unsupervised, whole collection
         fused = fuser.transform(used)[rows]
