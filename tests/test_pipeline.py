@@ -204,3 +204,16 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
     assert main(["info", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("lookalike: error:") and "Traceback" not in err
+
+
+def test_decoding_in_worker_processes_gives_the_same_collection(folder, tmp_path):
+    threads = tmp_path / "threads"
+    processes = tmp_path / "processes"
+    index(folder, threads, batch_size=2)
+    Indexer(
+        folder, processes, fake_config(), progress=False, batch_size=2, processes=True, workers=2
+    ).run()
+    a, b = Searcher(threads), Searcher(processes)
+    assert np.array_equal(a.ids, b.ids)
+    assert np.allclose(a.fused, b.fused, atol=1e-6)
+    assert np.array_equal(a.head_boxes, b.head_boxes)

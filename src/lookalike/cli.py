@@ -247,6 +247,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=not args.quiet,
         engine=create_engine(args.engine, args.ray_address, args.ray_workers),
+        processes=True,
     )
     try:
         summary = indexer.run(wait=args.wait)

@@ -33,7 +33,7 @@ def run_demo(
         )
     config = get_preset("default").with_options(backbone=backbone)
     coll_path = out / "collection"
-    summary = Indexer(sample, coll_path, config, progress=progress).run()
+    summary = Indexer(sample, coll_path, config, progress=progress, processes=True).run()
     print("\n".join(summary.lines()))
 
     coll = Collection.open(coll_path)

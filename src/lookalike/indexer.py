@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from tqdm import tqdm
 from lookalike.catalog import FileRecord
 from lookalike.collection import Collection, new_index
 from lookalike.config import PipelineConfig, get_preset
+from lookalike.decode_pool import DecodePool
 from lookalike.errors import CollectionError, ImageLoadError, LookalikeError
 from lookalike.features import Analysis, FeatureExtractor
 from lookalike.fuse import Fuser
@@ -142,6 +144,7 @@ class Indexer:
         progress: bool = True,
         workers: int | None = None,
         engine: Engine | None = None,
+        processes: bool = False,
     ) -> None:
         self.root = Path(root).resolve()
         if not self.root.is_dir():
@@ -153,6 +156,9 @@ class Indexer:
         self.limits = limits or LoadLimits()
         self.progress = progress
         self.workers = workers or min(4, os.cpu_count() or 1)
+        # Decode + detect in worker processes for big runs. Off by default in the library
+        # (spawned workers re-import the caller's __main__); the CLI turns it on.
+        self.processes = processes
         self.engine = engine  # None: this process, with a thread pool for decoding
 
     # -- opening -----------------------------------------------------------------
@@ -235,14 +241,29 @@ class Indexer:
         assert self._extractor is not None  # set by _open
         return self._extractor
 
+    @contextlib.contextmanager
+    def _loader(
+        self, n_files: int
+    ) -> Iterator[Callable[[Sequence[FileRecord]], Iterator[_Loaded]]]:
+        """A map over files that decodes and detects them in parallel workers."""
+        # Processes only pay off when there is enough to do: each one starts a Python.
+        if self.processes and n_files >= 4 * self.batch_size and self.workers > 1:
+            pool = DecodePool(self.extractor.config, self.root, self.limits, self.workers)
+            try:
+                yield pool.map
+            finally:
+                pool.close()
+        else:
+            with ThreadPoolExecutor(self.workers) as threads:
+                yield functools.partial(threads.map, self._load_one)
+
     def _batches(self, todo: Sequence[FileRecord]) -> Iterator[list[_Loaded]]:
-        # Decoding and detection of the next batch overlap the embedding of this one.
-        with ThreadPoolExecutor(self.workers) as pool:
+        # Decoding and detection of the next batches overlap the embedding of this one.
+        with self._loader(len(todo)) as load:
             pending = []
             for start in range(0, len(todo), self.batch_size):
-                batch = todo[start : start + self.batch_size]
-                pending.append(pool.map(self._load_one, batch))
-                if len(pending) > 1:
+                pending.append(load(todo[start : start + self.batch_size]))
+                if len(pending) > 2:
                     yield list(pending.pop(0))
             for results in pending:
                 yield list(results)
