@@ -217,3 +217,19 @@ def test_decoding_in_worker_processes_gives_the_same_collection(folder, tmp_path
     assert np.array_equal(a.ids, b.ids)
     assert np.allclose(a.fused, b.fused, atol=1e-6)
     assert np.array_equal(a.head_boxes, b.head_boxes)
+
+
+def test_query_expansion_is_applied_to_the_collection_and_to_outside_queries(folder, tmp_path):
+    from dataclasses import replace
+
+    config = fake_config()
+    expanded = replace(config, fusion=replace(config.fusion, expand_k=2))
+    Indexer(folder, tmp_path / "plain", config, progress=False).run()
+    Indexer(folder, tmp_path / "qe", expanded, progress=False).run()
+    plain, qe = Searcher(tmp_path / "plain"), Searcher(tmp_path / "qe")
+    assert not np.allclose(plain.fused, qe.fused)
+    assert np.allclose(np.linalg.norm(qe.fused, axis=1), 1.0, atol=1e-5)
+    outside = tmp_path / "q.png"
+    draw(outside, COLOURS["green"], seed=123)
+    result = qe.query(str(outside), k=4)
+    assert all(m.path.startswith("green/") for m in result.matches)

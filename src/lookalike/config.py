@@ -39,6 +39,10 @@ class FusionConfig:
     # PCA on the fused vector, fitted on the collection itself (no labels).
     pca_dim: int | None = None
     whiten: bool = False
+    # Query expansion on the collection (alpha-QE): each vector averaged with its
+    # `expand_k` nearest neighbours weighted by cos ** `expand_alpha`; 0 turns it off.
+    expand_k: int = 0
+    expand_alpha: float = 3.0
 
 
 @dataclass(frozen=True)

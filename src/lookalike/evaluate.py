@@ -22,6 +22,7 @@ from lookalike.collection import Collection
 from lookalike.config import VIEWS, PipelineConfig, get_preset
 from lookalike.embed import Backbone
 from lookalike.errors import LabelsError
+from lookalike.expansion import expand_collection
 from lookalike.features import HEAD_FEATURE, FeatureExtractor, split_key
 from lookalike.fuse import Fuser, l2_normalize
 from lookalike.index import create_index
@@ -112,7 +113,8 @@ def evaluate(
     for name, config in zip(presets, configs, strict=True):
         used = {key: blocks[key] for key in config.block_keys}
         fuser = Fuser(config.blocks, config.fusion).fit(used)  # unsupervised, whole collection
-        fused = fuser.transform(used)[rows]
+        # Expansion is unsupervised: it sees every image of the collection, as at index time.
+        fused = expand_collection(fuser.transform(used), config)[rows]
         results.append(score_vectors(name, config, fused, y, blocks[FEEL_BLOCK][rows], k))
     return results
 
@@ -203,7 +205,7 @@ def evaluate_held_out(
         feel = blocks[FEEL_BLOCK][test_rows]
         if len(plain) == len(config.blocks):
             used = {key: blocks[key] for key in config.block_keys}
-            fused = Fuser(config.blocks, config.fusion).fit_transform(used)[test_rows]
+            fused = held_out_vectors(config, used, test_rows)
             results.append(score_vectors(name, config, fused, y_test, feel, k))
             continue
         if head is None:
@@ -217,7 +219,7 @@ def evaluate_held_out(
             used = {key: blocks[key] for key in plain}
             used.update(head_blocks(head.with_output(output), base_blocks, ext.backbone_hash(keys)))
             used = {key: used[key] for key in config.block_keys}
-            fused = Fuser(config.blocks, config.fusion).fit_transform(used)[test_rows]
+            fused = held_out_vectors(config, used, test_rows)
             label = name if output == "probs" else f"{name}:{output}"
             results.append(score_vectors(label, config, fused, y_test, feel, k))
     return HeldOut(
@@ -226,6 +228,15 @@ def evaluate_held_out(
         [path_of[r] for r in test_rows],
         seconds,
     )
+
+
+def held_out_vectors(
+    config: PipelineConfig, used: dict[str, np.ndarray], test_rows: np.ndarray
+) -> np.ndarray:
+    """Fused vectors of the scored part; expansion sees only that part, never a training
+    image, so no training image can shape the gallery."""
+    fused = Fuser(config.blocks, config.fusion).fit_transform(used)[test_rows]
+    return expand_collection(fused, config)
 
 
 def detection_rate(coll: Collection) -> float:

@@ -23,6 +23,7 @@ from lookalike.collection import Collection, new_index
 from lookalike.config import PipelineConfig, get_preset
 from lookalike.decode_pool import DecodePool
 from lookalike.errors import CollectionError, ImageLoadError, LookalikeError
+from lookalike.expansion import expand_collection
 from lookalike.features import Analysis, FeatureExtractor
 from lookalike.fuse import Fuser
 from lookalike.images import LoadLimits, file_sha256, iter_image_files, load_image
@@ -357,9 +358,11 @@ class Indexer:
         index = new_index(config)
         if not isinstance(index, IncrementalIndex):
             fuser = Fuser(config.blocks, config.fusion).fit(blocks)
-            fused = fuser.transform(blocks)
+            fused = expand_collection(fuser.transform(blocks), config)
             index.build(fused)
             return fuser, fused, index
+        # A store updated in place gets no query expansion: it would rewrite the
+        # neighbours of every new item, i.e. most of the store, at every run.
         keep = gen is not None and index.continues(coll.manifest.get("index_params"))
         if gen is not None and keep:
             fuser = gen.fuser()

@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from lookalike.collection import Collection
 from lookalike.errors import ImageLoadError, QueryError
-from lookalike.features import FeatureExtractor
+from lookalike.expansion import expand_query
+from lookalike.features import Analysis, FeatureExtractor
 from lookalike.images import file_sha256, load_image
 
 
@@ -122,6 +124,14 @@ class Searcher:
             sha = file_sha256(path)
         except ImageLoadError as exc:
             raise QueryError(f"{exc.path}: cannot use as a query: {exc.reason}") from exc
+        analysis, _, vector = self.embed_image(image)
+        # The same file indexed under another name is still the query itself.
+        same = {r.id for r in self.collection.catalog.by_sha256(sha) if r.id is not None}
+        matches = self.search_vector(vector, k, exclude=same)
+        return QueryResult(str(path), None, analysis.head_box, analysis.fallback, matches)
+
+    def embed_image(self, image: Image.Image) -> tuple[Analysis, dict[str, np.ndarray], np.ndarray]:
+        """Detect, embed and fuse an outside image: (analysis, its blocks, its query vector)."""
         with self._extractor_lock:
             if not self._weights_checked:
                 # Vectors from other weights (an upgraded model package) would be compared
@@ -130,11 +140,17 @@ class Searcher:
                 self._weights_checked = True
             analysis = self.extractor.analyse(image)
             blocks = self.extractor.compute([analysis.views], self.config.block_keys)
-        vector = self.fuser.transform(blocks)[0]
-        # The same file indexed under another name is still the query itself.
-        same = {r.id for r in self.collection.catalog.by_sha256(sha) if r.id is not None}
-        matches = self.search_vector(vector, k, exclude=same)
-        return QueryResult(str(path), None, analysis.head_box, analysis.fallback, matches)
+        return analysis, blocks, self.expand(self.fuser.transform(blocks)[0])
+
+    def expand(self, vector: np.ndarray) -> np.ndarray:
+        """The preset's query expansion, with the query's neighbours in the collection."""
+        fusion = self.config.fusion
+        if not fusion.expand_k or not len(self.ids):
+            return vector
+        rows, _ = self.index.query(vector[None, :].astype(np.float32), fusion.expand_k)
+        rows = rows[0][rows[0] >= 0]
+        sims = self.fused[rows] @ vector
+        return expand_query(vector, self.fused[rows], sims, fusion.expand_alpha)
 
     def search_vector(self, vector: np.ndarray, k: int, exclude: set[int]) -> list[Match]:
         if k < 1:

@@ -315,21 +315,10 @@ class Gallery:
                 image = load_image(path, limits)
             except ImageLoadError as exc:
                 raise RequestError(400, f"upload: {exc.reason}") from exc
-        keys = self.collection.config.block_keys
-        extractor = self.searcher.extractor
-        with self._model_lock:
-            if not self._weights_checked:
-                # Other weights (an upgraded model package) would give meaningless scores.
-                try:
-                    self.collection.check_compatible(
-                        self.collection.config, extractor.backbone_hash()
-                    )
-                except IncompatibleCollectionError as exc:
-                    raise RequestError(409, str(exc)) from exc
-                self._weights_checked = True
-            analysis = extractor.analyse(image)
-            blocks = extractor.compute([analysis.views], keys)
-        fused = self.fuser.transform(blocks)[0]
+        try:
+            analysis, blocks, fused = self.searcher.embed_image(image)
+        except IncompatibleCollectionError as exc:
+            raise RequestError(409, str(exc)) from exc
         # The same bytes indexed under some name are the query itself.
         exclude = self.by_sha.get(hashlib.sha256(data).hexdigest(), set())
         results = self._rank(fused, self.views.query_vectors(blocks), exclude, k, pool, head_weight)
