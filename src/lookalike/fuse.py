@@ -103,6 +103,16 @@ class Fuser:
     def fit_transform(self, vectors: Mapping[str, np.ndarray]) -> np.ndarray:
         return self.fit(vectors).transform(vectors)
 
+    def select(self, keys: Sequence[str]) -> Fuser:
+        """A fitted Fuser over some of this one's blocks, sharing their per-block state
+        (no fused PCA: it mixes all blocks)."""
+        blocks = [b for b in self.blocks if b.key in keys]
+        part = Fuser(blocks, FusionConfig(mode=self.fusion.mode))
+        part.input_dims_ = {b.key: self.input_dims_[b.key] for b in blocks}
+        part.reducers_ = {b.key: self.reducers_[b.key] for b in blocks if b.key in self.reducers_}
+        part.pca_ = None
+        return part
+
     @property
     def output_dim(self) -> int:
         if self.pca_ is not None:

@@ -17,23 +17,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from lookalike.config import VIEWS, FusionConfig
+from lookalike.config import VIEWS
 from lookalike.fuse import Fuser
 
 
 def view_fusers(fuser: Fuser) -> dict[str, Fuser]:
     """One fitted Fuser per view, over that view's blocks, sharing the per-block state."""
-    out: dict[str, Fuser] = {}
-    for view in VIEWS:
-        blocks = [b for b in fuser.blocks if b.view == view]
-        if not blocks:
-            continue
-        part = Fuser(blocks, FusionConfig(mode=fuser.fusion.mode))
-        part.input_dims_ = {b.key: fuser.input_dims_[b.key] for b in blocks}
-        part.reducers_ = {b.key: fuser.reducers_[b.key] for b in blocks if b.key in fuser.reducers_}
-        part.pca_ = None
-        out[view] = part
-    return out
+    views = [v for v in VIEWS if any(b.view == v for b in fuser.blocks)]
+    return {v: fuser.select([b.key for b in fuser.blocks if b.view == v]) for v in views}
 
 
 def default_head_weight(fuser: Fuser) -> float | None:
