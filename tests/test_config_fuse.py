@@ -3,7 +3,8 @@ import pytest
 
 from lookalike.config import Block, FusionConfig, PipelineConfig, get_preset, list_presets
 from lookalike.errors import UnknownNameError
-from lookalike.fuse import PCA, Fuser, l2_normalize
+from lookalike.fuse import PCA, Fuser
+from lookalike.vectors import l2_normalize
 
 
 def test_presets_round_trip_through_dict():

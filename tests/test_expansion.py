@@ -4,8 +4,8 @@ import pytest
 from lookalike import expansion
 from lookalike.evaluate import exact_top_k, precision_and_map
 from lookalike.expansion import augment_database, expand_query, nearest_neighbours
-from lookalike.fuse import l2_normalize
 from lookalike.index import create_index
+from lookalike.vectors import l2_normalize
 
 
 def clustered(n_clusters=8, per=12, dim=32, noise=1.5, seed=0):

@@ -11,7 +11,8 @@ import pytest
 
 from lookalike.errors import IncompatibleCollectionError, LookalikeError, UnknownNameError
 from lookalike.index import create_index, exact, list_indexes, load_index
-from lookalike.index.base import angular_to_cosine, l2_normalize
+from lookalike.index.base import angular_to_cosine
+from lookalike.vectors import l2_normalize
 
 DIM = 24
 

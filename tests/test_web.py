@@ -23,8 +23,8 @@ from PIL import Image
 from lookalike.cli import build_parser, main
 from lookalike.collection import Collection
 from lookalike.config import get_preset
-from lookalike.fuse import l2_normalize
 from lookalike.indexer import Indexer
+from lookalike.vectors import l2_normalize
 from lookalike.web import Gallery, GalleryServer, RequestError, WebLimits
 from lookalike.web.server import ServerStartError
 

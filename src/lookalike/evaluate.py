@@ -24,9 +24,10 @@ from lookalike.embed import Backbone
 from lookalike.errors import LabelsError
 from lookalike.expansion import expand_collection
 from lookalike.features import HEAD_FEATURE, FeatureExtractor, split_key
-from lookalike.fuse import Fuser, l2_normalize
+from lookalike.fuse import Fuser
 from lookalike.index import create_index
 from lookalike.labels import Labels
+from lookalike.vectors import l2_normalize
 
 if TYPE_CHECKING:
     from lookalike.train import Output, TrainOptions

@@ -15,8 +15,8 @@ from collections.abc import Callable
 import numpy as np
 
 from lookalike.config import PipelineConfig
-from lookalike.fuse import l2_normalize
 from lookalike.index import VectorIndex, create_index
+from lookalike.vectors import l2_normalize
 
 # Exact neighbours below this many items; above, the ANN index answers (a full
 # N x N similarity matrix would not fit).

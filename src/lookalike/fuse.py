@@ -17,12 +17,7 @@ import numpy as np
 from lookalike.config import Block, FusionConfig
 from lookalike.errors import CollectionError
 from lookalike.fileio import atomic_save_npz
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
+from lookalike.vectors import l2_normalize
 
 
 class PCA:

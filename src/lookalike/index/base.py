@@ -22,6 +22,7 @@ import numpy as np
 
 from lookalike.errors import CollectionError, IncompatibleCollectionError, LookalikeError
 from lookalike.registry import Registry
+from lookalike.vectors import l2_normalize
 
 
 class VectorIndex(Protocol):
@@ -97,15 +98,6 @@ def check_int(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise LookalikeError(f"{name} must be an integer >= {minimum}; got {value!r}")
     return int(value)
-
-
-def l2_normalize(vectors: np.ndarray) -> np.ndarray:
-    """Unit-length float32 copy of the rows; all-zero rows stay zero (cosine 0 with everything)."""
-    out = np.array(vectors, dtype=np.float32)
-    # einsum, unlike linalg.norm, makes no (N, D) temporary.
-    norms = np.sqrt(np.einsum("ij,ij->i", out, out))[:, None]
-    np.divide(out, norms, out=out, where=norms > 0)
-    return out
 
 
 def as_unit_vectors(

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lookalike.fuse import l2_normalize
+from lookalike.vectors import l2_normalize
 
 Output = Literal["probs", "logits", "embedding"]
 OUTPUTS: tuple[Output, ...] = ("probs", "logits", "embedding")

@@ -1,0 +1,14 @@
+"""Small vector helpers shared by fusion, indexes and evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    """Unit-length float32 copy along the last axis; all-zero rows stay zero (cosine 0)."""
+    out = np.array(vectors, dtype=np.float32)
+    # einsum, unlike linalg.norm, makes no temporary of the input's size.
+    norms = np.sqrt(np.einsum("...d,...d->...", out, out))[..., None]
+    np.divide(out, norms, out=out, where=norms > 0)
+    return out
