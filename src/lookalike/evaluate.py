@@ -20,7 +20,7 @@ import numpy as np
 from lookalike.blockstore import blocks_for
 from lookalike.collection import Collection
 from lookalike.config import VIEWS, PipelineConfig, get_preset
-from lookalike.embed import Backbone
+from lookalike.embed import Backbone, create_backbone
 from lookalike.errors import LabelsError
 from lookalike.expansion import expand_collection
 from lookalike.features import HEAD_FEATURE, FeatureExtractor, split_key
@@ -88,6 +88,14 @@ def feel_score(feel_vectors: np.ndarray, neighbours: np.ndarray) -> float:
     return float(sims.mean())
 
 
+def preset_like(name: str, base: PipelineConfig) -> PipelineConfig:
+    """Preset `name` on the collection's own detections and backbone: evaluated presets
+    differ only in what they fuse, so the stored boxes and vectors can be reused."""
+    return get_preset(name).with_options(
+        backbone=base.backbone, backbone_options=base.backbone_options, detector=base.detector
+    )
+
+
 def evaluate(
     coll: Collection,
     labels: Labels,
@@ -100,11 +108,7 @@ def evaluate(
     rows, y = labelled_rows(coll, labels, task)
     gen = coll.require_generation()
     base = coll.config
-    # Same detector and backbone as the collection: presets differ in what they fuse.
-    configs = [
-        get_preset(name).with_options(backbone=base.backbone, detector=base.detector)
-        for name in presets
-    ]
+    configs = [preset_like(name, base) for name in presets]
     # Every block any preset needs, in one pass over the images (one forward pass gives
     # all backbone outputs of a view).
     keys = list(dict.fromkeys([*(k for c in configs for k in c.block_keys), FEEL_BLOCK]))
@@ -197,10 +201,10 @@ def evaluate_held_out(
     path_of = [records[int(i)].path for i in gen.ids]
     base = coll.config
     ext = base_extractor(base)
-    head, seconds = None, None
+    head, seconds, head_ext = None, None, ext
     results = []
     for name in presets:
-        config = get_preset(name).with_options(backbone=base.backbone, detector=base.detector)
+        config = preset_like(name, base)
         plain = [key for key in config.block_keys if split_key(key)[1] != HEAD_FEATURE]
         blocks = blocks_for(coll, gen, [*plain, FEEL_BLOCK], ext, progress=progress)
         feel = blocks[FEEL_BLOCK][test_rows]
@@ -210,15 +214,21 @@ def evaluate_held_out(
             results.append(score_vectors(name, config, fused, y_test, feel, k))
             continue
         if head is None:
+            # The finetune mode writes its backbone into `out` (kept in the collection's cache).
+            out = coll.cache_dir / "held-out-head"
             head, trained = train_head(
-                coll, labels, options=options, rows=train_rows, extractor=ext
+                coll, labels, options=options, rows=train_rows, extractor=ext, out=out
             )
             seconds = trained.seconds
+            if head.backbone_options:  # a fine-tuned head's base features: its own backbone
+                tuned = create_backbone(base.backbone, **head.backbone_options)
+                head_ext = FeatureExtractor(ext.config, backbone=tuned)
         keys = [f"{view}.{f}" for view in VIEWS for f in head.features]
-        base_blocks = blocks_for(coll, gen, keys, ext, progress=progress)
+        base_blocks = blocks_for(coll, gen, keys, head_ext, progress=progress)
         for output in outputs:
             used = {key: blocks[key] for key in plain}
-            used.update(head_blocks(head.with_output(output), base_blocks, ext.backbone_hash(keys)))
+            hashed = head_ext.backbone_hash(keys)
+            used.update(head_blocks(head.with_output(output), base_blocks, hashed))
             used = {key: used[key] for key in config.block_keys}
             fused = held_out_vectors(config, used, test_rows)
             label = name if output == "probs" else f"{name}:{output}"

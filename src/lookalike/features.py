@@ -66,7 +66,12 @@ class FeatureExtractor:
     @property
     def backbone(self) -> Backbone:
         if self._backbone is None:
-            self._backbone = create_backbone(self.config.backbone)
+            # A head trained in `finetune` mode brings its own backbone weights.
+            uses_head = any(split_key(k)[1] == HEAD_FEATURE for k in self.config.block_keys)
+            options = dict(self.config.backbone_options)
+            if uses_head and self.config.head_dir:
+                options.update(self.head.backbone_options)
+            self._backbone = create_backbone(self.config.backbone, **options)
         return self._backbone
 
     @property
