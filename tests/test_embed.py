@@ -13,7 +13,7 @@ from lookalike.embed import Preprocess, create_backbone, fit_square, list_backbo
 from lookalike.errors import LookalikeError, UnknownNameError
 
 SEED_CARDS = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "seed-cards"
-ALL_OUTPUTS = ("pooled", "logits", "gem", "gem_mid", "avg_mid")
+ALL_OUTPUTS = ("pooled", "logits", "gem", "gem_mid", "avg_mid", "avg_g3_s4", "avg_g3_s5")
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 DOG_CLASSES = range(151, 269)
 
@@ -104,7 +104,15 @@ def test_fake_outputs_shapes_and_determinism() -> None:
     for out, dim in backbone.outputs.items():
         assert first[out].shape == (2, dim) and first[out].dtype == np.float32
         np.testing.assert_array_equal(first[out], again[out])
-    assert backbone.outputs == {"pooled": 64, "logits": 10, "gem": 64, "gem_mid": 32, "avg_mid": 32}
+    assert backbone.outputs == {
+        "pooled": 64,
+        "logits": 10,
+        "gem": 64,
+        "gem_mid": 32,
+        "avg_mid": 32,
+        "avg_g3_s4": 288,
+        "avg_g3_s5": 72,
+    }
 
 
 @pytest.mark.parametrize("output", ALL_OUTPUTS)
@@ -164,6 +172,8 @@ def test_lite0_outputs_and_determinism(lite0) -> None:
         "gem": 1280,
         "gem_mid": 80,
         "avg_mid": 80,
+        "avg_g3_s4": 9 * 80,  # stage-4 map on a 3x3 grid
+        "avg_g3_s5": 9 * 112,
     }
     for out, dim in lite0.outputs.items():
         assert first[out].shape == (2, dim) and first[out].dtype == np.float32

@@ -487,7 +487,7 @@ def fill(folder: Path) -> Path:
 
 def test_a_really_full_disk(tmp_path, capsys):
     disk = tmp_path / "disk"
-    mount_tmpfs(disk, "4m")
+    mount_tmpfs(disk, "16m")
     try:
         root = colour_folder(tmp_path / "photos", per_colour=4)
         coll = disk / "coll"

@@ -34,6 +34,9 @@ SECRET = b"TOP-SECRET-OUTSIDE-THE-ROOT"
 UPLOAD_LIMIT = 64 * 1024
 
 
+DEFAULT_HEAD_WEIGHT = 4 / (4 + 0.2**2)
+
+
 def draw(path: Path, colour, seed: int, size=(48, 64)) -> None:
     rng = np.random.default_rng(seed)
     pixels = np.empty((size[1], size[0], 3), np.uint8)
@@ -125,7 +128,8 @@ def test_info_describes_the_collection(served):
     assert info["count"] == 3 * PER_COLOUR + 1
     assert info["preset"] == "default" and set(info["views"]) == {"head", "whole"}
     # default preset: head blocks weigh 1 + 1, whole blocks 0.5 + 0.5 (squared: 2 vs 0.5)
-    assert info["default_head_weight"] == pytest.approx(0.8)
+    # default preset: four head blocks of weight 1, one whole block of weight 0.2
+    assert info["default_head_weight"] == pytest.approx(DEFAULT_HEAD_WEIGHT)
     assert info["labels"] == {
         "character": {"blue": PER_COLOUR, "green": PER_COLOUR, "linked": 1, "red": PER_COLOUR}
     }
@@ -183,7 +187,8 @@ def test_the_default_head_weight_reproduces_the_fused_ranking(served, built):
     _, _, coll = built
     ids, _, fused = reference_view_vectors(coll)
     _, _, plain = served.get(f"/api/query?id={int(ids[0])}&k=8")
-    _, _, weighted = served.get(f"/api/query?id={int(ids[0])}&k=8&head_weight=0.8")
+    query = f"/api/query?id={int(ids[0])}&k=8&head_weight={DEFAULT_HEAD_WEIGHT}"
+    _, _, weighted = served.get(query)
     assert plain["score"] == "fused" and plain["head_weight"] is None
     assert [r["id"] for r in plain["results"]] == [r["id"] for r in weighted["results"]]
     for r in weighted["results"]:

@@ -17,6 +17,7 @@ import numpy as np
 from lookalike.config import Block, FusionConfig
 from lookalike.errors import CollectionError
 from lookalike.fileio import atomic_save_npz
+from lookalike.pseudo_lda import PseudoLabelLDA
 from lookalike.vectors import l2_normalize
 
 
@@ -85,15 +86,19 @@ class Fuser:
         if self.fusion.pca_dim or self.fusion.whiten:
             dim = self.fusion.pca_dim or fused.shape[1]
             self.pca_ = PCA(dim, whiten=self.fusion.whiten).fit(fused)
+        self.lda_ = None
+        if self.fusion.pseudo_lda_ks:
+            self.lda_ = PseudoLabelLDA(self.fusion.pseudo_lda_ks).fit(self._unit(fused))
         return self
 
     def transform(self, vectors: Mapping[str, np.ndarray]) -> np.ndarray:
         if not hasattr(self, "input_dims_"):
             raise RuntimeError("Fuser is not fitted")
-        fused = self._stack(vectors, fitting=False)
-        if self.pca_ is not None:
-            fused = self.pca_.transform(fused)
-        return l2_normalize(fused)
+        fused = self._unit(self._stack(vectors, fitting=False))
+        return fused if self.lda_ is None else self.lda_.transform(fused)
+
+    def _unit(self, stacked: np.ndarray) -> np.ndarray:
+        return l2_normalize(stacked if self.pca_ is None else self.pca_.transform(stacked))
 
     def fit_transform(self, vectors: Mapping[str, np.ndarray]) -> np.ndarray:
         return self.fit(vectors).transform(vectors)
@@ -106,10 +111,13 @@ class Fuser:
         part.input_dims_ = {b.key: self.input_dims_[b.key] for b in blocks}
         part.reducers_ = {b.key: self.reducers_[b.key] for b in blocks if b.key in self.reducers_}
         part.pca_ = None
+        part.lda_ = None
         return part
 
     @property
     def output_dim(self) -> int:
+        if self.lda_ is not None:
+            return self.lda_.output_dim
         if self.pca_ is not None:
             return int(self.pca_.components_.shape[0])
         dims = [
@@ -129,6 +137,8 @@ class Fuser:
             arrays["fused/mean"] = self.pca_.mean_
             arrays["fused/components"] = self.pca_.components_
             arrays["fused/scale"] = self.pca_.scale_
+        if self.lda_ is not None:
+            arrays.update(self.lda_.to_arrays("lda"))
         meta = {"input_dims": self.input_dims_}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         atomic_save_npz(path, arrays)
@@ -153,4 +163,5 @@ class Fuser:
             fuser.pca_.mean_ = data["fused/mean"]
             fuser.pca_.components_ = data["fused/components"]
             fuser.pca_.scale_ = data["fused/scale"]
+        fuser.lda_ = PseudoLabelLDA.from_arrays(data, "lda") if "lda/mean" in data else None
         return fuser

@@ -29,6 +29,7 @@ from lookalike.describe.color import (
     ConcatDescriptor,
     grid_regions,
 )
+from lookalike.describe.soft import SoftHsvGrid
 from lookalike.registry import Registry
 
 __all__ = [
@@ -64,7 +65,7 @@ _REGISTRY: Registry[Descriptor] = Registry("descriptor")
 DESCRIPTORS: dict[str, Descriptor] = {}
 
 
-def _add(name: str, fn: ColorHistogram | ConcatDescriptor, description: str) -> None:
+def _add(name: str, fn: ColorHistogram | ConcatDescriptor | SoftHsvGrid, description: str) -> None:
     desc = Descriptor(name=name, dim=fn.dim, fn=fn, description=description)
     _REGISTRY.register(name, description)(lambda d=desc: d)
     DESCRIPTORS[name] = desc
@@ -99,6 +100,11 @@ _add(
     "hsv_regions",
     ColorHistogram("hsv", (18, 4, 4), (WHOLE, TOP_BAND, CENTRE)),
     "HSV histograms of the whole image, the top (hair) band and the centre (face)",
+)
+_add(
+    "soft_grid3",
+    SoftHsvGrid((18, 4, 4), (3, 3)),
+    "soft-binned HSV histograms of the 3x3 grid cells (each pixel votes into neighbouring bins)",
 )
 
 

