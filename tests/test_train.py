@@ -68,7 +68,7 @@ def test_train_index_query_from_the_command_line(sample, tmp_path, monkeypatch):
         "background",
         "expression",
     ]
-    assert config["features"] == [["pooled", 64], ["hsv", 288]]
+    assert config["features"] == [["gem", 64], ["gem_mid", 32], ["hsv_grid3", 2592]]
     assert config["backbone_hash"].startswith("fake:fake-v1")
 
     # Switching the collection to the head re-uses the stored features: no image is read.
@@ -81,7 +81,8 @@ def test_train_index_query_from_the_command_line(sample, tmp_path, monkeypatch):
     stored = Collection.open(coll)
     assert stored.config.preset == "v5" and stored.config.head_dir == str(head.resolve())
     n_outputs = sum(len(t["classes"]) for t in config["tasks"])
-    assert stored.manifest["dims"]["fused"] == 2 * n_outputs
+    # The two views' task outputs, and the appearance blocks the head read.
+    assert stored.manifest["dims"]["fused"] == 2 * (n_outputs + 64 + 32 + 2592)
     monkeypatch.undo()
 
     # A query image from outside the collection goes through the head too.
@@ -108,13 +109,16 @@ def test_saved_head_gives_the_same_vectors_and_refuses_other_features(coll, tmp_
     assert set(result.val_accuracy) == {"character"}
     folder = save_head(tmp_path / "h", head.config, head.model)
     loaded = load_head(folder)
-    x = {"pooled": np.ones((2, 64), np.float32), "hsv": np.ones((2, 288), np.float32)}
+    x = {
+        f: np.ones((2, d), np.float32)
+        for f, d in (("gem", 64), ("gem_mid", 32), ("hsv_grid3", 2592))
+    }
     trained_on = head.config.backbone_hash
     np.testing.assert_array_equal(loaded.vectors(x, trained_on), head.vectors(x, trained_on))
     with pytest.raises(HeadError, match="backbone 'efficientnet-lite0:abc'"):
         loaded.vectors(x, "efficientnet-lite0:abc")
-    with pytest.raises(HeadError, match="'hsv' has 10 dims, trained on 288"):
-        loaded.vectors({**x, "hsv": np.ones((2, 10), np.float32)}, trained_on)
+    with pytest.raises(HeadError, match="'hsv_grid3' has 10 dims, trained on 2592"):
+        loaded.vectors({**x, "hsv_grid3": np.ones((2, 10), np.float32)}, trained_on)
     (folder / "head.safetensors").write_bytes(b"not tensors")
     with pytest.raises(HeadError, match=r"does not match head\.json"):
         load_head(folder)
@@ -196,3 +200,80 @@ def test_held_out_protocol_never_scores_a_training_image(sample, coll, monkeypat
         character = {row["file"]: row["character"] for row in csv.DictReader(handle)}
     counts = [sum(character[p] == c for p in test) for c in set(character.values())]
     assert counts == [3, 3, 3]  # half of each character
+
+
+def test_augmented_features_train_the_head_and_are_computed_once(coll, monkeypatch):
+    labels = labels_of(coll, "folders")
+    options = TrainOptions(epochs=5, patience=5, progress=False, augmentations=("flip", "shift"))
+    head, _ = train_head(coll, labels, options=options)
+    assert head.config.trained["augmentations"] == ["flip", "shift"]
+    cached = sorted(p.name for p in coll.cache_dir.rglob("*.flip.npz"))
+    features = ("gem", "gem_mid", "hsv_grid3")
+    assert cached == [f"{v}.{f}.flip.npz" for v in ("head", "whole") for f in features]
+
+    def no_images(*_a, **_k):
+        raise AssertionError("an image was read")
+
+    monkeypatch.setattr(blockstore, "load_image", no_images)
+    again, _ = train_head(coll, labels, options=options)  # from the cache: no image read
+    for key, value in head.model.state_dict().items():
+        assert np.array_equal(value.numpy(), again.model.state_dict()[key].numpy()), key
+
+
+def test_augmentations_are_fixed_per_item_and_change_the_views(sample):
+    from PIL import Image
+
+    from lookalike.train.augment import augment_views
+
+    image = Image.open(next(sample.glob("*/000.png"))).convert("RGB")
+    views = {"whole": image, "head": image.crop((0, 0, 60, 60))}
+    flipped = augment_views("flip", 7, views)
+    assert np.array_equal(np.asarray(flipped["whole"]), np.asarray(image)[:, ::-1])
+    a, b = augment_views("shift", 7, views), augment_views("shift", 7, views)
+    assert np.array_equal(np.asarray(a["head"]), np.asarray(b["head"]))
+    assert a["whole"].size == (round(96 * 0.88), round(96 * 0.88))
+    with pytest.raises(LookalikeError, match="unknown augmentation 'blur'"):
+        augment_views("blur", 7, views)
+
+
+def test_finetune_needs_a_folder_and_an_efficientnet(coll, tmp_path):
+    labels = labels_of(coll, "folders")
+    with pytest.raises(LookalikeError, match="pass --out HEAD_DIR"):
+        train_head(coll, labels, options=TrainOptions(mode="finetune", progress=False))
+    with pytest.raises(LookalikeError, match="unknown training mode 'partial'"):
+        train_head(coll, labels, options=TrainOptions(mode="partial", progress=False))
+    options = TrainOptions(mode="finetune", epochs=3, finetune_epochs=1, progress=False)
+    with pytest.raises(LookalikeError, match="needs an EfficientNet-Lite backbone, not 'fake'"):
+        train_head(coll, labels, options=options, out=tmp_path / "h")
+
+
+def test_cached_v5_blocks_depend_on_the_head(coll, sample, tmp_path):
+    labels = labels_of(coll, "folders")
+    paths = []
+    for seed, output in ((0, "probs"), (1, "probs"), (0, "embedding")):
+        head, _ = train_head(coll, labels, options=TrainOptions(**{**FAST.__dict__, "seed": seed}))
+        folder = save_head(tmp_path / f"h{seed}{output}", head.config, head.model)
+        config = get_preset("v5").with_options(
+            backbone="fake", detector="none", head_dir=str(folder)
+        )
+        ext = FeatureExtractor(config)
+        ext._head = load_head(folder).with_output(output)
+        paths.append(blockstore._cache_path(coll, ext, "head.v5", ""))
+    assert len(set(paths)) == 3
+
+
+def test_stored_blocks_of_other_weights_are_computed_again(coll, monkeypatch):
+    gen = coll.require_generation()
+    ext = FeatureExtractor(coll.config)
+    cnn = next(k for k in coll.config.block_keys if ext.needs_backbone([k]))
+    described = [k for k in coll.config.block_keys if not ext.needs_backbone([k])]
+    stored = blockstore.blocks_for(coll, gen, [cnn], ext, progress=False)
+    np.testing.assert_array_equal(stored[cnn], gen.block(cnn))
+    read = []
+    real = blockstore.load_image
+    monkeypatch.setattr(blockstore, "load_image", lambda p: read.append(p) or real(p))
+    monkeypatch.setitem(coll.manifest, "weights_hash", "fake:other-weights")
+    again = blockstore.blocks_for(coll, gen, [cnn, *described], ext, progress=False)
+    assert len(read) == 18  # the backbone output again; descriptors came from the store
+    for key in described:
+        np.testing.assert_array_equal(again[key], gen.block(key))

@@ -4,7 +4,10 @@ untrained default preset on the other half."""
 from pathlib import Path
 
 import pytest
+import torch
 
+from lookalike import blockstore
+from lookalike.cli import main
 from lookalike.collection import Collection
 from lookalike.config import get_preset
 from lookalike.embed import create_backbone
@@ -12,7 +15,8 @@ from lookalike.evaluate import evaluate_held_out
 from lookalike.features import FeatureExtractor
 from lookalike.indexer import Indexer
 from lookalike.labels import folder_labels
-from lookalike.train import TrainOptions
+from lookalike.search import Searcher
+from lookalike.train import TrainOptions, load_head, save_head, train_head
 
 ANIME = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "anime-faces-dev"
 
@@ -37,3 +41,45 @@ def test_head_trained_on_half_beats_the_untrained_preset_on_the_other_half(tmp_p
     scores = {s.preset: s.precision_at_k for s in held.scores}
     assert len(held.test_paths) == 25 and not set(held.train_paths) & set(held.test_paths)
     assert scores["v5"] > scores["default"], scores
+
+
+def test_finetune_trains_the_last_stage_and_the_collection_is_embedded_again(tmp_path, monkeypatch):
+    root = tmp_path / "anime"
+    for character in sorted(p.name for p in ANIME.iterdir())[:2]:
+        (root / character).mkdir(parents=True)
+        for image in sorted((ANIME / character).glob("*.jpg"))[:4]:
+            (root / character / image.name).symlink_to(image)
+    # Eager PyTorch: no ONNX export of the fine-tuned weights in a unit test.
+    monkeypatch.setenv("LOOKALIKE_RUNTIME", "torch")
+    coll_path, head_dir = tmp_path / "coll", tmp_path / "head"
+    assert main(["index", str(root), "-c", str(coll_path), "--detector", "none", "-q"]) == 0
+    coll = Collection.open(coll_path)
+    labels = folder_labels([r.path for r in coll.catalog.by_status("ok")])
+    # No validation split: the fine-tuned epoch is kept (else 8 images might keep epoch 0).
+    options = TrainOptions(
+        mode="finetune", epochs=3, finetune_epochs=1, val_fraction=0, progress=False
+    )
+    trained, _ = train_head(coll, labels, options=options, out=head_dir)
+    save_head(head_dir, trained.config, trained.model)
+    head = load_head(head_dir)
+    original = create_backbone("efficientnet-lite0", runtime="torch")
+    tuned = create_backbone(
+        "efficientnet-lite0", weights_path=head_dir / "backbone.safetensors", runtime="torch"
+    )
+    # Other weights, so another ONNX export key and another feature recipe.
+    assert tuned.weights_hash != original.weights_hash
+    assert head.config.mode == "finetune" and tuned.weights_hash in head.config.backbone_hash
+    before, after = original.torch_model().state_dict(), tuned.torch_model().state_dict()
+    changed = {k.rsplit(".", 2)[0] for k in before if not torch.equal(before[k], after[k])}
+    # Lite0's last stage is its 16th block (320 channels), then the head conv and its norm.
+    assert {k.split(".")[0] for k in changed} == {"_blocks", "_conv_head", "_bn1"}
+    assert {k.split(".")[1] for k in changed if k.startswith("_blocks")} == {"15"}
+
+    read = []
+    real = blockstore.load_image
+    monkeypatch.setattr(blockstore, "load_image", lambda p: read.append(p) or real(p))
+    assert main(["index", str(root), "-c", str(coll_path), "--head", str(head_dir), "-q"]) == 0
+    assert len(read) == 8  # the base features again, with the fine-tuned backbone
+    coll = Collection.open(coll_path)
+    assert coll.weights_hash == FeatureExtractor(coll.config).backbone_hash()
+    assert len(Searcher(coll_path).query(str(next(root.glob("*/*.jpg")))).matches) == 4

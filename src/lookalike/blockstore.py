@@ -9,24 +9,32 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from lookalike.collection import Collection, Generation
 from lookalike.errors import ImageLoadError, LookalikeError
-from lookalike.features import FeatureExtractor
+from lookalike.features import HEAD_FEATURE, FeatureExtractor, split_key
 from lookalike.fileio import atomic_save_npz
 from lookalike.images import load_image
 
+# A transform of an item's views before its features are computed (augmentation), given
+# the item id so that a random transform is the same every time for the same item.
+ViewTransform = Callable[[int, dict[str, Image.Image]], dict[str, Image.Image]]
 
-def _cache_path(coll: Collection, extractor: FeatureExtractor, key: str) -> Path:
+
+def _cache_path(coll: Collection, extractor: FeatureExtractor, key: str, variant: str) -> Path:
     fingerprint = extractor.backbone_hash([key])
+    if split_key(key)[1] == HEAD_FEATURE:
+        # v5 vectors depend on the trained head as much as on the backbone.
+        fingerprint += f":{extractor.head.fingerprint}"
     tag = hashlib.sha256(fingerprint.encode()).hexdigest()[:16] if fingerprint else "descriptors"
-    return coll.cache_dir / tag / f"{key}.npz"
+    return coll.cache_dir / tag / (f"{key}.{variant}.npz" if variant else f"{key}.npz")
 
 
 def blocks_for(
@@ -36,15 +44,21 @@ def blocks_for(
     extractor: FeatureExtractor,
     batch_size: int = 32,
     progress: bool = True,
+    variant: str = "",
+    transform: ViewTransform | None = None,
 ) -> dict[str, np.ndarray]:
+    """Blocks `keys` for every item of `gen`: stored, cached, or computed and cached.
+
+    With a `transform` (named by `variant` in the cache), the blocks of the transformed views.
+    """
     ids = gen.ids
     out: dict[str, np.ndarray] = {}
     missing: list[str] = []
     for key in keys:
-        if gen.has_block(key):
+        if not variant and gen.has_block(key) and _stored_fits(coll, extractor, key):
             out[key] = np.asarray(gen.block(key))
             continue
-        path = _cache_path(coll, extractor, key)
+        path = _cache_path(coll, extractor, key, variant)
         if path.exists():
             data = np.load(path, allow_pickle=False)
             if np.array_equal(data["ids"], ids):
@@ -52,13 +66,24 @@ def blocks_for(
                 continue
         missing.append(key)
     if missing:
-        computed = _compute(coll, gen, missing, extractor, batch_size, progress)
+        computed = _compute(coll, gen, missing, extractor, batch_size, progress, transform)
         for key, vectors in computed.items():
-            path = _cache_path(coll, extractor, key)
+            path = _cache_path(coll, extractor, key, variant)
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_save_npz(path, {"ids": ids, "vectors": vectors})
             out[key] = vectors
     return {key: out[key] for key in keys}
+
+
+def _stored_fits(coll: Collection, extractor: FeatureExtractor, key: str) -> bool:
+    """Whether the generation's block `key` is what `extractor` computes: a backbone output
+    stored by other weights (a fine-tuned backbone's, say) is not."""
+    if not extractor.needs_backbone([key]):
+        return True
+    stored, wanted = coll.weights_hash, extractor.backbone_hash([key])
+    # Collections written before the options joined the hash stored "<backbone>:<weights>".
+    legacy = stored.count(":") == 1 and wanted.startswith(f"{stored}:")
+    return wanted == stored or legacy
 
 
 def _compute(
@@ -68,6 +93,7 @@ def _compute(
     extractor: FeatureExtractor,
     batch_size: int,
     progress: bool,
+    transform: ViewTransform | None,
 ) -> dict[str, np.ndarray]:
     ids = gen.ids
     boxes = gen.head_boxes
@@ -83,7 +109,8 @@ def _compute(
             raise LookalikeError(
                 f"{exc.path}: {exc.reason}; the folder changed since indexing, re-run index"
             ) from exc
-        return extractor.views_from_box(image, boxes[row])
+        views = extractor.views_from_box(image, boxes[row])
+        return transform(int(ids[row]), views) if transform else views
 
     parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     bar = tqdm(

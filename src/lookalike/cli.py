@@ -122,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         "every preset on the rest only (queries and gallery); adds v5 to the presets",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the training")
+    p.add_argument(
+        "--mode",
+        choices=["frozen", "finetune"],
+        default="frozen",
+        help="how the v5 head of --train-fraction trains (see `lookalike train --mode`)",
+    )
 
     p = sub.add_parser(
         "train",
@@ -141,7 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", help="comma-separated label columns to learn (default: all)")
     p.add_argument("--epochs", type=int, default=200, help="most epochs (early stopping)")
     p.add_argument(
-        "--mode", choices=["frozen"], default="frozen", help="frozen: train on cached features"
+        "--mode",
+        choices=["frozen", "finetune"],
+        default="frozen",
+        help="frozen: train on cached features (minutes on a CPU); finetune: then train the "
+        "backbone's last stage too, on the images (a GPU helps; the collection is re-embedded "
+        "when indexed with the head)",
+    )
+    p.add_argument(
+        "--finetune-epochs", type=int, default=8, help="epochs of the finetune mode's second stage"
     )
     p.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda")
     p.add_argument(
@@ -360,7 +374,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             k=args.k,
             task=args.task,
             seed=args.seed,
-            options=TrainOptions(seed=args.seed, progress=not args.quiet),
+            options=TrainOptions(seed=args.seed, progress=not args.quiet, mode=args.mode),
             outputs=OUTPUTS,
             progress=not args.quiet,
         )
@@ -391,10 +405,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     labels = load_labels(args.labels, paths)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     options = TrainOptions(
-        epochs=args.epochs, seed=args.seed, device=args.device, progress=not args.quiet
+        epochs=args.epochs,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.quiet,
+        mode=args.mode,
+        finetune_epochs=args.finetune_epochs,
     )
-    head, result = train_head(coll, labels, tasks, options, output=args.output)
-    out = save_head(args.out or coll.path / "head", head.config, head.model)
+    out = args.out or coll.path / "head"
+    head, result = train_head(coll, labels, tasks, options, output=args.output, out=out)
+    save_head(out, head.config, head.model)
     for task in head.config.tasks:
         accuracy = result.val_accuracy.get(task.name)
         shown = f"{accuracy:.3f}" if accuracy is not None else "n/a"

@@ -221,7 +221,8 @@ def evaluate_held_out(
             )
             seconds = trained.seconds
             if head.backbone_options:  # a fine-tuned head's base features: its own backbone
-                tuned = create_backbone(base.backbone, **head.backbone_options)
+                options = {**base.backbone_options, **head.backbone_options}
+                tuned = create_backbone(base.backbone, **options)
                 head_ext = FeatureExtractor(ext.config, backbone=tuned)
         keys = [f"{view}.{f}" for view in VIEWS for f in head.features]
         base_blocks = blocks_for(coll, gen, keys, head_ext, progress=progress)

@@ -27,6 +27,8 @@ from lookalike.train.model import OUTPUTS, MultiTaskHead, Output, stack_features
 FORMAT_VERSION = 1
 CONFIG_FILE = "head.json"
 WEIGHTS_FILE = "head.safetensors"
+# The fine-tuned backbone of a `finetune` head (the whole state dict, safetensors).
+BACKBONE_FILE = "backbone.safetensors"
 
 
 class HeadError(LookalikeError):
@@ -74,10 +76,33 @@ class HeadConfig:
 class Head:
     """A trained multi-task head, ready to turn base features into retrieval vectors."""
 
-    def __init__(self, config: HeadConfig, model: MultiTaskHead, path: Path | None = None):
+    def __init__(
+        self,
+        config: HeadConfig,
+        model: MultiTaskHead,
+        path: Path | None = None,
+        weights_sha256: str = "",
+    ):
         self.config = config
         self.model = model.eval()
         self.path = path
+        self.weights_sha256 = weights_sha256  # of head.safetensors ("" before it is saved)
+
+    @property
+    def fingerprint(self) -> str:
+        """What the v5 vectors depend on besides the base features: weights and output."""
+        if not self.weights_sha256:
+            raise HeadError("an unsaved head has no fingerprint; save it with save_head first")
+        return f"{self.weights_sha256}:{self.config.output}"
+
+    @property
+    def backbone_options(self) -> dict[str, str]:
+        """Options for `create_backbone`: a fine-tuned head brings its own backbone weights."""
+        if self.config.mode != "finetune":
+            return {}
+        if self.path is None:
+            raise HeadError("a fine-tuned head must be saved before its backbone is used")
+        return {"weights_path": str(self.path / BACKBONE_FILE)}
 
     @property
     def features(self) -> list[str]:
@@ -86,7 +111,7 @@ class Head:
     def with_output(self, output: Output) -> Head:
         """The same weights giving another output (to compare probs, logits, embedding)."""
         config = HeadConfig(**{**asdict(self.config), "tasks": self.config.tasks, "output": output})
-        return Head(config, self.model, self.path)
+        return Head(config, self.model, self.path, self.weights_sha256)
 
     def check_features(self, backbone_hash: str, dims: Mapping[str, int]) -> None:
         """Raise HeadError naming every way these base features differ from the training ones."""
@@ -113,13 +138,24 @@ class Head:
         return self.model.vectors(stack_features(base, self.features), self.config.output)
 
 
+def _save_tensors(path: Path, state: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, tmp)
+    tmp.replace(path)
+
+
+def save_backbone(folder: Path, state: Mapping[str, Any]) -> Path:
+    """Write a fine-tuned backbone's state dict into a head folder; its path."""
+    path = Path(folder) / BACKBONE_FILE
+    _save_tensors(path, state)
+    return path
+
+
 def save_head(folder: Path, config: HeadConfig, model: MultiTaskHead) -> Path:
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     weights = folder / WEIGHTS_FILE
-    tmp = folder / f".{WEIGHTS_FILE}.tmp"
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
-    tmp.replace(weights)
+    _save_tensors(weights, model.state_dict())
     data = config.to_json()
     data["weights_sha256"] = _sha256(weights)
     atomic_write_json(folder / CONFIG_FILE, data)  # written last: a complete head has it
@@ -142,12 +178,14 @@ def load_head(folder: Path) -> Head:
         raise HeadError(f"{config_path}: not a head config this lookalike reads ({exc})") from exc
     if _sha256(weights) != expected:
         raise HeadError(f"{weights}: does not match {CONFIG_FILE} (changed since training?)")
+    if config.mode == "finetune" and not (folder / BACKBONE_FILE).is_file():
+        raise HeadError(f"{folder}: a fine-tuned head needs its {BACKBONE_FILE}, which is missing")
     model = _build(config, in_dim=sum(config.features.values()))
     try:
         model.load_state_dict(load_file(weights))
     except (RuntimeError, OSError) as exc:
         raise HeadError(f"{weights}: tensors do not fit {CONFIG_FILE} ({exc})") from exc
-    return Head(config, model, folder)
+    return Head(config, model, folder, expected)
 
 
 def _build(config: HeadConfig, in_dim: int) -> MultiTaskHead:

@@ -23,6 +23,8 @@ from tqdm import tqdm
 from lookalike.train.data import MISSING, Task, stratified_split
 from lookalike.train.model import MultiTaskHead
 
+MODES = ("frozen", "finetune")
+
 
 @dataclass(frozen=True)
 class TrainOptions:
@@ -40,6 +42,11 @@ class TrainOptions:
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
+    # "frozen": the head on cached features; "finetune": then the backbone's last stage too.
+    mode: str = "frozen"
+    finetune_epochs: int = 8
+    # Real augmentation (see augment.py): features of these transformed views train too.
+    augmentations: tuple[str, ...] = ()
 
 
 @dataclass
@@ -51,7 +58,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def _loss(logits: list[torch.Tensor], y: torch.Tensor, smoothing: float) -> torch.Tensor:
+def loss_of(logits: list[torch.Tensor], y: torch.Tensor, smoothing: float) -> torch.Tensor:
     total = logits[0].new_zeros(())
     for t, lg in enumerate(logits):
         if (y[:, t] != MISSING).any():
@@ -62,7 +69,7 @@ def _loss(logits: list[torch.Tensor], y: torch.Tensor, smoothing: float) -> torc
 
 
 @torch.no_grad()
-def _accuracy(
+def accuracy(
     model: MultiTaskHead, x: torch.Tensor, y: torch.Tensor, tasks: Sequence[Task]
 ) -> tuple[dict[str, float], float]:
     model.eval()
@@ -73,13 +80,21 @@ def _accuracy(
         known = y[:, t] != MISSING
         if known.any():
             acc[task.name] = float((logits[t][known].argmax(1) == y[known, t]).float().mean())
-    return acc, float(_loss(logits, y, 0.0))
+    return acc, float(loss_of(logits, y, 0.0))
 
 
 def fit_head(
-    views: Sequence[np.ndarray], targets: np.ndarray, tasks: Sequence[Task], options: TrainOptions
+    views: Sequence[np.ndarray],
+    targets: np.ndarray,
+    tasks: Sequence[Task],
+    options: TrainOptions,
+    augmented: Sequence[np.ndarray] = (),
 ) -> TrainResult:
-    """Train a head on `views` (one (N, D) input array per view of the same N images)."""
+    """Train a head on `views` (one (N, D) input array per view of the same N images).
+
+    `augmented`: more (N, D) arrays of the same images (augmented views), used as training
+    samples only, never for validation.
+    """
     start = time.perf_counter()
     torch.manual_seed(options.seed)
     device = torch.device(options.device)
@@ -89,13 +104,15 @@ def fit_head(
     else:
         train_rows, val_rows = np.arange(len(targets)), np.zeros(0, dtype=np.int64)
 
-    def samples(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        x = np.concatenate([v[rows] for v in views]).astype(np.float32)
-        y = np.concatenate([targets[rows]] * len(views))
+    def samples(
+        rows: np.ndarray, arrays: Sequence[np.ndarray]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = np.concatenate([v[rows] for v in arrays]).astype(np.float32)
+        y = np.concatenate([targets[rows]] * len(arrays))
         return torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
 
-    x_train, y_train = samples(train_rows)
-    x_val, y_val = samples(val_rows)
+    x_train, y_train = samples(train_rows, [*views, *augmented])
+    x_val, y_val = samples(val_rows, views)
     model = MultiTaskHead(
         x_train.shape[1],
         [len(t.classes) for t in tasks],
@@ -130,14 +147,14 @@ def fit_head(
             x = x_train[batch]
             # Noise in units of each feature's spread: augmentation of cached features.
             x = x + options.noise * model.std * torch.randn_like(x)
-            loss = _loss(model(x)[1], y_train[batch], options.label_smoothing)
+            loss = loss_of(model(x)[1], y_train[batch], options.label_smoothing)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             total += float(loss.detach()) * len(batch)
         record = {"epoch": float(epoch), "loss": total / len(x_train)}
         if len(x_val):
-            acc, val_loss = _accuracy(model, x_val, y_val, tasks)
+            acc, val_loss = accuracy(model, x_val, y_val, tasks)
             record.update({f"val_{k}": v for k, v in acc.items()}, val_loss=val_loss)
             score = (float(np.mean(list(acc.values()))), -val_loss)
             if score > best:
