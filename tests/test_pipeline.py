@@ -233,3 +233,12 @@ def test_query_expansion_is_applied_to_the_collection_and_to_outside_queries(fol
     draw(outside, COLOURS["green"], seed=123)
     result = qe.query(str(outside), k=4)
     assert all(m.path.startswith("green/") for m in result.matches)
+
+
+def test_cli_annoy_knobs_are_stored_with_the_collection(folder, tmp_path):
+    coll = tmp_path / "coll"
+    args = ["index", str(folder), "-c", str(coll), "--backbone", "fake", "--detector", "none"]
+    assert main([*args, "--trees", "7", "--search-k", "321", "-q"]) == 0
+    params = Collection.open(coll).config.index.params
+    assert params == {"n_trees": 7, "search_k": 321}
+    assert Searcher(coll).index.params["search_k"] == 321

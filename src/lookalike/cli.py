@@ -30,6 +30,11 @@ def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", help="CNN backbone: efficientnet-lite0 (default), -lite1, -lite2")
     p.add_argument("--index-backend", help="ANN backend: annoy (default), exact, hnswlib, faiss")
     p.add_argument("--trees", type=int, help="Annoy: number of trees (build time knob)")
+    p.add_argument(
+        "--search-k",
+        type=int,
+        help="Annoy: nodes inspected per query (query time knob; default 10000, -1: Annoy's own)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,13 +221,15 @@ def _config_from_args(args: argparse.Namespace):
     else:
         config = get_preset("default")
     changes = {"detector": args.detector, "backbone": args.backbone}
-    if args.index_backend or args.trees:
+    if args.index_backend or args.trees or args.search_k:
         params = dict(config.index.params)
         backend = args.index_backend or config.index.backend
         if backend != config.index.backend:
             params = {}
         if args.trees:
             params["n_trees"] = args.trees
+        if args.search_k:
+            params["search_k"] = args.search_k
         changes["index"] = IndexConfig(backend, params)
     if getattr(args, "head", None):
         # The head's preset on the stored detector and backbone: an indexed collection
