@@ -13,9 +13,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lookalike import __version__
 from lookalike.errors import LookalikeError
+
+if TYPE_CHECKING:
+    from lookalike.collection import Collection
+    from lookalike.labels import Labels
 
 EXIT_SKIPPED = 1
 
@@ -357,17 +362,23 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
+def _collection_and_labels(args: argparse.Namespace) -> tuple[Collection, Labels]:
+    """The collection and --labels, checked against the files it indexes."""
     from lookalike.collection import Collection
-    from lookalike.config import preset_names_for_evaluation
-    from lookalike.evaluate import detection_rate, evaluate, markdown_table, to_json
-    from lookalike.fileio import atomic_write_bytes
     from lookalike.labels import load_labels
 
     coll = Collection.open(args.collection)
     gen = coll.require_generation()
     paths = [r.path for r in coll.catalog.get_many(gen.ids.tolist()).values()]
-    labels = load_labels(args.labels, paths)
+    return coll, load_labels(args.labels, paths)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from lookalike.config import preset_names_for_evaluation
+    from lookalike.evaluate import detection_rate, evaluate, markdown_table, to_json
+    from lookalike.fileio import atomic_write_bytes
+
+    coll, labels = _collection_and_labels(args)
     presets = args.presets or preset_names_for_evaluation()
     if args.train_fraction is not None:
         from lookalike.evaluate import evaluate_held_out
@@ -402,14 +413,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from lookalike.collection import Collection
-    from lookalike.labels import load_labels
     from lookalike.train import TrainOptions, save_head, train_head
 
-    coll = Collection.open(args.collection)
-    gen = coll.require_generation()
-    paths = [r.path for r in coll.catalog.get_many(gen.ids.tolist()).values()]
-    labels = load_labels(args.labels, paths)
+    coll, labels = _collection_and_labels(args)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     options = TrainOptions(
         epochs=args.epochs,
