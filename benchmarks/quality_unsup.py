@@ -19,6 +19,8 @@ import cv2
 import numpy as np
 
 from lookalike.describe.color import WORK_SIZE, to_work_rgb
+from lookalike.describe.soft import _soft_axis
+from lookalike.pseudo_lda import kmeans, lda_directions
 
 
 def l2n(x: np.ndarray) -> np.ndarray:
@@ -26,20 +28,6 @@ def l2n(x: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- soft colour histogram
-
-
-def _soft_axis(vals: np.ndarray, n: int, circular: bool) -> tuple[np.ndarray, ...]:
-    """Two neighbouring bin indices and their linear weights for values in [0, 1)."""
-    pos = vals * n - 0.5  # bin centres at (i + 0.5) / n
-    lo = np.floor(pos)
-    w_hi = pos - lo
-    lo = lo.astype(np.int64)
-    hi = lo + 1
-    if circular:
-        lo, hi = lo % n, hi % n
-    else:
-        lo, hi = np.clip(lo, 0, n - 1), np.clip(hi, 0, n - 1)
-    return lo, hi, 1.0 - w_hi, w_hi
 
 
 def soft_hsv_hist(
@@ -87,56 +75,6 @@ def soft_hsv_hist(
 # ---------------------------------------------------------------- clustering and LDA
 
 
-def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 50) -> np.ndarray:
-    """Cluster ids of x (rows) by k-means++ then Lloyd; squared Euclidean."""
-    rng = np.random.default_rng(seed)
-    n = len(x)
-    centres = [x[rng.integers(n)]]
-    d2 = ((x - centres[0]) ** 2).sum(axis=1)
-    for _ in range(1, k):
-        c = x[rng.choice(n, p=d2 / d2.sum())]
-        centres.append(c)
-        d2 = np.minimum(d2, ((x - c) ** 2).sum(axis=1))
-    c = np.stack(centres)
-    assign = np.zeros(n, dtype=np.int64)
-    for _ in range(iters):
-        dist = (x**2).sum(1)[:, None] - 2 * x @ c.T + (c**2).sum(1)[None, :]
-        new = dist.argmin(axis=1)
-        if _ > 0 and np.array_equal(new, assign):
-            break
-        assign = new
-        for j in range(k):
-            members = x[assign == j]
-            if len(members):
-                c[j] = members.mean(axis=0)
-    return assign
-
-
-def lda_projection(
-    x: np.ndarray, ids: np.ndarray, dim: int | None = None, shrink: float = 0.1
-) -> np.ndarray:
-    """LDA directions for the groups `ids` (within-class scatter shrunk towards its mean
-    eigenvalue); returns (D, dim) with dim <= groups - 1, columns scaled by sqrt(eig)."""
-    mu = x.mean(axis=0)
-    groups = np.unique(ids)
-    sw = np.zeros((x.shape[1], x.shape[1]))
-    sb = np.zeros_like(sw)
-    for g in groups:
-        xg = x[ids == g]
-        mg = xg.mean(axis=0)
-        sw += (xg - mg).T @ (xg - mg)
-        sb += len(xg) * np.outer(mg - mu, mg - mu)
-    sw /= len(x)
-    sb /= len(x)
-    sw = (1 - shrink) * sw + shrink * np.trace(sw) / len(sw) * np.eye(len(sw))
-    # whiten Sw, then eigen-decompose the whitened Sb
-    ev, evec = np.linalg.eigh(sw)
-    wh = evec / np.sqrt(np.maximum(ev, 1e-12))
-    ev_b, evec_b = np.linalg.eigh(wh.T @ sb @ wh)
-    order = np.argsort(-ev_b)[: dim or len(groups) - 1]
-    return wh @ evec_b[:, order]
-
-
 @dataclass(frozen=True)
 class PseudoLda:
     """A fitted pseudo-LDA map: PCA (mean, basis), then per clustering an LDA basis; the
@@ -173,9 +111,7 @@ def fit_pseudo_lda(
     cur = l2n(y)
     fitted = PseudoLda(mean, basis, (), mix)
     for r in range(rounds):
-        lda = tuple(
-            lda_projection(y, kmeans(cur, k, seed=seed + r * 100 + k), shrink=shrink) for k in ks
-        )
+        lda = tuple(lda_directions(y, kmeans(cur, k, seed + r * 100 + k), shrink) for k in ks)
         fitted = PseudoLda(mean, basis, lda, mix)
         cur = fitted(x)
     return fitted
