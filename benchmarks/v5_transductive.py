@@ -1,0 +1,90 @@
+"""Can linear methods on the `default` features reach v5's 0.95 target? (docs/v5.md, round 2)
+
+On an indexed, labelled collection (the default preset), split the labelled images in
+halves (stratified, seeds 0-2, as `evaluate --train-fraction 0.5`) and measure precision@4
+on the held-out half for:
+
+- `default`: the unlabelled default vector (pseudo-label LDA fitted on the collection);
+- `lda`: LDA with the training half's real labels, on the default blocks (before their
+  pseudo-label LDA), and `default+lda`: both side by side;
+- `st`: self-training, LDA re-fitted with the held-out images assigned to their nearest
+  class mean (transductive: their features, never their labels), `default+st` likewise.
+
+    .venv/bin/python benchmarks/v5_transductive.py COLL
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from lookalike.blockstore import blocks_for
+from lookalike.collection import Collection
+from lookalike.config import FusionConfig
+from lookalike.evaluate import exact_top_k, labelled_rows, precision_and_map, preset_like
+from lookalike.features import FeatureExtractor
+from lookalike.fuse import Fuser
+from lookalike.labels import load_labels
+from lookalike.pseudo_lda import lda_directions
+from lookalike.train import stratified_split
+from lookalike.vectors import l2_normalize
+
+
+def projected(x: np.ndarray, pca_dim: int) -> np.ndarray:
+    centred = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return centred @ vt[:pca_dim].T
+
+
+def self_train(z: np.ndarray, train: np.ndarray, y_train: np.ndarray, rounds: int = 3):
+    rows, labels = train, y_train
+    for _ in range(rounds):
+        p = l2_normalize(z @ lda_directions(z[rows], labels, 0.1))
+        classes = np.unique(y_train)
+        centres = l2_normalize(np.stack([p[train][y_train == c].mean(0) for c in classes]))
+        guess = classes[(p @ centres.T).argmax(1)]
+        guess[train] = y_train
+        rows, labels = np.arange(len(z)), guess
+    return p, guess
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("collection", type=Path)
+    parser.add_argument("--labels", default="folders")
+    args = parser.parse_args()
+    coll = Collection.open(args.collection)
+    gen = coll.require_generation()
+    records = coll.catalog.get_many(gen.ids.tolist())
+    labels = load_labels(args.labels, [records[int(i)].path for i in gen.ids])
+    rows, y = labelled_rows(coll, labels, None)
+    y = np.unique(y, return_inverse=True)[1]
+    config = preset_like("default", coll.config)
+    blocks = blocks_for(coll, gen, list(config.block_keys), FeatureExtractor(config))
+    plain = Fuser(config.blocks, FusionConfig()).fit_transform(blocks)
+    unsup = Fuser(config.blocks, config.fusion).fit_transform(blocks)
+    z = projected(plain, 256)
+
+    def p4(v: np.ndarray, part: np.ndarray, yy: np.ndarray) -> float:
+        return round(precision_and_map(exact_top_k(l2_normalize(v[part]), 4), yy)[0], 3)
+
+    for seed in (0, 1, 2):
+        train_part, test_part = stratified_split(y.tolist(), 0.5, seed)
+        train, test, y_test = rows[train_part], rows[test_part], y[test_part]
+        lda = l2_normalize(z @ lda_directions(z[train], y[train_part], 0.3))
+        st, guess = self_train(z, train, y[train_part])
+        scores = {
+            "default": p4(unsup, test, y_test),
+            "lda": p4(lda, test, y_test),
+            "default+lda": p4(np.concatenate([unsup, lda], 1), test, y_test),
+            "self-training accuracy": round(float((guess[test] == y_test).mean()), 3),
+            "st": p4(st, test, y_test),
+            "default+st": p4(np.concatenate([unsup, st], 1), test, y_test),
+        }
+        print(f"seed {seed}: {scores}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
