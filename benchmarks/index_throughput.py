@@ -206,6 +206,20 @@ def peak_rss_mb(root: Path, coll: Path) -> float:
     return int(out.stdout.split()[-1]) / 1024
 
 
+def memory_growth(sizes: Sequence[int]) -> None:
+    """Peak RSS of `index` (a fresh process each) against the number of images indexed."""
+    anime = sorted((DATASETS / "anime-faces-dev").glob("*/*.jpg"))
+    order = np.random.default_rng(0).permutation(len(anime))
+    print("| images | peak RSS MB |\n| ---: | ---: |")
+    with tempfile.TemporaryDirectory(prefix="lookalike-memory-") as tmp:
+        for size in sizes:
+            root = Path(tmp) / f"images-{size}"
+            root.mkdir()
+            for i in order[:size]:
+                (root / f"{anime[i].parent.name}-{anime[i].name}").symlink_to(anime[i].resolve())
+            print(f"| {size} | {peak_rss_mb(root, Path(tmp) / 'coll'):.0f} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--anime", type=int, default=80, help="anime-faces-dev images")
@@ -218,7 +232,17 @@ def main() -> None:
         help="torch threads of the naive loop (default: torch's own, one per core)",
     )
     ap.add_argument("--skip-rows", action="store_true", help="only naive vs real")
+    ap.add_argument(
+        "--memory-sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="only the peak RSS of `index` on this many anime-faces-dev images, each size",
+    )
     args = ap.parse_args()
+    if args.memory_sizes:
+        memory_growth(args.memory_sizes)
+        return
 
     work = Path(tempfile.mkdtemp(prefix="lookalike-throughput-"))
     try:
