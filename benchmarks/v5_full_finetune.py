@@ -21,18 +21,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torch import nn
+from v5_transductive import default_vectors, label_lda, precision_at_4, projected
 
-from lookalike.blockstore import blocks_for
-from lookalike.collection import Collection
-from lookalike.config import FusionConfig
 from lookalike.embed import create_backbone
 from lookalike.embed.base import to_batch
-from lookalike.evaluate import exact_top_k, labelled_rows, precision_and_map, preset_like
-from lookalike.features import FeatureExtractor
-from lookalike.fuse import Fuser
 from lookalike.images import load_image
-from lookalike.labels import load_labels
-from lookalike.pseudo_lda import lda_directions
 from lookalike.train import stratified_split
 from lookalike.vectors import l2_normalize
 
@@ -58,19 +51,9 @@ def main() -> None:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
 
-    coll = Collection.open(args.collection)
-    gen = coll.require_generation()
-    records = coll.catalog.get_many(gen.ids.tolist())
-    paths = [records[int(i)].path for i in gen.ids]
-    labels = load_labels(args.labels, paths)
-    rows, y = labelled_rows(coll, labels, None)
-    y = np.unique(y, return_inverse=True)[1]
+    coll, paths, rows, y, plain, unsup = default_vectors(args.collection, args.labels)
     train_part, test_part = stratified_split(y.tolist(), 0.5, args.seed)
     train, test, y_test = rows[train_part], rows[test_part], y[test_part]
-    config = preset_like("default", coll.config)
-    blocks = blocks_for(coll, gen, list(config.block_keys), FeatureExtractor(config))
-    plain = Fuser(config.blocks, FusionConfig()).fit_transform(blocks)
-    unsup = Fuser(config.blocks, config.fusion).fit_transform(blocks)
     images = [load_image(coll.root / p).convert("RGB") for p in paths]
     label_of = dict(zip(rows.tolist(), y.tolist(), strict=True))
 
@@ -118,13 +101,11 @@ def main() -> None:
         logits = classifier(torch.from_numpy(tuned["gem"])).numpy()
     gem = l2_normalize(tuned["gem"])
     grid = l2_normalize(np.concatenate([l2_normalize(tuned[o]) for o in OUTPUTS], 1))
-    both = np.concatenate([plain, grid], 1)
-    centred = both - both.mean(0)
-    z = centred @ np.linalg.svd(centred, full_matrices=False)[2][:256].T
-    lda = l2_normalize(z @ lda_directions(z[train], y[train_part], 0.3))
+    lda = label_lda(projected(np.concatenate([plain, grid], 1), 256), train, y[train_part])
+    probs = l2_normalize(torch.softmax(torch.from_numpy(logits), 1).numpy())
 
-    def p4(v: np.ndarray) -> float:
-        return round(precision_and_map(exact_top_k(l2_normalize(v[test]), 4), y_test)[0], 3)
+    def p4(vectors: np.ndarray) -> float:
+        return precision_at_4(vectors, test, y_test)
 
     scores = {
         "classifier accuracy": round(float((logits[test].argmax(1) == y_test).mean()), 3),
@@ -133,6 +114,7 @@ def main() -> None:
         "tuned gem + grids": p4(grid),
         "default + tuned gem": p4(np.concatenate([unsup, gem], 1)),
         "default + tuned gem + label LDA": p4(np.concatenate([unsup, gem, lda], 1)),
+        "default + classifier probabilities": p4(np.concatenate([unsup, probs], 1)),
     }
     print(f"seed {args.seed}, {args.epochs} epochs in {seconds:.0f} s: {scores}")
 

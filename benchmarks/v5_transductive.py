@@ -38,6 +38,32 @@ def projected(x: np.ndarray, pca_dim: int) -> np.ndarray:
     return centred @ vt[:pca_dim].T
 
 
+def label_lda(z: np.ndarray, train: np.ndarray, y_train: np.ndarray) -> np.ndarray:
+    """Every row projected on the LDA directions of the training rows' real labels."""
+    return l2_normalize(z @ lda_directions(z[train], y_train, 0.3))
+
+
+def precision_at_4(vectors: np.ndarray, part: np.ndarray, y_part: np.ndarray) -> float:
+    return round(precision_and_map(exact_top_k(l2_normalize(vectors[part]), 4), y_part)[0], 3)
+
+
+def default_vectors(
+    collection: Path, labels_spec: str
+) -> tuple[Collection, list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(collection, paths, labelled rows, their class ids, the default blocks fused without
+    and with the pseudo-label LDA) of an indexed, labelled collection."""
+    coll = Collection.open(collection)
+    gen = coll.require_generation()
+    records = coll.catalog.get_many(gen.ids.tolist())
+    paths = [records[int(i)].path for i in gen.ids]
+    rows, y = labelled_rows(coll, load_labels(labels_spec, paths), None)
+    config = preset_like("default", coll.config)
+    blocks = blocks_for(coll, gen, list(config.block_keys), FeatureExtractor(config))
+    plain = Fuser(config.blocks, FusionConfig()).fit_transform(blocks)
+    unsup = Fuser(config.blocks, config.fusion).fit_transform(blocks)
+    return coll, paths, rows, np.unique(y, return_inverse=True)[1], plain, unsup
+
+
 def self_train(z: np.ndarray, train: np.ndarray, y_train: np.ndarray, rounds: int = 3):
     rows, labels = train, y_train
     for _ in range(rounds):
@@ -55,33 +81,25 @@ def main() -> None:
     parser.add_argument("collection", type=Path)
     parser.add_argument("--labels", default="folders")
     args = parser.parse_args()
-    coll = Collection.open(args.collection)
-    gen = coll.require_generation()
-    records = coll.catalog.get_many(gen.ids.tolist())
-    labels = load_labels(args.labels, [records[int(i)].path for i in gen.ids])
-    rows, y = labelled_rows(coll, labels, None)
-    y = np.unique(y, return_inverse=True)[1]
-    config = preset_like("default", coll.config)
-    blocks = blocks_for(coll, gen, list(config.block_keys), FeatureExtractor(config))
-    plain = Fuser(config.blocks, FusionConfig()).fit_transform(blocks)
-    unsup = Fuser(config.blocks, config.fusion).fit_transform(blocks)
+    _, _, rows, y, plain, unsup = default_vectors(args.collection, args.labels)
     z = projected(plain, 256)
-
-    def p4(v: np.ndarray, part: np.ndarray, yy: np.ndarray) -> float:
-        return round(precision_and_map(exact_top_k(l2_normalize(v[part]), 4), yy)[0], 3)
 
     for seed in (0, 1, 2):
         train_part, test_part = stratified_split(y.tolist(), 0.5, seed)
         train, test, y_test = rows[train_part], rows[test_part], y[test_part]
-        lda = l2_normalize(z @ lda_directions(z[train], y[train_part], 0.3))
+        lda = label_lda(z, train, y[train_part])
         st, guess = self_train(z, train, y[train_part])
+
+        def p4(vectors: np.ndarray, test: np.ndarray = test, y_test: np.ndarray = y_test):
+            return precision_at_4(vectors, test, y_test)
+
         scores = {
-            "default": p4(unsup, test, y_test),
-            "lda": p4(lda, test, y_test),
-            "default+lda": p4(np.concatenate([unsup, lda], 1), test, y_test),
+            "default": p4(unsup),
+            "lda": p4(lda),
+            "default+lda": p4(np.concatenate([unsup, lda], 1)),
             "self-training accuracy": round(float((guess[test] == y_test).mean()), 3),
-            "st": p4(st, test, y_test),
-            "default+st": p4(np.concatenate([unsup, st], 1), test, y_test),
+            "st": p4(st),
+            "default+st": p4(np.concatenate([unsup, st], 1)),
         }
         print(f"seed {seed}: {scores}", flush=True)
 
