@@ -17,27 +17,27 @@ import numpy as np
 from lookalike.config import Block, FusionConfig
 from lookalike.errors import CollectionError
 from lookalike.fileio import atomic_save_npz
+from lookalike.lowrank import sample_rows, top_components
 from lookalike.pseudo_lda import PseudoLabelLDA
 from lookalike.vectors import l2_normalize
 
 
 class PCA:
-    """Principal components by SVD of the centred data, optionally whitened."""
+    """Principal components of the centred data (lowrank.py: a sample, truncated SVD), optionally
+    whitened."""
 
     def __init__(self, n_components: int, whiten: bool = False) -> None:
         self.n_components = n_components
         self.whiten = whiten
 
     def fit(self, x: np.ndarray) -> PCA:
-        x = np.asarray(x, dtype=np.float64)
-        self.mean_ = x.mean(axis=0)
-        _, s, vt = np.linalg.svd(x - self.mean_, full_matrices=False)
-        # Never more components than the data supports (small collections).
-        k = max(1, min(self.n_components, vt.shape[0]))
-        self.components_ = vt[:k].astype(np.float32)
-        variance = (s[:k] ** 2) / max(len(x) - 1, 1)
+        x = sample_rows(x, seed=0)
+        self.mean_ = x.mean(axis=0, dtype=np.float64).astype(np.float32)
+        # Never more components than the data supports (small collections): top_components
+        # returns at most min(rows, dims).
+        s, self.components_ = top_components(x - self.mean_, self.n_components)
+        variance = s.astype(np.float64) ** 2 / max(len(x) - 1, 1)
         self.scale_ = (1.0 / np.sqrt(variance + 1e-6 * variance.max() + 1e-12)).astype(np.float32)
-        self.mean_ = self.mean_.astype(np.float32)
         return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:

@@ -18,10 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from lookalike.lowrank import sample_rows, top_components
 from lookalike.vectors import l2_normalize
-
-# Fitting on more rows adds time, not quality: PCA and k-means use a sample.
-MAX_FIT_ROWS = 20_000
 
 
 def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 50) -> np.ndarray:
@@ -87,15 +85,13 @@ class PseudoLabelLDA:
         self.seed = seed
 
     def fit(self, x: np.ndarray) -> PseudoLabelLDA:
-        x = np.asarray(x, dtype=np.float64)
-        rng = np.random.default_rng(self.seed)
-        if len(x) > MAX_FIT_ROWS:
-            x = x[np.sort(rng.choice(len(x), MAX_FIT_ROWS, replace=False))]
+        # A sample of rows: PCA and k-means need no more, and memory stays bounded.
+        x = sample_rows(x, self.seed)
         # Several rows per pseudo-class are needed: small collections use the small k only.
         ks = [k for k in self.ks if k <= len(x) // 4]
-        self.mean_ = x.mean(axis=0).astype(np.float32)
-        _, _, vt = np.linalg.svd(x - self.mean_, full_matrices=False)
-        self.basis_ = vt[: self.pca_dim].T.astype(np.float32)
+        self.mean_ = x.mean(axis=0, dtype=np.float64).astype(np.float32)
+        _, vt = top_components(x - self.mean_, self.pca_dim, self.seed)
+        self.basis_ = np.ascontiguousarray(vt.T)
         self.directions_: list[np.ndarray] = []
         if not ks:
             return self

@@ -1,0 +1,46 @@
+"""Principal directions of a collection's vectors in memory that does not grow with it.
+
+Fitting a projection (PCA, pseudo-label LDA) needs the leading singular vectors only,
+and a sample of rows estimates them as well as the whole collection. So fits read at
+most `MAX_FIT_ROWS` rows (a seeded sample) and compute a randomized truncated SVD
+(Halko, Martinsson and Tropp 2011, as scikit-learn's `randomized_svd`) in float32:
+memory is the sample plus (rows + dims) x (k + oversampling) numbers, where a full SVD
+in float64 of the 8337-dim default vectors cost ~0.3 MB per row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# 5000 rows x 8337 dims of float32 is 167 MB; more rows add time, not quality.
+MAX_FIT_ROWS = 5_000
+OVERSAMPLING = 10
+POWER_ITERATIONS = 4
+
+
+def sample_rows(x: np.ndarray, seed: int, limit: int = MAX_FIT_ROWS) -> np.ndarray:
+    """At most `limit` rows of `x` as float32, in their order (a seeded sample if more)."""
+    if len(x) > limit:
+        keep = np.sort(np.random.default_rng(seed).choice(len(x), limit, replace=False))
+        x = x[keep]
+    return np.asarray(x, dtype=np.float32)
+
+
+def top_components(centred: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The k largest singular values and right singular vectors (k x dims) of `centred`.
+
+    Exact (LAPACK) when k is close to the matrix's rank, randomized otherwise; both float32.
+    """
+    x = np.asarray(centred, dtype=np.float32)
+    k = max(1, min(k, *x.shape))
+    width = k + OVERSAMPLING
+    if width >= min(x.shape):
+        _, s, vt = np.linalg.svd(x, full_matrices=False)
+        return s[:k], vt[:k]
+    rng = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(x @ rng.standard_normal((x.shape[1], width)).astype(np.float32))
+    for _ in range(POWER_ITERATIONS):  # sharpens the spectrum; QR keeps it stable in float32
+        basis, _ = np.linalg.qr(x.T @ basis)
+        basis, _ = np.linalg.qr(x @ basis)
+    _, s, vt = np.linalg.svd(basis.T @ x, full_matrices=False)
+    return s[:k], vt[:k]
