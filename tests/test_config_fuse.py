@@ -63,3 +63,15 @@ def test_transform_checks_feature_counts():
     fuser = Fuser([Block("head", "a"), Block("whole", "b")], FusionConfig()).fit(blocks)
     with pytest.raises(ValueError, match="fitted on 8 dims"):
         fuser.transform({"head.a": np.ones((2, 9)), "whole.b": np.ones((2, 3))})
+
+
+def test_transform_in_chunks_gives_the_rows_of_one_pass(monkeypatch):
+    rng = np.random.default_rng(0)
+    blocks = (Block("head", "a"), Block("whole", "b", 0.5, reduce_dim=4))
+    vectors = {"head.a": rng.normal(size=(90, 12)), "whole.b": rng.normal(size=(90, 8))}
+    fuser = Fuser(blocks, FusionConfig(pseudo_lda_ks=(5, 10))).fit(vectors)
+    whole = fuser.transform(vectors)
+    monkeypatch.setattr("lookalike.fuse.TRANSFORM_CHUNK", 7)
+    np.testing.assert_allclose(fuser.transform(vectors), whole, atol=1e-6)
+    assert whole.shape == (90, fuser.output_dim)
+    assert fuser.transform({k: v[:0] for k, v in vectors.items()}).shape == (0, fuser.output_dim)

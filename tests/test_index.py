@@ -201,3 +201,18 @@ def test_missing_optional_library_says_how_to_install(name, module, monkeypatch)
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
     with pytest.raises(LookalikeError, match=r"pip install 'lookalike\[ann\]'"):
         create_index(name)
+
+
+def test_merged_block_takes_staged_and_committed_rows_without_concatenating():
+    from lookalike.errors import CollectionError
+    from lookalike.indexer import merged_block
+
+    chunks = [np.full((2, 3), 1.0) * np.arange(2)[:, None], np.full((3, 3), 10.0)]
+    chunks[1][:, 0] = [10, 11, 12]
+    old = np.arange(12, dtype=np.float32).reshape(4, 3) + 100
+    from_chunks = np.array([True, False, True, False])
+    out = merged_block("head.x", chunks, np.array([4, 1]), old, np.array([3, 0]), from_chunks)
+    np.testing.assert_array_equal(out[:, 0], [12, 109, 1, 100])
+    assert out.dtype == np.float32
+    with pytest.raises(CollectionError, match="neither staged"):
+        merged_block("head.x", [], np.array([0]), None, np.array([], np.int64), np.array([True]))

@@ -274,8 +274,8 @@ class Collection:
         atomic_save_npy(tmp / "ids.npy", ids.astype(np.int64))
         atomic_save_npy(tmp / "head_boxes.npy", head_boxes.astype(np.int32))
         for key, array in blocks.items():
-            atomic_save_npy(tmp / "blocks" / f"{key}.npy", array.astype(np.float32))
-        atomic_save_npy(tmp / "fused.npy", fused.astype(np.float32))
+            atomic_save_npy(tmp / "blocks" / f"{key}.npy", np.asarray(array, np.float32))
+        atomic_save_npy(tmp / "fused.npy", np.asarray(fused, np.float32))
         fuser.save(tmp / "fuser.npz")
         (tmp / "index").mkdir()
         index.save(tmp / "index")

@@ -17,9 +17,12 @@ import numpy as np
 from lookalike.config import Block, FusionConfig
 from lookalike.errors import CollectionError
 from lookalike.fileio import atomic_save_npz
-from lookalike.lowrank import sample_rows, top_components
+from lookalike.lowrank import sample_index, sample_rows, top_components
 from lookalike.pseudo_lda import PseudoLabelLDA
 from lookalike.vectors import l2_normalize
+
+# Rows fused at a time: the intermediate arrays stay this small whatever the collection.
+TRANSFORM_CHUNK = 2048
 
 
 class PCA:
@@ -60,7 +63,7 @@ class Fuser:
         return {b.key: PCA(b.reduce_dim) for b in self.blocks if b.reduce_dim}
 
     def _stack(self, vectors: Mapping[str, np.ndarray], fitting: bool) -> np.ndarray:
-        parts = []
+        parts = []  # the inputs themselves (or their small reductions): no copies yet
         for block in self.blocks:
             if block.key not in vectors:
                 raise KeyError(f"feature block {block.key!r} is missing")
@@ -73,32 +76,59 @@ class Fuser:
                 if fitting:
                     reducer.fit(x)
                 x = reducer.transform(x)
-            if self.fusion.mode == "weighted":
-                x = l2_normalize(x) * np.float32(block.weight)
             parts.append(x)
-        return np.concatenate(parts, axis=1)
+        # Written once into the output, each block scaled there.
+        out = np.empty((len(parts[0]), sum(p.shape[1] for p in parts)), dtype=np.float32)
+        col = 0
+        for block, x in zip(self.blocks, parts, strict=True):
+            segment = out[:, col : col + x.shape[1]]
+            segment[...] = x
+            if self.fusion.mode == "weighted":
+                l2_normalize(segment, in_place=True)
+                segment *= np.float32(block.weight)
+            col += x.shape[1]
+        return out
 
     def fit(self, vectors: Mapping[str, np.ndarray]) -> Fuser:
         self.input_dims_ = {b.key: int(np.shape(vectors[b.key])[1]) for b in self.blocks}
         self.reducers_ = self._block_reducers()
-        fused = self._stack(vectors, fitting=True)
+        # Every fit below reads a sample of rows (the same rows in every block).
+        n = len(vectors[self.blocks[0].key])
+        rows = sample_index(n, seed=0)
+        sample = vectors if len(rows) == n else {b.key: vectors[b.key][rows] for b in self.blocks}
+        fused = self._stack(sample, fitting=True)
         self.pca_ = None
         if self.fusion.pca_dim or self.fusion.whiten:
             dim = self.fusion.pca_dim or fused.shape[1]
             self.pca_ = PCA(dim, whiten=self.fusion.whiten).fit(fused)
         self.lda_ = None
         if self.fusion.pseudo_lda_ks:
-            self.lda_ = PseudoLabelLDA(self.fusion.pseudo_lda_ks).fit(self._unit(fused))
+            unit = self._unit(fused)
+            del fused  # one copy of the sample at a time
+            self.lda_ = PseudoLabelLDA(self.fusion.pseudo_lda_ks).fit(unit)
         return self
 
     def transform(self, vectors: Mapping[str, np.ndarray]) -> np.ndarray:
         if not hasattr(self, "input_dims_"):
             raise RuntimeError("Fuser is not fitted")
+        n = len(vectors[self.blocks[0].key]) if self.blocks[0].key in vectors else 0
+        out = np.empty((n, self.output_dim), dtype=np.float32)
+        for start in range(0, n, TRANSFORM_CHUNK):
+            part = {k: v[start : start + TRANSFORM_CHUNK] for k, v in vectors.items()}
+            out[start : start + TRANSFORM_CHUNK] = self._transform_rows(part)
+        if n == 0:  # still checks the blocks
+            self._stack(vectors, fitting=False)
+        return out
+
+    def _transform_rows(self, vectors: Mapping[str, np.ndarray]) -> np.ndarray:
         fused = self._unit(self._stack(vectors, fitting=False))
         return fused if self.lda_ is None else self.lda_.transform(fused)
 
     def _unit(self, stacked: np.ndarray) -> np.ndarray:
-        return l2_normalize(stacked if self.pca_ is None else self.pca_.transform(stacked))
+        """The stacked blocks (a fresh array, scaled in place) reduced and unit-length."""
+        if self.pca_ is not None:
+            stacked = self.pca_.transform(stacked)
+        return l2_normalize(stacked, in_place=True)
 
     def fit_transform(self, vectors: Mapping[str, np.ndarray]) -> np.ndarray:
         return self.fit(vectors).transform(vectors)

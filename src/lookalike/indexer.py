@@ -310,24 +310,27 @@ class Indexer:
         catalog = coll.catalog
         gone = set(deleted)
         live = [r for r in catalog.by_status("ok") if r.path not in gone]
-        staged_row, staged_blocks, _ = Staging(coll.staging_dir).load()
-        staged = {k: np.concatenate(v) for k, v in staged_blocks.items()}
+        staging = Staging(coll.staging_dir)
+        staged_row, chunks, _ = staging.load()
         gen = coll.generation()
         gen_row = {int(i): row for row, i in enumerate(gen.ids)} if gen else {}
 
         records = [r for r in live if r.id in staged_row or r.id in gen_row]
         ids = np.array([r.id for r in records], dtype=np.int64)
-        blocks: dict[str, np.ndarray] = {}
-        for key in config.block_keys:
-            old = gen.block(key) if gen and gen.has_block(key) else None
-            rows = []
-            for r in records:
-                if r.id in staged_row:
-                    rows.append(staged[key][staged_row[r.id]])
-                else:
-                    rows.append(old[gen_row[r.id]])  # type: ignore[index]
-            dim = rows[0].shape[0] if rows else 0
-            blocks[key] = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
+        from_stage = np.array([r.id in staged_row for r in records], dtype=bool)
+        stage_rows = np.array([staged_row[r.id] for r in records if r.id in staged_row], np.int64)
+        gen_rows = np.array([gen_row[r.id] for r in records if r.id not in staged_row], np.int64)
+        blocks = {
+            key: merged_block(
+                key,
+                staging.block(chunks, key),  # one block's staged rows in memory at a time
+                stage_rows,
+                gen.block(key) if gen and gen.has_block(key) else None,
+                gen_rows,
+                from_stage,
+            )
+            for key in config.block_keys
+        }
         if len(records) == 0:
             raise LookalikeError(
                 f"{self.root}: no image could be indexed ({len(summary.skipped)} skipped); "
@@ -338,7 +341,7 @@ class Indexer:
         counts = {"indexed": len(records), **catalog.counts()}
         coll.commit(ids, boxes, blocks, fuser, fused, index, counts)
         catalog.delete_paths(deleted)
-        Staging(coll.staging_dir).clear()
+        staging.clear()
         summary.committed = True
         summary.total_indexed = len(records)
 
@@ -379,6 +382,35 @@ class Indexer:
         ]
         index.update(ids, fused, metadata, fresh, np.setdiff1d(before, ids))
         return fuser, fused, index
+
+
+def merged_block(
+    key: str,
+    chunks: Sequence[np.ndarray],
+    chunk_rows: np.ndarray,
+    old: np.ndarray | None,
+    old_rows: np.ndarray,
+    from_chunks: np.ndarray,
+) -> np.ndarray:
+    """One block of the next generation, written once into its final array.
+
+    Row i comes from the staged chunks (rows `chunk_rows`, counted across the chunks in
+    order) where `from_chunks[i]`, else from the committed generation's `old` (memory-mapped:
+    only the rows asked for are read). No concatenated copy of either is made.
+    """
+    if (from_chunks.any() and not chunks) or (len(old_rows) and old is None):
+        raise CollectionError(f"block {key}: some rows are neither staged nor committed")
+    dims = [c.shape[1] for c in chunks] + ([old.shape[1]] if old is not None else [])
+    out = np.empty((len(from_chunks), dims[0] if dims else 0), dtype=np.float32)
+    if len(old_rows):
+        out[~from_chunks] = old[old_rows]  # type: ignore[index]
+    targets = np.flatnonzero(from_chunks)
+    start = 0
+    for chunk in chunks:
+        inside = (chunk_rows >= start) & (chunk_rows < start + len(chunk))
+        out[targets[inside]] = chunk[chunk_rows[inside] - start]
+        start += len(chunk)
+    return out
 
 
 @contextlib.contextmanager

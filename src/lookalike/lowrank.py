@@ -18,11 +18,17 @@ OVERSAMPLING = 10
 POWER_ITERATIONS = 4
 
 
+def sample_index(n: int, seed: int, limit: int = MAX_FIT_ROWS) -> np.ndarray:
+    """Row numbers of at most `limit` of `n` rows, in order (a seeded sample if more)."""
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
+
+
 def sample_rows(x: np.ndarray, seed: int, limit: int = MAX_FIT_ROWS) -> np.ndarray:
     """At most `limit` rows of `x` as float32, in their order (a seeded sample if more)."""
     if len(x) > limit:
-        keep = np.sort(np.random.default_rng(seed).choice(len(x), limit, replace=False))
-        x = x[keep]
+        x = x[sample_index(len(x), seed, limit)]
     return np.asarray(x, dtype=np.float32)
 
 

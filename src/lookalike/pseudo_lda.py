@@ -26,16 +26,21 @@ def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 50) -> np.ndarray:
     """Cluster ids of the rows: k-means++ seeding, then Lloyd until assignments settle."""
     rng = np.random.default_rng(seed)
     n = len(x)
+    sq_norms = np.einsum("ij,ij->i", x, x)
+
+    def sq_distances(c: np.ndarray) -> np.ndarray:  # to one centre, no temporary of x's size
+        return np.maximum(sq_norms - 2 * (x @ c) + c @ c, 0)
+
     centres = [x[rng.integers(n)]]
-    d2 = ((x - centres[0]) ** 2).sum(axis=1)
+    d2 = sq_distances(centres[0])
     for _ in range(1, k):
         c = x[rng.choice(n, p=d2 / d2.sum())] if d2.sum() > 0 else x[rng.integers(n)]
         centres.append(c)
-        d2 = np.minimum(d2, ((x - c) ** 2).sum(axis=1))
+        d2 = np.minimum(d2, sq_distances(c))
     c = np.stack(centres)
     assign = np.full(n, -1, dtype=np.int64)
     for _ in range(iters):
-        dist = (x**2).sum(1)[:, None] - 2 * x @ c.T + (c**2).sum(1)[None, :]
+        dist = sq_norms[:, None] - 2 * (x @ c.T) + (c**2).sum(1)[None, :]
         new = dist.argmin(axis=1)
         if np.array_equal(new, assign):
             break
@@ -90,12 +95,14 @@ class PseudoLabelLDA:
         # Several rows per pseudo-class are needed: small collections use the small k only.
         ks = [k for k in self.ks if k <= len(x) // 4]
         self.mean_ = x.mean(axis=0, dtype=np.float64).astype(np.float32)
-        _, vt = top_components(x - self.mean_, self.pca_dim, self.seed)
+        centred = x - self.mean_
+        _, vt = top_components(centred, self.pca_dim, self.seed)
         self.basis_ = np.ascontiguousarray(vt.T)
         self.directions_: list[np.ndarray] = []
         if not ks:
             return self
-        y = (x - self.mean_) @ self.basis_
+        y = centred @ self.basis_
+        del centred  # the sample and one transformed copy are all the fit holds from here
         current = l2_normalize(y)
         for r in range(self.rounds):
             self.directions_ = [
@@ -113,9 +120,14 @@ class PseudoLabelLDA:
         x = np.asarray(x, dtype=np.float32)
         if not self.directions_:  # too small a collection to learn from
             return l2_normalize(x)
-        y = (x - self.mean_) @ self.basis_
+        y = x @ self.basis_ - self.mean_ @ self.basis_  # no centred copy of x
         projected = l2_normalize(np.concatenate([l2_normalize(y @ w) for w in self.directions_], 1))
-        return l2_normalize(np.concatenate([projected, l2_normalize(x)], axis=1))
+        # [projected, unit x] / sqrt(2), written once into the output (no temporaries of x's size).
+        out = np.empty((len(x), projected.shape[1] + x.shape[1]), dtype=np.float32)
+        out[:, : projected.shape[1]] = projected
+        out[:, projected.shape[1] :] = x
+        l2_normalize(out[:, projected.shape[1] :], in_place=True)
+        return l2_normalize(out, in_place=True)
 
     @property
     def output_dim(self) -> int:

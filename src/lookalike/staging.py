@@ -8,10 +8,12 @@ batch in flight and the next run resumes from the chunks already written.
 from __future__ import annotations
 
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from lookalike.errors import CollectionError
 from lookalike.fileio import atomic_save_npz
 
 
@@ -34,25 +36,40 @@ class Staging:
         atomic_save_npz(path, arrays)
         return path
 
-    def load(self) -> tuple[dict[int, int], dict[str, list[np.ndarray]], np.ndarray]:
-        """All staged vectors: (id -> row, block -> arrays, ids), later chunks win."""
+    def load(self) -> tuple[dict[int, int], list[Path], np.ndarray]:
+        """The staged rows: (id -> row, readable chunks, ids), later chunks win.
+
+        Rows count across the returned chunks in order. The vectors are read (and their
+        checksums checked) here but not kept: `block` reads one block at a time.
+        """
         ids_parts: list[np.ndarray] = []
-        blocks: dict[str, list[np.ndarray]] = {}
+        readable: list[Path] = []
         for path in self.chunks():
             try:
                 data = np.load(path, allow_pickle=False)
                 chunk_ids = data["ids"]
-                chunk_blocks = {k[6:]: data[k] for k in data.files if k.startswith("block:")}
-            except (OSError, ValueError, KeyError):
+                for key in data.files:  # reading checks each zip member's CRC
+                    data[key]
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
                 # A chunk is written atomically, so this is outside damage: redo its images.
                 path.unlink(missing_ok=True)
                 continue
             ids_parts.append(chunk_ids)
-            for key, array in chunk_blocks.items():
-                blocks.setdefault(key, []).append(array)
+            readable.append(path)
         ids = np.concatenate(ids_parts) if ids_parts else np.zeros(0, dtype=np.int64)
         row_of = {int(i): row for row, i in enumerate(ids)}  # later rows overwrite earlier
-        return row_of, blocks, ids
+        return row_of, readable, ids
+
+    @staticmethod
+    def block(chunks: list[Path], key: str) -> list[np.ndarray]:
+        """One block's arrays from the chunks `load` returned, in their order."""
+        arrays = []
+        for path in chunks:
+            data = np.load(path, allow_pickle=False)
+            if f"block:{key}" not in data.files:
+                raise CollectionError(f"{path}: this staged chunk has no block {key}")
+            arrays.append(data[f"block:{key}"])
+        return arrays
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

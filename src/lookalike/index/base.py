@@ -103,7 +103,8 @@ def check_int(name: str, value: object, minimum: int) -> int:
 def as_unit_vectors(
     vectors: np.ndarray, dim: int | None = None, what: str = "vectors"
 ) -> np.ndarray:
-    """Validate an (N, D) array and return it L2-normalised as contiguous float32."""
+    """Validate an (N, D) array and return it L2-normalised as contiguous float32 (the array
+    itself, not a copy, when it is so already: callers must not change it afterwards)."""
     array = np.asarray(vectors)
     if array.ndim != 2 or array.shape[1] == 0:
         raise LookalikeError(f"{what} must be a 2-D array (N, D) with D >= 1; got {array.shape}")
@@ -116,6 +117,11 @@ def as_unit_vectors(
         raise LookalikeError(f"{what} must be numbers; got dtype {array.dtype}")
     if not np.isfinite(array).all():
         raise LookalikeError(f"{what} contain NaN or infinite values")
+    if array.dtype == np.float32 and array.flags.c_contiguous:
+        # Fused vectors arrive unit-length already: no copy of the whole collection.
+        norms = np.sqrt(np.einsum("ij,ij->i", array, array))
+        if np.all((np.abs(norms - 1) < 1e-5) | (norms == 0)):
+            return array
     return l2_normalize(array)
 
 
