@@ -14,9 +14,13 @@ def low_rank_plus_noise(n=400, dim=300, rank=20, seed=0):
     return (signal + 0.05 * rng.normal(size=(n, dim))).astype(np.float32)
 
 
-@pytest.mark.parametrize("k", [8, 295])  # randomized, and exact (k near the rank of 300 rows)
-def test_top_components_match_the_exact_svd(k):
-    x = low_rank_plus_noise(n=300 if k == 295 else 400)
+@pytest.mark.parametrize(
+    ("k", "gram_rows"),
+    [(200, 2000), (8, 2000), (8, 0)],  # LAPACK (2k >= rank), Gram matrix, randomized
+)
+def test_top_components_match_the_exact_svd(monkeypatch, k, gram_rows):
+    monkeypatch.setattr(lowrank, "GRAM_ROWS", gram_rows)
+    x = low_rank_plus_noise(n=300 if k == 200 else 400)
     x -= x.mean(axis=0)
     s, vt = top_components(x, k)
     _, s_exact, vt_exact = np.linalg.svd(x.astype(np.float64), full_matrices=False)
