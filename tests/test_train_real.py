@@ -86,3 +86,19 @@ def test_finetune_trains_the_last_stage_and_the_collection_is_embedded_again(tmp
     coll = Collection.open(coll_path)
     assert coll.weights_hash == FeatureExtractor(coll.config).backbone_hash()
     assert len(Searcher(coll_path).query(str(next(root.glob("*/*.jpg")))).matches) == 4
+
+
+def test_finetune_layers_all_trains_every_layer_but_the_stem():
+    from lookalike.errors import LookalikeError
+    from lookalike.train.finetune import trainable_parameters
+
+    net = create_backbone("efficientnet-lite0", runtime="torch").torch_model()
+    last = {id(p) for p in trainable_parameters(net, "last")}
+    every = trainable_parameters(net, "all")
+    trained = {name.split(".")[0] for name, p in net.named_parameters() if p.requires_grad}
+    assert trained == {"_blocks", "_conv_head", "_bn1"}  # not _conv_stem, _bn0
+    assert all(p.requires_grad for p in net._blocks[0].parameters())
+    assert not any(p.requires_grad for p in net._conv_stem.parameters())
+    assert last < {id(p) for p in every}
+    with pytest.raises(LookalikeError, match="unknown finetune layers"):
+        trainable_parameters(net, "some")

@@ -42,6 +42,27 @@ def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_training_mode(p: argparse.ArgumentParser, lead: str) -> None:
+    p.add_argument(
+        "--mode",
+        choices=["frozen", "finetune"],
+        default="frozen",
+        help=lead + "frozen: train on cached features (minutes on a CPU); finetune: then "
+        "train the backbone too, on the images (a GPU helps; the collection is re-embedded "
+        "when indexed with the head)",
+    )
+    p.add_argument(
+        "--finetune-epochs", type=int, default=8, help="epochs of the finetune mode's second stage"
+    )
+    p.add_argument(
+        "--finetune-layers",
+        choices=["last", "all"],
+        default="last",
+        help="what finetune trains of the backbone: its last stage (default) or every layer "
+        "but the stem",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lookalike",
@@ -132,12 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         "every preset on the rest only (queries and gallery); adds v5 to the presets",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the training")
-    p.add_argument(
-        "--mode",
-        choices=["frozen", "finetune"],
-        default="frozen",
-        help="how the v5 head of --train-fraction trains (see `lookalike train --mode`)",
-    )
+    _add_training_mode(p, "how the v5 head of --train-fraction trains: ")
 
     p = sub.add_parser(
         "train",
@@ -156,17 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tasks", help="comma-separated label columns to learn (default: all)")
     p.add_argument("--epochs", type=int, default=200, help="most epochs (early stopping)")
-    p.add_argument(
-        "--mode",
-        choices=["frozen", "finetune"],
-        default="frozen",
-        help="frozen: train on cached features (minutes on a CPU); finetune: then train the "
-        "backbone's last stage too, on the images (a GPU helps; the collection is re-embedded "
-        "when indexed with the head)",
-    )
-    p.add_argument(
-        "--finetune-epochs", type=int, default=8, help="epochs of the finetune mode's second stage"
-    )
+    _add_training_mode(p, "")
     p.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda")
     p.add_argument(
         "--output",
@@ -392,7 +398,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             k=args.k,
             task=args.task,
             seed=args.seed,
-            options=TrainOptions(seed=args.seed, progress=not args.quiet, mode=args.mode),
+            options=TrainOptions(
+                seed=args.seed,
+                progress=not args.quiet,
+                mode=args.mode,
+                finetune_epochs=args.finetune_epochs,
+                finetune_layers=args.finetune_layers,
+            ),
             outputs=OUTPUTS,
             progress=not args.quiet,
         )
@@ -424,6 +436,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         mode=args.mode,
         finetune_epochs=args.finetune_epochs,
+        finetune_layers=args.finetune_layers,
     )
     out = args.out or coll.path / "head"
     head, result = train_head(coll, labels, tasks, options, output=args.output, out=out)

@@ -30,7 +30,7 @@ from lookalike.features import FeatureExtractor
 from lookalike.train.augment import shifted
 from lookalike.train.data import Task, stratified_split
 from lookalike.train.model import MultiTaskHead
-from lookalike.train.trainer import TrainOptions, accuracy, loss_of
+from lookalike.train.trainer import FINETUNE_LAYERS, TrainOptions, accuracy, loss_of
 
 
 @dataclass
@@ -50,12 +50,19 @@ def check_finetunable(backbone: str) -> None:
         )
 
 
-def trainable_parameters(net: nn.Module) -> list[nn.Parameter]:
-    """Freeze the EfficientNet `net` but its last stage and head conv; those parameters."""
+def trainable_parameters(net: nn.Module, layers: str = "last") -> list[nn.Parameter]:
+    """Freeze the EfficientNet `net` but the layers to train; those parameters.
+
+    "last": its last stage and head conv (the batch-norm affine parameters with them);
+    "all": every layer but the stem, which stays as ImageNet trained it (measured on the CPU
+    in benchmarks/v5_full_finetune.py: the better features on anime-faces-dev).
+    """
+    if layers not in FINETUNE_LAYERS:
+        raise LookalikeError(f"unknown finetune layers {layers!r}: use one of {FINETUNE_LAYERS}")
     blocks = list(net._blocks)
     last = blocks[-1]._block_args
     # The last stage: the trailing blocks that share the last block's output width.
-    start = len(blocks) - 1
+    start = 0 if layers == "all" else len(blocks) - 1
     while start > 0 and blocks[start - 1]._block_args.output_filters == last.output_filters:
         start -= 1
     trained = [*blocks[start:], net._conv_head, net._bn1]
@@ -117,7 +124,7 @@ def finetune(
     own = FeatureExtractor(config, backbone=eager)
     joint = _Joint(own, features, options.device)
     net = joint.backbone.torch_model().to(joint.device)
-    params = trainable_parameters(net)
+    params = trainable_parameters(net, options.finetune_layers)
     net.eval()  # batch-norm statistics stay as trained on ImageNet
     head = copy.deepcopy(head).to(joint.device)
     optimiser = torch.optim.AdamW(

@@ -120,6 +120,7 @@ def train_head(
         model = tuned.model
         backbone_hash = FeatureExtractor(ext.config, backbone=backbone).backbone_hash(keys)
         trained = {
+            "finetune_layers": options.finetune_layers,
             "finetune_best_epoch": tuned.best_epoch,
             "finetune_val_accuracy": tuned.val_accuracy,
             "finetune_seconds": round(tuned.seconds, 1),

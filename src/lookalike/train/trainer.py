@@ -24,6 +24,7 @@ from lookalike.train.data import MISSING, Task, stratified_split
 from lookalike.train.model import MultiTaskHead
 
 MODES = ("frozen", "finetune")
+FINETUNE_LAYERS = ("last", "all")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class TrainOptions:
     # "frozen": the head on cached features; "finetune": then the backbone's last stage too.
     mode: str = "frozen"
     finetune_epochs: int = 8
+    # What `finetune` trains of the backbone: "last" (stage) or "all" (every layer but the stem).
+    finetune_layers: str = "last"
     # Real augmentation (see augment.py): features of these transformed views train too.
     augmentations: tuple[str, ...] = ()
 
