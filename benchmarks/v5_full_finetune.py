@@ -9,17 +9,32 @@ precision@4 on the held-out half: the tuned features alone, the classifier's acc
 and the tuned features beside the `default` vector (and a label LDA over both).
 
     .venv/bin/python benchmarks/v5_full_finetune.py COLL --epochs 30
+
+Options, all off by default (the command above is the recorded run):
+
+- `--semi-rounds N`: semi-supervised, transductive rounds after the supervised epochs. The
+  tuned classifier labels the images outside the training half (its flip-averaged softmax;
+  their images, never their labels), keeps the most confident of each predicted class
+  (`--semi-keep`, a fraction of the class's expected count, by the training half's class
+  shares; `--semi-threshold`, a floor on the confidence), and trains `--semi-epochs` more
+  epochs on the labelled plus pseudo-labelled images (FixMatch-like: the pseudo-labelled
+  ones seen through a stronger augmentation, `--semi-augment`). Pseudo-label accuracy is
+  printed against the held-out labels for the report only.
+- `--tta`: the rows again with every vector (and the classifier's probabilities) the mean
+  of the image's and its mirror's.
+- `--backbone efficientnet-lite1|efficientnet-lite2`.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageEnhance, ImageOps
 from torch import nn
 from v5_transductive import default_vectors, label_lda, precision_at_4, projected
 
@@ -30,6 +45,9 @@ from lookalike.train import stratified_split
 from lookalike.vectors import l2_normalize
 
 OUTPUTS = ["gem", "avg_g3_s4", "avg_g3_s5"]
+BATCH = 32
+
+Augment = Callable[[Image.Image, np.random.Generator], Image.Image]
 
 
 def crop_and_mirror(image: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -41,82 +59,188 @@ def crop_and_mirror(image: Image.Image, rng: np.random.Generator) -> Image.Image
     return ImageOps.mirror(image) if rng.random() < 0.5 else image
 
 
+def strong_view(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A stronger view that keeps the hues (hair and eye colours tell characters apart):
+    50-100 % crops of a jittered aspect, mirrored, rotated up to 15 degrees, brightness and
+    contrast 0.7-1.3, and a grey square over up to a third of the side cut out."""
+    w, h = image.size
+    s, aspect = rng.uniform(0.5, 1.0), np.exp(rng.uniform(-0.2, 0.2))
+    cw = min(w, max(8, int(w * s * np.sqrt(aspect))))
+    ch = min(h, max(8, int(h * s / np.sqrt(aspect))))
+    x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    image = image.crop((x0, y0, x0 + cw, y0 + ch))
+    if rng.random() < 0.5:
+        image = ImageOps.mirror(image)
+    fill = (127, 127, 127)
+    image = image.rotate(rng.uniform(-15, 15), Image.BILINEAR, fillcolor=fill)
+    image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.7, 1.3))
+    image = ImageEnhance.Contrast(image).enhance(rng.uniform(0.7, 1.3))
+    side = int(min(cw, ch) * rng.uniform(0.0, 1 / 3))
+    if side > 0:
+        x, y = int(rng.integers(0, cw - side + 1)), int(rng.integers(0, ch - side + 1))
+        image = image.copy()
+        image.paste(fill, (x, y, x + side, y + side))
+    return image
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("collection", type=Path)
     parser.add_argument("--labels", default="folders")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backbone", default="efficientnet-lite0")
+    parser.add_argument("--semi-rounds", type=int, default=0)
+    parser.add_argument("--semi-epochs", type=int, default=8)
+    parser.add_argument(
+        "--semi-keep",
+        type=float,
+        nargs="+",
+        default=[0.8, 1.0],
+        help="per round (the last repeats): the fraction of each class's expected count kept",
+    )
+    parser.add_argument("--semi-threshold", type=float, default=0.0)
+    parser.add_argument("--semi-lr", type=float, default=0.5, help="x the supervised max lr")
+    parser.add_argument("--semi-augment", choices=["weak", "strong"], default="strong")
+    parser.add_argument("--tta", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
 
     coll, paths, rows, y, plain, unsup = default_vectors(args.collection, args.labels)
     train_part, test_part = stratified_split(y.tolist(), 0.5, args.seed)
-    train, test, y_test = rows[train_part], rows[test_part], y[test_part]
+    train, test = rows[train_part], rows[test_part]
     images = [load_image(coll.root / p).convert("RGB") for p in paths]
-    label_of = dict(zip(rows.tolist(), y.tolist(), strict=True))
+    # The only labels training ever sees: the training half's. The held-out labels are read
+    # after training (scores) and, for the report only, to score the pseudo-labels.
+    known = {int(r): int(c) for r, c in zip(train, y[train_part], strict=True)}
+    assert set(known).isdisjoint(test.tolist())
+    n_classes = int(y[train_part].max()) + 1
+    shares = np.bincount(y[train_part], minlength=n_classes) / len(train)
+    pool = np.setdiff1d(np.arange(len(images)), train)  # unlabelled: images, no labels
 
-    backbone = create_backbone("efficientnet-lite0", runtime="torch")
+    backbone = create_backbone(args.backbone, runtime="torch")
     net = backbone.torch_model()
     net.eval()  # batch-norm statistics stay frozen: 32 images a batch
     for stem in (net._conv_stem, net._bn0):  # the stem stays as ImageNet trained it
         stem.requires_grad_(False)
     tuned_params = [p for p in net.parameters() if p.requires_grad]
-    classifier = nn.Linear(1280, int(y.max()) + 1)
-    optimiser = torch.optim.AdamW(
-        [{"params": tuned_params}, {"params": classifier.parameters()}], weight_decay=1e-2
-    )
-    steps = args.epochs * -(-len(train) // 32)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=[3e-4, 3e-3], total_steps=steps, pct_start=0.15
-    )
+    classifier = nn.Linear(backbone.outputs["gem"], n_classes)
+
+    def fit(samples: np.ndarray, targets: dict[int, int], epochs: int, lr_scale: float) -> None:
+        strong = {j for j in targets if j not in known} if args.semi_augment == "strong" else set()
+        optimiser = torch.optim.AdamW(
+            [{"params": tuned_params}, {"params": classifier.parameters()}], weight_decay=1e-2
+        )
+        steps = epochs * -(-len(samples) // BATCH)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimiser, max_lr=[3e-4 * lr_scale, 3e-3 * lr_scale], total_steps=steps, pct_start=0.15
+        )
+        for epoch in range(epochs):
+            began, total = time.perf_counter(), 0.0
+            order = rng.permutation(samples)
+            for i in range(0, len(order), BATCH):
+                batch = order[i : i + BATCH]
+                views = [
+                    (strong_view if int(j) in strong else crop_and_mirror)(images[j], rng)
+                    for j in batch
+                ]
+                x = torch.from_numpy(to_batch(views, backbone.preprocess)).permute(0, 3, 1, 2)
+                target = torch.tensor([targets[int(j)] for j in batch])
+                logits = classifier(backbone.outputs_of(x, ["gem"])["gem"])
+                loss = nn.functional.cross_entropy(logits, target, label_smoothing=0.1)
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+                total += loss.item() * len(batch)
+            seconds = time.perf_counter() - began
+            print(f"epoch {epoch}: loss {total / len(samples):.3f}, {seconds:.0f} s", flush=True)
+
+    def embed(indices: np.ndarray, mirror: bool) -> dict[str, np.ndarray]:
+        parts: dict[str, list[np.ndarray]] = {o: [] for o in OUTPUTS}
+        with torch.no_grad():
+            for i in range(0, len(indices), 64):
+                chunk = [images[j] for j in indices[i : i + 64]]
+                if mirror:
+                    chunk = [ImageOps.mirror(image) for image in chunk]
+                x = torch.from_numpy(to_batch(chunk, backbone.preprocess))
+                out = backbone.outputs_of(x.permute(0, 3, 1, 2), OUTPUTS)
+                for name in OUTPUTS:
+                    parts[name].append(out[name].numpy())
+        return {o: np.concatenate(v) for o, v in parts.items()}
+
+    def softmax(gem: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return torch.softmax(classifier(torch.from_numpy(gem)), 1).numpy()
+
+    def pseudo_label(keep: float) -> tuple[dict[int, int], dict[int, int]]:
+        """(the kept, every) guess for the unlabelled pool from the classifier alone (no label
+        is read here): flip-averaged softmax, the most confident `keep` of each class's
+        expected count kept."""
+        probs = (softmax(embed(pool, False)["gem"]) + softmax(embed(pool, True)["gem"])) / 2
+        guess, confidence = probs.argmax(1), probs.max(1)
+        chosen: dict[int, int] = {}
+        for c in range(n_classes):
+            members = np.flatnonzero((guess == c) & (confidence >= args.semi_threshold))
+            quota = round(keep * float(shares[c]) * len(pool))
+            for k in members[np.argsort(-confidence[members], kind="stable")][:quota]:
+                chosen[int(pool[k])] = c
+        return chosen, dict(zip(pool.tolist(), guess.tolist(), strict=True))
+
     start = time.perf_counter()
-    for epoch in range(args.epochs):
-        began, total = time.perf_counter(), 0.0
-        order = rng.permutation(train)
-        for i in range(0, len(order), 32):
-            batch = order[i : i + 32]
-            views = [crop_and_mirror(images[j], rng) for j in batch]
-            x = torch.from_numpy(to_batch(views, backbone.preprocess)).permute(0, 3, 1, 2)
-            target = torch.tensor([label_of[int(j)] for j in batch])
-            logits = classifier(backbone.outputs_of(x, ["gem"])["gem"])
-            loss = nn.functional.cross_entropy(logits, target, label_smoothing=0.1)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            total += loss.item() * len(batch)
-        print(f"epoch {epoch}: loss {total / len(train):.3f}, {time.perf_counter() - began:.0f} s")
+    fit(train, known, args.epochs, 1.0)
+    truth = dict(zip(rows.tolist(), y.tolist(), strict=True))  # for the report only
+    for r in range(args.semi_rounds):
+        pseudo, guesses = pseudo_label(args.semi_keep[min(r, len(args.semi_keep) - 1)])
+        # No leak: the labels trained on are the training half's and the classifier's guesses.
+        assert set(pseudo).isdisjoint(known) and set(pseudo) <= set(pool.tolist())
+        targets = {**known, **pseudo}
+        right = [pseudo[j] == truth[j] for j in pseudo if j in truth]
+        overall = [guesses[j] == truth[j] for j in guesses if j in truth]
+        print(
+            f"round {r}: {len(pseudo)} of {len(pool)} pseudo-labelled, {np.mean(right):.3f} "
+            f"of them right; flip-averaged classifier {np.mean(overall):.3f} right on all "
+            "(report only)",
+            flush=True,
+        )
+        fit(np.array(sorted(targets)), targets, args.semi_epochs, args.semi_lr)
     seconds = time.perf_counter() - start
 
-    with torch.no_grad():
-        parts: dict[str, list[np.ndarray]] = {o: [] for o in OUTPUTS}
-        for i in range(0, len(images), 64):
-            x = torch.from_numpy(to_batch(images[i : i + 64], backbone.preprocess))
-            out = backbone.outputs_of(x.permute(0, 3, 1, 2), OUTPUTS)
-            for name in OUTPUTS:
-                parts[name].append(out[name].numpy())
-        tuned = {o: np.concatenate(v) for o, v in parts.items()}
-        logits = classifier(torch.from_numpy(tuned["gem"])).numpy()
-    gem = l2_normalize(tuned["gem"])
-    grid = l2_normalize(np.concatenate([l2_normalize(tuned[o]) for o in OUTPUTS], 1))
-    lda = label_lda(projected(np.concatenate([plain, grid], 1), 256), train, y[train_part])
-    probs = l2_normalize(torch.softmax(torch.from_numpy(logits), 1).numpy())
+    everything = np.arange(len(images))
+    views = [embed(everything, False)]
+    if args.tta:
+        views.append(embed(everything, True))
+    y_test = y[test_part]
 
     def p4(vectors: np.ndarray) -> float:
         return precision_at_4(vectors, test, y_test)
 
-    scores = {
-        "classifier accuracy": round(float((logits[test].argmax(1) == y_test).mean()), 3),
-        "default": p4(unsup),
-        "tuned gem": p4(gem),
-        "tuned gem + grids": p4(grid),
-        "default + tuned gem": p4(np.concatenate([unsup, gem], 1)),
-        "default + tuned gem + label LDA": p4(np.concatenate([unsup, gem, lda], 1)),
-        "default + classifier probabilities": p4(np.concatenate([unsup, probs], 1)),
-    }
-    print(f"seed {args.seed}, {args.epochs} epochs in {seconds:.0f} s: {scores}")
+    scores: dict[str, float] = {}
+    for name, tuned, probs in (
+        ("", views[0], softmax(views[0]["gem"])),
+        (
+            " (tta)",
+            {o: sum(v[o] for v in views) / len(views) for o in OUTPUTS},
+            sum(softmax(v["gem"]) for v in views) / len(views),
+        ),
+    )[: len(views)]:
+        gem = l2_normalize(tuned["gem"])
+        grid = l2_normalize(np.concatenate([l2_normalize(tuned[o]) for o in OUTPUTS], 1))
+        lda = label_lda(projected(np.concatenate([plain, grid], 1), 256), train, y[train_part])
+        probs = l2_normalize(probs)
+        accuracy = round(float((probs[test].argmax(1) == y_test).mean()), 3)
+        scores |= {
+            f"classifier accuracy{name}": accuracy,
+            "default": p4(unsup),
+            f"tuned gem{name}": p4(gem),
+            f"tuned gem + grids{name}": p4(grid),
+            f"default + tuned gem{name}": p4(np.concatenate([unsup, gem], 1)),
+            f"default + tuned gem + label LDA{name}": p4(np.concatenate([unsup, gem, lda], 1)),
+            f"default + classifier probabilities{name}": p4(np.concatenate([unsup, probs], 1)),
+        }
+    semi = f" + {args.semi_rounds} x {args.semi_epochs} semi" if args.semi_rounds else ""
+    print(f"seed {args.seed}, {args.epochs} epochs{semi} in {seconds:.0f} s: {scores}")
 
 
 if __name__ == "__main__":
