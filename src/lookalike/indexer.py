@@ -400,8 +400,8 @@ def merged_block(
     """
     if (from_chunks.any() and not chunks) or (len(old_rows) and old is None):
         raise CollectionError(f"block {key}: some rows are neither staged nor committed")
-    dims = [c.shape[1] for c in chunks] + ([old.shape[1]] if old is not None else [])
-    out = np.empty((len(from_chunks), dims[0] if dims else 0), dtype=np.float32)
+    dim = chunks[0].shape[1] if chunks else old.shape[1] if old is not None else 0
+    out = np.empty((len(from_chunks), dim), dtype=np.float32)
     if len(old_rows):
         out[~from_chunks] = old[old_rows]  # type: ignore[index]
     targets = np.flatnonzero(from_chunks)
