@@ -67,10 +67,12 @@ def prepare_images(folder: Path, n_anime: int, n_demo: int) -> list[Path]:
     return list(iter_image_files(folder))
 
 
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
+def timed(fn: Callable[[], object], clock: Callable[[], float] = time.perf_counter) -> float:
+    """Seconds `fn` takes by `clock`: wall time, or `time.process_time` for this process's
+    CPU time over all its threads (work, whatever the load)."""
+    start = clock()
     fn()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def naive_loop(
@@ -109,13 +111,6 @@ def backbone_gflop(size: int = 224) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def cpu_seconds(fn: Callable[[], object]) -> float:
-    """CPU time of this process's threads (not wall time: work, whatever the load)."""
-    start = time.process_time()
-    fn()
-    return time.process_time() - start
-
-
 def per_image_ms(fn: Callable[[], object], n_images: int, repeats: int = 3) -> float:
     fn()  # warm up (first ORT run, oneDNN kernels)
     return 1000 * statistics.median(timed(fn) for _ in range(repeats)) / n_images
@@ -142,7 +137,7 @@ def stage_bound(paths: Sequence[Path], extractor: FeatureExtractor, naive_rate: 
     total = 0.0
     for name, fn in stages.items():
         fn()  # warm up
-        ms = 1000 * min(cpu_seconds(fn) for _ in range(3)) / len(paths)
+        ms = 1000 * min(timed(fn, time.process_time) for _ in range(3)) / len(paths)
         total += ms
         print(f"  {name}: {ms:.1f}")
     cores = os.cpu_count() or 1
