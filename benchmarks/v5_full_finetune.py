@@ -23,6 +23,16 @@ Options, all off by default (the command above is the recorded run):
 - `--tta`: the rows again with every vector (and the classifier's probabilities) the mean
   of the image's and its mirror's.
 - `--backbone efficientnet-lite1|efficientnet-lite2`.
+- `--classifier cosine`: a cosine classifier with an additive margin (CosFace: normalised
+  GeM and class weights, scale 16, margin `--margin`) instead of the linear one, so that
+  training separates classes by the angle that retrieval compares.
+- `--save PATH` / `--load PATH`: write the tuned network and classifier (safetensors) after
+  training, or score a saved one without training.
+
+Every run also prints the rows again after alpha-query expansion on the held-out half
+(`+ qe`: each vector averaged with its 3 nearest held-out neighbours, weights cos^3, as the
+`photo` preset does on the collection), and a `label LDA (train only)` row whose PCA and LDA
+are fitted on the training half's tuned features alone (storable with a head).
 """
 
 from __future__ import annotations
@@ -35,12 +45,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageOps
+from safetensors.torch import load_file, save_file
 from torch import nn
 from v5_transductive import default_vectors, label_lda, precision_at_4, projected
 
 from lookalike.embed import create_backbone
 from lookalike.embed.base import to_batch
+from lookalike.expansion import augment_database
 from lookalike.images import load_image
+from lookalike.pseudo_lda import lda_directions
 from lookalike.train import stratified_split
 from lookalike.vectors import l2_normalize
 
@@ -48,6 +61,34 @@ OUTPUTS = ["gem", "avg_g3_s4", "avg_g3_s5"]
 BATCH = 32
 
 Augment = Callable[[Image.Image, np.random.Generator], Image.Image]
+
+
+class CosineClassifier(nn.Module):
+    """CosFace: logits = scale * (cos(feature, class) - margin for the true class)."""
+
+    def __init__(self, dim: int, classes: int, scale: float, margin: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(classes, dim) / dim**0.5)
+        self.scale, self.margin = scale, margin
+        self.target: torch.Tensor | None = None  # set for a training step only
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cos = nn.functional.normalize(x, dim=1) @ nn.functional.normalize(self.weight, dim=1).T
+        if self.target is not None:
+            cos = cos - self.margin * nn.functional.one_hot(self.target, cos.shape[1])
+        return self.scale * cos
+
+
+def train_only_lda(x: np.ndarray, train: np.ndarray, y_train: np.ndarray, dim: int) -> np.ndarray:
+    """Rows projected on LDA directions whose PCA and LDA see the training rows only."""
+    mean = x[train].mean(axis=0)
+    _, _, vt = np.linalg.svd(x[train] - mean, full_matrices=False)
+    z = (x - mean) @ vt[:dim].T
+    return l2_normalize(z @ lda_directions(z[train], y_train, 0.3))
+
+
+def expanded(vectors: np.ndarray) -> np.ndarray:
+    return augment_database(l2_normalize(vectors), 3, 3.0)
 
 
 def crop_and_mirror(image: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -103,6 +144,10 @@ def main() -> None:
     parser.add_argument("--semi-lr", type=float, default=0.5, help="x the supervised max lr")
     parser.add_argument("--semi-augment", choices=["weak", "strong"], default="strong")
     parser.add_argument("--tta", action="store_true")
+    parser.add_argument("--classifier", choices=["linear", "cosine"], default="linear")
+    parser.add_argument("--margin", type=float, default=0.2)
+    parser.add_argument("--save", type=Path)
+    parser.add_argument("--load", type=Path)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -125,7 +170,9 @@ def main() -> None:
     for stem in (net._conv_stem, net._bn0):  # the stem stays as ImageNet trained it
         stem.requires_grad_(False)
     tuned_params = [p for p in net.parameters() if p.requires_grad]
-    classifier = nn.Linear(backbone.outputs["gem"], n_classes)
+    classifier: nn.Module = nn.Linear(backbone.outputs["gem"], n_classes)
+    if args.classifier == "cosine":
+        classifier = CosineClassifier(backbone.outputs["gem"], n_classes, 16.0, args.margin)
 
     def fit(samples: np.ndarray, targets: dict[int, int], epochs: int, lr_scale: float) -> None:
         strong = {j for j in targets if j not in known} if args.semi_augment == "strong" else set()
@@ -147,7 +194,11 @@ def main() -> None:
                 ]
                 x = torch.from_numpy(to_batch(views, backbone.preprocess)).permute(0, 3, 1, 2)
                 target = torch.tensor([targets[int(j)] for j in batch])
+                if isinstance(classifier, CosineClassifier):
+                    classifier.target = target
                 logits = classifier(backbone.outputs_of(x, ["gem"])["gem"])
+                if isinstance(classifier, CosineClassifier):
+                    classifier.target = None
                 loss = nn.functional.cross_entropy(logits, target, label_smoothing=0.1)
                 optimiser.zero_grad()
                 loss.backward()
@@ -189,9 +240,14 @@ def main() -> None:
         return chosen, dict(zip(pool.tolist(), guess.tolist(), strict=True))
 
     start = time.perf_counter()
-    fit(train, known, args.epochs, 1.0)
+    if args.load:
+        state = load_file(args.load)
+        net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
+        classifier.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("cls.")})
+    else:
+        fit(train, known, args.epochs, 1.0)
     truth = dict(zip(rows.tolist(), y.tolist(), strict=True))  # for the report only
-    for r in range(args.semi_rounds):
+    for r in range(0 if args.load else args.semi_rounds):
         pseudo, guesses = pseudo_label(args.semi_keep[min(r, len(args.semi_keep) - 1)])
         # No leak: the labels trained on are the training half's and the classifier's guesses.
         assert set(pseudo).isdisjoint(known) and set(pseudo) <= set(pool.tolist())
@@ -206,6 +262,10 @@ def main() -> None:
         )
         fit(np.array(sorted(targets)), targets, args.semi_epochs, args.semi_lr)
     seconds = time.perf_counter() - start
+    if args.save:
+        state = {f"net.{k}": v for k, v in net.state_dict().items()}
+        state |= {f"cls.{k}": v for k, v in classifier.state_dict().items()}
+        save_file({k: v.contiguous() for k, v in state.items()}, args.save)
 
     everything = np.arange(len(images))
     views = [embed(everything, False)]
@@ -215,6 +275,9 @@ def main() -> None:
 
     def p4(vectors: np.ndarray) -> float:
         return precision_at_4(vectors, test, y_test)
+
+    def p4_qe(vectors: np.ndarray) -> float:
+        return precision_at_4(expanded(vectors[test]), np.arange(len(test)), y_test)
 
     scores: dict[str, float] = {}
     for name, tuned, probs in (
@@ -228,6 +291,7 @@ def main() -> None:
         gem = l2_normalize(tuned["gem"])
         grid = l2_normalize(np.concatenate([l2_normalize(tuned[o]) for o in OUTPUTS], 1))
         lda = label_lda(projected(np.concatenate([plain, grid], 1), 256), train, y[train_part])
+        own_lda = train_only_lda(np.concatenate([gem, grid], 1), train, y[train_part], 256)
         probs = l2_normalize(probs)
         accuracy = round(float((probs[test].argmax(1) == y_test).mean()), 3)
         scores |= {
@@ -238,6 +302,17 @@ def main() -> None:
             f"default + tuned gem{name}": p4(np.concatenate([unsup, gem], 1)),
             f"default + tuned gem + label LDA{name}": p4(np.concatenate([unsup, gem, lda], 1)),
             f"default + classifier probabilities{name}": p4(np.concatenate([unsup, probs], 1)),
+            f"default + tuned gem + label LDA (train only){name}": p4(
+                np.concatenate([unsup, gem, own_lda], 1)
+            ),
+            f"default + tuned gem + label LDA{name} + qe": p4_qe(
+                np.concatenate([unsup, gem, lda], 1)
+            ),
+            f"default + tuned gem + label LDA (train only){name} + qe": p4_qe(
+                np.concatenate([unsup, gem, own_lda], 1)
+            ),
+            f"default + tuned gem{name} + qe": p4_qe(np.concatenate([unsup, gem], 1)),
+            f"tuned gem{name} + qe": p4_qe(gem),
         }
     semi = f" + {args.semi_rounds} x {args.semi_epochs} semi" if args.semi_rounds else ""
     print(f"seed {args.seed}, {args.epochs} epochs{semi} in {seconds:.0f} s: {scores}")

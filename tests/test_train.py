@@ -238,11 +238,11 @@ def test_augmentations_are_fixed_per_item_and_change_the_views(sample):
 
 def test_finetune_needs_a_folder_and_an_efficientnet(coll, tmp_path):
     labels = labels_of(coll, "folders")
-    with pytest.raises(LookalikeError, match="pass --out HEAD_DIR"):
+    with pytest.raises(LookalikeError, match="pass --out DIR"):
         train_head(coll, labels, options=TrainOptions(mode="finetune", progress=False))
     with pytest.raises(LookalikeError, match="unknown training mode 'partial'"):
         train_head(coll, labels, options=TrainOptions(mode="partial", progress=False))
-    options = TrainOptions(mode="finetune", epochs=3, finetune_epochs=1, progress=False)
+    options = TrainOptions(mode="finetune", finetune_backbone="fake", progress=False)
     with pytest.raises(LookalikeError, match="needs an EfficientNet-Lite backbone, not 'fake'"):
         train_head(coll, labels, options=options, out=tmp_path / "h")
 
@@ -256,8 +256,7 @@ def test_cached_v5_blocks_depend_on_the_head(coll, sample, tmp_path):
         config = get_preset("v5").with_options(
             backbone="fake", detector="none", head_dir=str(folder)
         )
-        ext = FeatureExtractor(config)
-        ext._head = load_head(folder).with_output(output)
+        ext = FeatureExtractor(config, head=load_head(folder).with_output(output))
         paths.append(blockstore._cache_path(coll, ext, "head.v5", ""))
     assert len(set(paths)) == 3
 

@@ -3,6 +3,7 @@ untrained default preset on the other half."""
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,10 +14,11 @@ from lookalike.config import get_preset
 from lookalike.embed import create_backbone
 from lookalike.evaluate import evaluate_held_out
 from lookalike.features import FeatureExtractor
+from lookalike.images import load_image
 from lookalike.indexer import Indexer
 from lookalike.labels import folder_labels
 from lookalike.search import Searcher
-from lookalike.train import TrainOptions, load_head, save_head, train_head
+from lookalike.train import OUTPUTS, HeadError, TrainOptions, load_head, save_head, train_head
 
 ANIME = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "anime-faces-dev"
 
@@ -46,51 +48,92 @@ def test_head_trained_on_half_beats_the_untrained_preset_on_the_other_half(tmp_p
     assert scores["v5"] > scores["v4"], scores
 
 
-def test_finetune_trains_the_last_stage_and_the_collection_is_embedded_again(tmp_path, monkeypatch):
+def _two_characters(tmp_path: Path, per_character: int) -> Path:
     root = tmp_path / "anime"
     for character in sorted(p.name for p in ANIME.iterdir())[:2]:
         (root / character).mkdir(parents=True)
-        for image in sorted((ANIME / character).glob("*.jpg"))[:4]:
+        for image in sorted((ANIME / character).glob("*.jpg"))[:per_character]:
             (root / character / image.name).symlink_to(image)
+    return root
+
+
+def test_finetune_tunes_a_network_of_its_own_and_only_v5_blocks_are_computed(tmp_path, monkeypatch):
+    root = _two_characters(tmp_path, 4)
     # Eager PyTorch: no ONNX export of the fine-tuned weights in a unit test.
     monkeypatch.setenv("LOOKALIKE_RUNTIME", "torch")
     coll_path, head_dir = tmp_path / "coll", tmp_path / "head"
     assert main(["index", str(root), "-c", str(coll_path), "--detector", "none", "-q"]) == 0
     coll = Collection.open(coll_path)
+    weights_before = coll.weights_hash
     labels = folder_labels([r.path for r in coll.catalog.by_status("ok")])
-    # No validation split: the fine-tuned epoch is kept (else 8 images might keep epoch 0).
+    # Lite0 and the last stage only: a quick run (the default tunes every layer of Lite2).
     options = TrainOptions(
-        mode="finetune", epochs=3, finetune_epochs=1, val_fraction=0, progress=False
+        mode="finetune",
+        finetune_backbone="efficientnet-lite0",
+        finetune_layers="last",
+        finetune_epochs=1,
+        val_fraction=0,
+        progress=False,
     )
     trained, _ = train_head(coll, labels, options=options, out=head_dir)
     save_head(head_dir, trained.config, trained.model)
     head = load_head(head_dir)
+    assert head.reads_images and head.config.output == "embedding"
     original = create_backbone("efficientnet-lite0", runtime="torch")
     tuned = create_backbone(
         "efficientnet-lite0", weights_path=head_dir / "backbone.safetensors", runtime="torch"
     )
-    # Other weights, so another ONNX export key and another feature recipe.
-    assert tuned.weights_hash != original.weights_hash
-    assert head.config.mode == "finetune" and tuned.weights_hash in head.config.backbone_hash
+    assert head.config.backbone_hash == f"efficientnet-lite0:{tuned.weights_hash}"
     before, after = original.torch_model().state_dict(), tuned.torch_model().state_dict()
     changed = {k.rsplit(".", 2)[0] for k in before if not torch.equal(before[k], after[k])}
     # Lite0's last stage is its 16th block (320 channels), then the head conv and its norm.
     assert {k.split(".")[0] for k in changed} == {"_blocks", "_conv_head", "_bn1"}
     assert {k.split(".")[1] for k in changed if k.startswith("_blocks")} == {"15"}
+    image = load_image(next(root.glob("*/*.jpg")))
+    vectors = head.image_vectors([image, image])
+    assert vectors.shape == (2, original.outputs["gem"])
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
 
     read = []
     real = blockstore.load_image
     monkeypatch.setattr(blockstore, "load_image", lambda p: read.append(p) or real(p))
     assert main(["index", str(root), "-c", str(coll_path), "--head", str(head_dir), "-q"]) == 0
-    assert len(read) == 8  # the base features again, with the fine-tuned backbone
+    # Each image once, for its v5 blocks only: the collection's own blocks stay as stored.
+    assert len(read) == 8
     coll = Collection.open(coll_path)
-    assert coll.weights_hash == FeatureExtractor(coll.config).backbone_hash()
+    assert coll.weights_hash == weights_before and coll.config.preset == "v5"
     assert len(Searcher(coll_path).query(str(next(root.glob("*/*.jpg")))).matches) == 4
+
+    (head_dir / "backbone.safetensors").write_bytes(b"not the trained network")
+    with pytest.raises(HeadError, match=r"does not match head\.json"):
+        load_head(head_dir)
+
+
+def test_finetune_evaluation_scores_only_held_out_images(tmp_path, monkeypatch):
+    root = _two_characters(tmp_path, 6)
+    monkeypatch.setenv("LOOKALIKE_RUNTIME", "torch")
+    config = get_preset("default").with_options(detector="none")
+    Indexer(root, tmp_path / "coll", config, progress=False).run()
+    coll = Collection.open(tmp_path / "coll")
+    labels = folder_labels([r.path for r in coll.catalog.by_status("ok")])
+    options = TrainOptions(
+        mode="finetune",
+        finetune_backbone="efficientnet-lite0",
+        finetune_epochs=1,
+        val_fraction=0,
+        progress=False,
+    )
+    held = evaluate_held_out(
+        coll, labels, ["v5"], 0.5, k=2, options=options, outputs=OUTPUTS, progress=False
+    )
+    assert [s.preset for s in held.scores] == ["v5", "v5:probs", "v5:logits"]
+    assert len(held.test_paths) == 6 and not set(held.train_paths) & set(held.test_paths)
+    assert all(0.0 <= s.precision_at_k <= 1.0 and s.queries == 6 for s in held.scores)
 
 
 def test_finetune_layers_all_trains_every_layer_but_the_stem():
     from lookalike.errors import LookalikeError
-    from lookalike.train.finetune import trainable_parameters
+    from lookalike.train.network import trainable_parameters
 
     net = create_backbone("efficientnet-lite0", runtime="torch").torch_model()
     last = {id(p) for p in trainable_parameters(net, "last")}

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lookalike.blockstore import blocks_for
-from lookalike.collection import Collection
+from lookalike.collection import Collection, Generation
 from lookalike.config import VIEWS, PipelineConfig, get_preset
-from lookalike.embed import Backbone, create_backbone
+from lookalike.embed import Backbone
 from lookalike.errors import LabelsError
 from lookalike.expansion import expand_collection
 from lookalike.features import HEAD_FEATURE, FeatureExtractor, split_key
@@ -30,7 +30,7 @@ from lookalike.labels import Labels
 from lookalike.vectors import l2_normalize
 
 if TYPE_CHECKING:
-    from lookalike.train import Output, TrainOptions
+    from lookalike.train import Head, Output, TrainOptions
 
 # Feel: colour histograms of the whole images, compared by cosine similarity.
 FEEL_BLOCK = "whole.hsv"
@@ -191,7 +191,13 @@ def evaluate_held_out(
     the whole collection, as it does when indexing. A v5 preset gives one row per output
     in `outputs` ("v5" for probs, "v5:embedding", ...).
     """
-    from lookalike.train import base_extractor, head_blocks, stratified_split, train_head
+    from lookalike.train import (
+        base_extractor,
+        load_head,
+        save_head,
+        stratified_split,
+        train_head,
+    )
 
     rows, y = labelled_rows(coll, labels, task)
     train_part, test_part = stratified_split(y.tolist(), train_fraction, seed)
@@ -201,7 +207,7 @@ def evaluate_held_out(
     path_of = [records[int(i)].path for i in gen.ids]
     base = coll.config
     ext = base_extractor(base)
-    head, seconds, head_ext = None, None, ext
+    head, seconds = None, None
     results = []
     for name in presets:
         config = preset_like(name, base)
@@ -214,25 +220,21 @@ def evaluate_held_out(
             results.append(score_vectors(name, config, fused, y_test, feel, k))
             continue
         if head is None:
-            # The finetune mode writes its backbone into `out` (kept in the collection's cache).
+            # Saved in the collection's cache: a finetune head's network is read from there.
             out = coll.cache_dir / "held-out-head"
             head, trained = train_head(
                 coll, labels, options=options, rows=train_rows, extractor=ext, out=out
             )
             seconds = trained.seconds
-            if head.backbone_options:  # a fine-tuned head's base features: its own backbone
-                options = {**base.backbone_options, **head.backbone_options}
-                tuned = create_backbone(base.backbone, **options)
-                head_ext = FeatureExtractor(ext.config, backbone=tuned)
-        keys = [f"{view}.{f}" for view in VIEWS for f in head.features]
-        base_blocks = blocks_for(coll, gen, keys, head_ext, progress=progress)
-        for output in outputs:
-            used = {key: blocks[key] for key in plain}
-            hashed = head_ext.backbone_hash(keys)
-            used.update(head_blocks(head.with_output(output), base_blocks, hashed))
+            head = load_head(save_head(out, head.config, head.model))
+        keys = [key for key in config.block_keys if split_key(key)[1] == HEAD_FEATURE]
+        vectors = _head_outputs(coll, gen, head, config, ext, outputs, progress)
+        # The head's own output first, as "v5"; the others as "v5:<output>".
+        for output in sorted(outputs, key=lambda o: o != head.config.output):
+            used = {key: blocks[key] for key in plain} | {k: vectors[output][k] for k in keys}
             used = {key: used[key] for key in config.block_keys}
             fused = held_out_vectors(config, used, test_rows)
-            label = name if output == "probs" else f"{name}:{output}"
+            label = name if output == head.config.output else f"{name}:{output}"
             results.append(score_vectors(label, config, fused, y_test, feel, k))
     return HeldOut(
         results,
@@ -240,6 +242,32 @@ def evaluate_held_out(
         [path_of[r] for r in test_rows],
         seconds,
     )
+
+
+def _head_outputs(
+    coll: Collection,
+    gen: Generation,
+    head: Head,
+    config: PipelineConfig,
+    ext: FeatureExtractor,
+    outputs: Sequence[Output],
+    progress: bool,
+) -> dict[str, dict[str, np.ndarray]]:
+    """The v5 block of each view for each output of `head` (saved), reading each input once:
+    a frozen head's base blocks, or a finetune head's embeddings of the views."""
+    from lookalike.train import head_blocks
+
+    if not head.reads_images:
+        keys = [f"{view}.{f}" for view in VIEWS for f in head.features]
+        base = blocks_for(coll, gen, keys, ext, progress=progress)
+        hashed = ext.backbone_hash(keys)
+        return {o: head_blocks(head.with_output(o), base, hashed) for o in outputs}
+    v5 = [f"{view}.{HEAD_FEATURE}" for view in VIEWS]
+    network = FeatureExtractor(
+        config.with_options(head_dir=str(head.path)), head=head.with_output("embedding")
+    )
+    embedded = blocks_for(coll, gen, v5, network, progress=progress)
+    return {o: {k: head.model.vectors(v, o) for k, v in embedded.items()} for o in outputs}
 
 
 def held_out_vectors(

@@ -57,21 +57,17 @@ class FeatureExtractor:
         config: PipelineConfig,
         backbone: Backbone | None = None,
         detector: Detector | None = None,
+        head: Head | None = None,
     ) -> None:
         self.config = config
         self._backbone = backbone
         self._detector = detector
-        self._head: Head | None = None
+        self._head = head
 
     @property
     def backbone(self) -> Backbone:
         if self._backbone is None:
-            # A head trained in `finetune` mode brings its own backbone weights.
-            uses_head = any(split_key(k)[1] == HEAD_FEATURE for k in self.config.block_keys)
-            options = dict(self.config.backbone_options)
-            if uses_head and self.config.head_dir:
-                options.update(self.head.backbone_options)
-            self._backbone = create_backbone(self.config.backbone, **options)
+            self._backbone = create_backbone(self.config.backbone, **self.config.backbone_options)
         return self._backbone
 
     @property
@@ -134,6 +130,8 @@ class FeatureExtractor:
         return self._head
 
     def _head_vectors(self, view: str, views: Sequence[dict[str, Image.Image]]) -> np.ndarray:
+        if self.head.reads_images:  # a finetune head: its own network reads the view
+            return self.head.image_vectors([v[view] for v in views])
         keys = [f"{view}.{f}" for f in self.head.features]
         base = self.compute(views, keys)
         return self.head.vectors(

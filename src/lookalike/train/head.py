@@ -2,9 +2,11 @@
 
 `head.json` says what the head was trained on (the feature recipe: backbone, weights hash,
 base features and their dims), what it predicts (tasks and class names) and which output
-is the retrieval vector. Applying a head to features it was not trained on would give
-vectors that look fine and mean nothing, so `Head.check_features` refuses, naming what
-differs.
+is the retrieval vector. A `finetune` head is a network of its own: it reads the images
+(views) through its tuned EfficientNet (`backbone.safetensors`, `HeadConfig.network`) and
+its task classifiers, not the collection's stored features. Applying a head to features it
+was not trained on would give vectors that look fine and mean nothing, so
+`Head.check_features` refuses, naming what differs.
 """
 
 from __future__ import annotations
@@ -17,12 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from safetensors.torch import load_file, save_file
+from torch import nn
 
+from lookalike.embed import Backbone, create_backbone
 from lookalike.errors import LookalikeError
 from lookalike.fileio import atomic_write_json
 from lookalike.train.data import Task
 from lookalike.train.model import OUTPUTS, MultiTaskHead, Output, stack_features
+from lookalike.vectors import l2_normalize
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "head.json"
@@ -47,12 +53,8 @@ class HeadConfig:
     embed_dim: int = 64
     mode: str = "frozen"
     trained: dict[str, Any] = field(default_factory=dict)  # images, epochs, accuracies, seconds
-
-    @property
-    def output_dim(self) -> int:
-        if self.output == "embedding":
-            return self.embed_dim
-        return sum(len(t.classes) for t in self.tasks)
+    # A `finetune` head's own network (e.g. "efficientnet-lite2"); "" for a frozen head.
+    network: str = ""
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -74,12 +76,12 @@ class HeadConfig:
 
 
 class Head:
-    """A trained multi-task head, ready to turn base features into retrieval vectors."""
+    """A trained head, ready to turn base features (frozen) or views (finetune) into vectors."""
 
     def __init__(
         self,
         config: HeadConfig,
-        model: MultiTaskHead,
+        model: nn.Module,  # MultiTaskHead (frozen) or network.TaskClassifiers (finetune)
         path: Path | None = None,
         weights_sha256: str = "",
     ):
@@ -87,22 +89,37 @@ class Head:
         self.model = model.eval()
         self.path = path
         self.weights_sha256 = weights_sha256  # of head.safetensors ("" before it is saved)
+        self._network: Backbone | None = None
 
     @property
     def fingerprint(self) -> str:
         """What the v5 vectors depend on besides the base features: weights and output."""
         if not self.weights_sha256:
             raise HeadError("an unsaved head has no fingerprint; save it with save_head first")
-        return f"{self.weights_sha256}:{self.config.output}"
+        return f"{self.weights_sha256}:{self.config.backbone_hash}:{self.config.output}"
 
     @property
-    def backbone_options(self) -> dict[str, str]:
-        """Options for `create_backbone`: a fine-tuned head brings its own backbone weights."""
-        if self.config.mode != "finetune":
-            return {}
-        if self.path is None:
-            raise HeadError("a fine-tuned head must be saved before its backbone is used")
-        return {"weights_path": str(self.path / BACKBONE_FILE)}
+    def reads_images(self) -> bool:
+        """True for a `finetune` head: its vectors come from the views through its network."""
+        return bool(self.config.network)
+
+    @property
+    def network(self) -> Backbone:
+        """The tuned network of a `finetune` head (loaded on first use)."""
+        if self._network is None:
+            if not self.reads_images or self.path is None:
+                raise HeadError("only a saved finetune head has a network")
+            self._network = create_backbone(
+                self.config.network, weights_path=self.path / BACKBONE_FILE
+            )
+        return self._network
+
+    def image_vectors(self, images: list[Image.Image]) -> np.ndarray:
+        """(N, dims) float32 retrieval vectors of images (one view each) of a finetune head."""
+        from lookalike.train.network import EMBEDDING
+
+        gem = self.network.embed(images, [EMBEDDING])[EMBEDDING]
+        return self.model.vectors(l2_normalize(gem), self.config.output)
 
     @property
     def features(self) -> list[str]:
@@ -111,7 +128,9 @@ class Head:
     def with_output(self, output: Output) -> Head:
         """The same weights giving another output (to compare probs, logits, embedding)."""
         config = HeadConfig(**{**asdict(self.config), "tasks": self.config.tasks, "output": output})
-        return Head(config, self.model, self.path, self.weights_sha256)
+        head = Head(config, self.model, self.path, self.weights_sha256)
+        head._network = self._network  # the same network, loaded once
+        return head
 
     def check_features(self, backbone_hash: str, dims: Mapping[str, int]) -> None:
         """Raise HeadError naming every way these base features differ from the training ones."""
@@ -145,11 +164,12 @@ def _save_tensors(path: Path, state: Mapping[str, Any]) -> None:
     tmp.replace(path)
 
 
-def save_backbone(folder: Path, state: Mapping[str, Any]) -> Path:
-    """Write a fine-tuned backbone's state dict into a head folder; its path."""
+def save_network(folder: Path, network: str, state: Mapping[str, Any]) -> str:
+    """Write a finetune head's network (its state dict) into the head folder; the
+    `HeadConfig.backbone_hash` that names it ("<network>:<sha256 of the file>")."""
     path = Path(folder) / BACKBONE_FILE
     _save_tensors(path, state)
-    return path
+    return f"{network}:{_sha256(path)}"
 
 
 def save_head(folder: Path, config: HeadConfig, model: MultiTaskHead) -> Path:
@@ -178,9 +198,9 @@ def load_head(folder: Path) -> Head:
         raise HeadError(f"{config_path}: not a head config this lookalike reads ({exc})") from exc
     if _sha256(weights) != expected:
         raise HeadError(f"{weights}: does not match {CONFIG_FILE} (changed since training?)")
-    if config.mode == "finetune" and not (folder / BACKBONE_FILE).is_file():
-        raise HeadError(f"{folder}: a fine-tuned head needs its {BACKBONE_FILE}, which is missing")
-    model = _build(config, in_dim=sum(config.features.values()))
+    if config.mode == "finetune":
+        _check_network(folder, config)
+    model = _build(config)
     try:
         model.load_state_dict(load_file(weights))
     except (RuntimeError, OSError) as exc:
@@ -188,8 +208,27 @@ def load_head(folder: Path) -> Head:
     return Head(config, model, folder, expected)
 
 
-def _build(config: HeadConfig, in_dim: int) -> MultiTaskHead:
+def _check_network(folder: Path, config: HeadConfig) -> None:
+    """A finetune head's network file must be there and be the one it was trained with."""
+    if not config.network:
+        raise HeadError(
+            f"{folder}: a finetune head from an earlier lookalike (the backbone replaced the "
+            "collection's); train it again with `lookalike train --mode finetune`"
+        )
+    network = folder / BACKBONE_FILE
+    if not network.is_file():
+        raise HeadError(f"{folder}: a fine-tuned head needs its {BACKBONE_FILE}, which is missing")
+    if config.backbone_hash != f"{config.network}:{_sha256(network)}":
+        raise HeadError(f"{network}: does not match {CONFIG_FILE} (changed since training?)")
+
+
+def _build(config: HeadConfig) -> nn.Module:
     sizes: Sequence[int] = [len(t.classes) for t in config.tasks]
+    if config.network:
+        from lookalike.train.network import TaskClassifiers
+
+        return TaskClassifiers(config.embed_dim, sizes)
+    in_dim = sum(config.features.values())
     return MultiTaskHead(in_dim, sizes, hidden=config.hidden, embed_dim=config.embed_dim)
 
 

@@ -1,10 +1,11 @@
 """From a labelled collection to a trained head, and from a head to a collection's v5 vectors.
 
-The head's input is the appearance blocks of the `v5` preset (its base features, read from
-the preset at run time), on the collection's backbone. They come from `blocks_for`, so they
-are computed at most once per collection: training again, or switching a collection to
-another head, never reads the images a second time (unless the `finetune` mode changed the
-backbone, whose features must then be computed again).
+A frozen head's input is the appearance blocks of the `v5` preset (its base features, read
+from the preset at run time), on the collection's backbone. They come from `blocks_for`, so
+they are computed at most once per collection: training again, or switching a collection to
+another frozen head, never reads the images a second time. A `finetune` head is a network of
+its own (network.py): it trains on the images, and its v5 blocks are computed from the
+images (once per head, cached); the collection's other blocks stay as they are.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from PIL import Image
 from lookalike.blockstore import blocks_for
 from lookalike.collection import Collection, new_index
 from lookalike.config import VIEWS, PipelineConfig, get_preset
-from lookalike.embed import create_backbone
 from lookalike.errors import ImageLoadError, LabelsError, LookalikeError
 from lookalike.features import HEAD_FEATURE, FeatureExtractor, split_key
 from lookalike.fuse import Fuser
@@ -27,9 +27,9 @@ from lookalike.images import load_image
 from lookalike.labels import Labels
 from lookalike.train.augment import augmented_blocks
 from lookalike.train.data import MISSING, encode_targets
-from lookalike.train.finetune import check_finetunable, finetune
-from lookalike.train.head import Head, HeadConfig, load_head, save_backbone
+from lookalike.train.head import Head, HeadConfig, load_head, save_network
 from lookalike.train.model import Output, stack_features
+from lookalike.train.network import check_finetunable, finetune_network
 from lookalike.train.trainer import MODES, TrainOptions, TrainResult, fit_head
 
 
@@ -58,38 +58,68 @@ def train_head(
     labels: Labels,
     tasks: Sequence[str] | None = None,
     options: TrainOptions | None = None,
-    output: Output = "probs",
+    output: Output | None = None,
     rows: Sequence[int] | None = None,
     extractor: FeatureExtractor | None = None,
     out: Path | None = None,
 ) -> tuple[Head, TrainResult]:
     """Train a head on the labelled items of `coll` (only `rows` of its generation, if given).
 
-    The `finetune` mode writes the fine-tuned backbone into `out` (the head folder), which it
-    then needs; the head itself is saved by the caller (`save_head`).
+    `output`: the retrieval vector (default: "probs" for a frozen head, as the article;
+    "embedding", the tuned GeM, for a finetune head: measured better, docs/v5.md). The
+    `finetune` mode writes its network into `out` (the head folder), which it then needs;
+    the head itself is saved by the caller (`save_head`).
     """
     options = options or TrainOptions()
     if options.mode not in MODES:
         raise LookalikeError(f"unknown training mode {options.mode!r}; one of {', '.join(MODES)}")
-    if options.mode == "finetune" and out is None:
-        raise LookalikeError("--mode finetune saves a backbone with the head: pass --out HEAD_DIR")
-    ext = extractor or base_extractor(coll.config)
     if options.mode == "finetune":
-        check_finetunable(ext.config.backbone)
+        if out is None:
+            raise LookalikeError("--mode finetune saves a network with the head: pass --out DIR")
+        check_finetunable(options.finetune_backbone)
+    ext = extractor or base_extractor(coll.config)
     gen = coll.require_generation()
     ids = gen.ids.tolist()
     records = coll.catalog.get_many(ids)
     paths = [records[i].path for i in ids]
-    # Each feature once, for both views: one head serves crops and whole images.
-    features = list(dict.fromkeys(split_key(k)[1] for k in ext.config.block_keys))
-    keys = base_keys(features)
-    blocks = blocks_for(coll, gen, keys, ext, progress=options.progress)
     candidates = np.arange(len(ids)) if rows is None else np.asarray(rows, dtype=np.int64)
     specs, targets = encode_targets(labels, [paths[r] for r in candidates], tasks)
     labelled = (targets != MISSING).any(axis=1)
     if labelled.sum() < 2:
         raise LabelsError("fewer than two images have labels for the chosen tasks")
     chosen, targets = candidates[labelled], targets[labelled]
+    trained = {"images": len(chosen), "seed": options.seed}
+    if options.mode == "finetune":
+        views = [
+            ext.views_from_box(_image(coll, records[ids[r]].path), gen.head_boxes[r])
+            for r in chosen
+        ]
+        network = options.finetune_backbone
+        tuned = finetune_network(network, views, targets, specs, options)
+        config = HeadConfig(
+            tasks=tuple(specs),
+            backbone_hash=save_network(Path(out), network, tuned.backbone_state),
+            features={},
+            output=output or "embedding",
+            embed_dim=int(tuned.classifiers.weights[0].shape[1]),
+            mode="finetune",
+            network=network,
+            trained={
+                **trained,
+                "epochs": options.finetune_epochs,
+                "finetune_layers": options.finetune_layers,
+                "best_epoch": tuned.best_epoch,
+                "val_accuracy": tuned.val_accuracy,
+                "seconds": round(tuned.seconds, 1),
+            },
+        )
+        result = TrainResult(tuned.classifiers, tuned.best_epoch, tuned.val_accuracy, tuned.seconds)
+        return Head(config, tuned.classifiers, Path(out)), result
+
+    # Each feature once, for both views: one head serves crops and whole images.
+    features = list(dict.fromkeys(split_key(k)[1] for k in ext.config.block_keys))
+    keys = base_keys(features)
+    blocks = blocks_for(coll, gen, keys, ext, progress=options.progress)
 
     def inputs(source: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         return [
@@ -100,58 +130,25 @@ def train_head(
     augmented = augmented_blocks(
         coll, gen, keys, ext, options.augmentations, progress=options.progress
     )
-    frozen = result = fit_head(
+    result = fit_head(
         inputs(blocks), targets, specs, options, [x for a in augmented for x in inputs(a)]
     )
-    model, backbone_hash, trained = result.model, ext.backbone_hash(keys), {}
-    if options.mode == "finetune":
-        images = [
-            ext.views_from_box(_image(coll, records[ids[r]].path), gen.head_boxes[r])
-            for r in chosen
-        ]
-        tuned = finetune(ext, images, targets, specs, features, model, options)
-        weights = save_backbone(Path(out), tuned.backbone_state)
-        backbone = create_backbone(
-            ext.config.backbone,
-            **ext.config.backbone_options,
-            weights_path=weights,
-            runtime="torch",
-        )
-        model = tuned.model
-        backbone_hash = FeatureExtractor(ext.config, backbone=backbone).backbone_hash(keys)
-        trained = {
-            "finetune_layers": options.finetune_layers,
-            "finetune_best_epoch": tuned.best_epoch,
-            "finetune_val_accuracy": tuned.val_accuracy,
-            "finetune_seconds": round(tuned.seconds, 1),
-        }
-        # What the caller reports: the final model's figures, both stages' time.
-        result = TrainResult(
-            model,
-            tuned.best_epoch,
-            tuned.val_accuracy,
-            frozen.seconds + tuned.seconds,
-            frozen.history,
-        )
     config = HeadConfig(
         tasks=tuple(specs),
-        backbone_hash=backbone_hash,
+        backbone_hash=ext.backbone_hash(keys),
         features={f: int(blocks[f"{VIEWS[0]}.{f}"].shape[1]) for f in features},
-        output=output,
+        output=output or "probs",
         hidden=options.hidden,
         embed_dim=options.embed_dim,
-        mode=options.mode,
         trained={
-            "images": len(chosen),
-            "best_epoch": frozen.best_epoch,
-            "val_accuracy": frozen.val_accuracy,
-            "seconds": round(result.seconds, 1),
-            "seed": options.seed,
-            "augmentations": list(options.augmentations),
             **trained,
+            "best_epoch": result.best_epoch,
+            "val_accuracy": result.val_accuracy,
+            "seconds": round(result.seconds, 1),
+            "augmentations": list(options.augmentations),
         },
     )
-    return Head(config, model, Path(out) if options.mode == "finetune" else None), result
+    return Head(config, result.model), result
 
 
 def _image(coll: Collection, path: str) -> Image.Image:
@@ -195,15 +192,17 @@ def switch_to_head(coll: Collection, config: PipelineConfig, progress: bool = Tr
     with coll.write_lock():
         coll.reload()
         gen = coll.require_generation()
-        blocks = blocks_for(coll, gen, list(dict.fromkeys(keys + others)), ext, progress=progress)
-        blocks.update(head_blocks(head, blocks, ext.backbone_hash(keys)))
+        if head.reads_images:  # its network reads the views: one pass computes what is missing
+            blocks = blocks_for(coll, gen, config.block_keys, ext, progress=progress)
+        else:
+            wanted = list(dict.fromkeys(keys + others))
+            blocks = blocks_for(coll, gen, wanted, ext, progress=progress)
+            blocks.update(head_blocks(head, blocks, ext.backbone_hash(keys)))
         used = {k: blocks[k] for k in config.block_keys}
         fuser = Fuser(config.blocks, config.fusion).fit(used)
         fused = fuser.transform(used)
         index = new_index(config)
         index.build(fused)
         coll.manifest["config"] = config.to_dict()
-        # A fine-tuned head's backbone computed the base blocks: later runs must use it too.
-        coll.manifest["weights_hash"] = ext.backbone_hash()
         # The base blocks are kept too, so the next head finds them in the generation.
         coll.commit(gen.ids, gen.head_boxes, blocks, fuser, fused, index, coll.manifest["counts"])

@@ -43,18 +43,20 @@ class TrainOptions:
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
-    # "frozen": the head on cached features; "finetune": then the backbone's last stage too.
+    # "frozen": the head on cached features; "finetune": a network tuned on the images
+    # (network.py), whatever backbone the collection was indexed with.
     mode: str = "frozen"
-    finetune_epochs: int = 8
-    # What `finetune` trains of the backbone: "last" (stage) or "all" (every layer but the stem).
-    finetune_layers: str = "last"
+    finetune_backbone: str = "efficientnet-lite2"
+    finetune_epochs: int = 12
+    # What `finetune` trains of the network: "all" (every layer but the stem) or "last" (stage).
+    finetune_layers: str = "all"
     # Real augmentation (see augment.py): features of these transformed views train too.
     augmentations: tuple[str, ...] = ()
 
 
 @dataclass
 class TrainResult:
-    model: MultiTaskHead
+    model: nn.Module  # MultiTaskHead (frozen) or TaskClassifiers (finetune)
     best_epoch: int
     val_accuracy: dict[str, float]  # per task, at the best epoch (empty: no validation set)
     seconds: float
@@ -71,6 +73,18 @@ def loss_of(logits: list[torch.Tensor], y: torch.Tensor, smoothing: float) -> to
     return total
 
 
+def task_accuracy(
+    logits: Sequence[torch.Tensor], y: torch.Tensor, tasks: Sequence[Task]
+) -> dict[str, float]:
+    """Per task, the share of labelled rows whose top class is right."""
+    acc = {}
+    for t, task in enumerate(tasks):
+        known = y[:, t] != MISSING
+        if known.any():
+            acc[task.name] = float((logits[t][known].argmax(1) == y[known, t]).float().mean())
+    return acc
+
+
 @torch.no_grad()
 def accuracy(
     model: MultiTaskHead, x: torch.Tensor, y: torch.Tensor, tasks: Sequence[Task]
@@ -78,12 +92,7 @@ def accuracy(
     model.eval()
     _, logits = model(x)
     model.train()
-    acc = {}
-    for t, task in enumerate(tasks):
-        known = y[:, t] != MISSING
-        if known.any():
-            acc[task.name] = float((logits[t][known].argmax(1) == y[known, t]).float().mean())
-    return acc, float(loss_of(logits, y, 0.0))
+    return task_accuracy(logits, y, tasks), float(loss_of(logits, y, 0.0))
 
 
 def fit_head(
