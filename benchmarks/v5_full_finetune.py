@@ -26,8 +26,11 @@ Options, all off by default (the command above is the recorded run):
 - `--classifier cosine`: a cosine classifier with an additive margin (CosFace: normalised
   GeM and class weights, scale 16, margin `--margin`) instead of the linear one, so that
   training separates classes by the angle that retrieval compares.
+- `--augment strong`: the labelled images through `strong_view` too (not only pseudo-labelled
+  ones).
 - `--save PATH` / `--load PATH`: write the tuned network and classifier (safetensors) after
-  training, or score a saved one without training.
+  training, or start from a saved one instead of the supervised epochs (the semi rounds,
+  if asked, still run).
 
 Every run also prints the rows again after alpha-query expansion on the held-out half
 (`+ qe`: each vector averaged with its 3 nearest held-out neighbours, weights cos^3, as the
@@ -44,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image, ImageOps
 from safetensors.torch import load_file, save_file
 from torch import nn
 from v5_transductive import default_vectors, label_lda, precision_at_4, projected
@@ -55,6 +58,7 @@ from lookalike.expansion import augment_database
 from lookalike.images import load_image
 from lookalike.pseudo_lda import lda_directions
 from lookalike.train import stratified_split
+from lookalike.train.augment import strong_view
 from lookalike.vectors import l2_normalize
 
 OUTPUTS = ["gem", "avg_g3_s4", "avg_g3_s5"]
@@ -100,30 +104,6 @@ def crop_and_mirror(image: Image.Image, rng: np.random.Generator) -> Image.Image
     return ImageOps.mirror(image) if rng.random() < 0.5 else image
 
 
-def strong_view(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """A stronger view that keeps the hues (hair and eye colours tell characters apart):
-    50-100 % crops of a jittered aspect, mirrored, rotated up to 15 degrees, brightness and
-    contrast 0.7-1.3, and a grey square over up to a third of the side cut out."""
-    w, h = image.size
-    s, aspect = rng.uniform(0.5, 1.0), np.exp(rng.uniform(-0.2, 0.2))
-    cw = min(w, max(8, int(w * s * np.sqrt(aspect))))
-    ch = min(h, max(8, int(h * s / np.sqrt(aspect))))
-    x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-    image = image.crop((x0, y0, x0 + cw, y0 + ch))
-    if rng.random() < 0.5:
-        image = ImageOps.mirror(image)
-    fill = (127, 127, 127)
-    image = image.rotate(rng.uniform(-15, 15), Image.BILINEAR, fillcolor=fill)
-    image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.7, 1.3))
-    image = ImageEnhance.Contrast(image).enhance(rng.uniform(0.7, 1.3))
-    side = int(min(cw, ch) * rng.uniform(0.0, 1 / 3))
-    if side > 0:
-        x, y = int(rng.integers(0, cw - side + 1)), int(rng.integers(0, ch - side + 1))
-        image = image.copy()
-        image.paste(fill, (x, y, x + side, y + side))
-    return image
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("collection", type=Path)
@@ -144,6 +124,12 @@ def main() -> None:
     parser.add_argument("--semi-lr", type=float, default=0.5, help="x the supervised max lr")
     parser.add_argument("--semi-augment", choices=["weak", "strong"], default="strong")
     parser.add_argument("--tta", action="store_true")
+    parser.add_argument(
+        "--augment",
+        choices=["weak", "strong"],
+        default="weak",
+        help="the labelled images' augmentation: crops and mirroring, or `strong_view`",
+    )
     parser.add_argument("--classifier", choices=["linear", "cosine"], default="linear")
     parser.add_argument("--margin", type=float, default=0.2)
     parser.add_argument("--save", type=Path)
@@ -176,6 +162,8 @@ def main() -> None:
 
     def fit(samples: np.ndarray, targets: dict[int, int], epochs: int, lr_scale: float) -> None:
         strong = {j for j in targets if j not in known} if args.semi_augment == "strong" else set()
+        if args.augment == "strong":
+            strong |= set(known)
         optimiser = torch.optim.AdamW(
             [{"params": tuned_params}, {"params": classifier.parameters()}], weight_decay=1e-2
         )
@@ -247,7 +235,7 @@ def main() -> None:
     else:
         fit(train, known, args.epochs, 1.0)
     truth = dict(zip(rows.tolist(), y.tolist(), strict=True))  # for the report only
-    for r in range(0 if args.load else args.semi_rounds):
+    for r in range(args.semi_rounds):
         pseudo, guesses = pseudo_label(args.semi_keep[min(r, len(args.semi_keep) - 1)])
         # No leak: the labels trained on are the training half's and the classifier's guesses.
         assert set(pseudo).isdisjoint(known) and set(pseudo) <= set(pool.tolist())

@@ -236,6 +236,22 @@ def test_augmentations_are_fixed_per_item_and_change_the_views(sample):
         augment_views("blur", 7, views)
 
 
+def test_strong_views_are_seeded_random_crops_that_leave_the_image_alone(sample):
+    from PIL import Image
+
+    from lookalike.train.augment import strong_view
+
+    image = Image.open(next(sample.glob("*/000.png"))).convert("RGB")
+    before = np.asarray(image).copy()
+    views = [strong_view(image, np.random.default_rng(seed)) for seed in (0, 0, 1)]
+    assert np.array_equal(np.asarray(views[0]), np.asarray(views[1]))
+    assert not np.array_equal(np.asarray(views[0]), np.asarray(views[2]))
+    for view in views:
+        w, h = view.size
+        assert view.mode == "RGB" and 8 <= w <= 96 and 8 <= h <= 96
+    np.testing.assert_array_equal(np.asarray(image), before)  # the source is not drawn on
+
+
 def test_finetune_needs_a_folder_and_an_efficientnet(coll, tmp_path):
     labels = labels_of(coll, "folders")
     with pytest.raises(LookalikeError, match="pass --out DIR"):

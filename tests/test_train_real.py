@@ -18,7 +18,7 @@ from lookalike.images import load_image
 from lookalike.indexer import Indexer
 from lookalike.labels import folder_labels
 from lookalike.search import Searcher
-from lookalike.train import OUTPUTS, HeadError, TrainOptions, load_head, save_head, train_head
+from lookalike.train import OUTPUTS, HeadError, TrainOptions, load_head
 
 ANIME = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "anime-faces-dev"
 
@@ -65,18 +65,11 @@ def test_finetune_tunes_a_network_of_its_own_and_only_v5_blocks_are_computed(tmp
     assert main(["index", str(root), "-c", str(coll_path), "--detector", "none", "-q"]) == 0
     coll = Collection.open(coll_path)
     weights_before = coll.weights_hash
-    labels = folder_labels([r.path for r in coll.catalog.by_status("ok")])
     # Lite0 and the last stage only: a quick run (the default tunes every layer of Lite2).
-    options = TrainOptions(
-        mode="finetune",
-        finetune_backbone="efficientnet-lite0",
-        finetune_layers="last",
-        finetune_epochs=1,
-        val_fraction=0,
-        progress=False,
-    )
-    trained, _ = train_head(coll, labels, options=options, out=head_dir)
-    save_head(head_dir, trained.config, trained.model)
+    quick = ["--finetune-backbone", "efficientnet-lite0", "--finetune-layers", "last"]
+    quick += ["--finetune-epochs", "1", "--val-fraction", "0", "-q"]
+    train = ["train", str(coll_path), "--labels", "folders", "--mode", "finetune", *quick]
+    assert main([*train, "--out", str(head_dir)]) == 0
     head = load_head(head_dir)
     assert head.reads_images and head.config.output == "embedding"
     original = create_backbone("efficientnet-lite0", runtime="torch")

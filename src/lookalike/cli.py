@@ -49,14 +49,14 @@ def _add_training_mode(p: argparse.ArgumentParser, lead: str) -> None:
         default="frozen",
         help=lead + "frozen: a head on the collection's cached features (minutes on a CPU); "
         "finetune: a network tuned end to end on the labelled images (the best vectors; "
-        "about 5 minutes for 300 images on 2 CPU cores, much less on a GPU)",
+        "about 8 minutes for 300 images on 2 CPU cores, much less on a GPU)",
     )
     p.add_argument(
         "--finetune-backbone",
         default="efficientnet-lite2",
         help="the network finetune tunes (default efficientnet-lite2; -lite0, -lite1 are faster)",
     )
-    p.add_argument("--finetune-epochs", type=int, default=12, help="epochs of the finetune mode")
+    p.add_argument("--finetune-epochs", type=int, default=20, help="epochs of the finetune mode")
     p.add_argument(
         "--finetune-layers",
         choices=["all", "last"],

@@ -1,4 +1,5 @@
-"""Real augmentation for the frozen mode: features of mirrored and shifted views, computed once.
+"""Real augmentation: for the frozen mode, features of mirrored and shifted views, computed once;
+for the finetune mode, `strong_view`, a new random view of an image at every epoch.
 
 Feature-space noise cannot show the head what a mirrored face or a crop cut a little
 differently looks like; the features of such views can. Each augmentation is a fixed
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageEnhance, ImageOps
 
 from lookalike.blockstore import blocks_for
 from lookalike.collection import Collection, Generation
@@ -67,3 +68,28 @@ def augmented_blocks(
         )
         for name in names
     ]
+
+
+def strong_view(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A random view that keeps the hues (hair and eye colours tell characters apart): a
+    crop of 50-100 % of the side with a jittered aspect, mirrored half of the time, rotated
+    up to 15 degrees, brightness and contrast 0.7-1.3, and a grey square of up to a third of
+    the side cut out (measured on anime-faces-dev, docs/v5.md round 4: 0.967 classifier
+    accuracy against 0.950 with crops and mirroring alone)."""
+    w, h = image.size
+    side, aspect = rng.uniform(0.5, 1.0), np.exp(rng.uniform(-0.2, 0.2))
+    cw = min(w, max(8, int(w * side * np.sqrt(aspect))))
+    ch = min(h, max(8, int(h * side / np.sqrt(aspect))))
+    left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    image = image.convert("RGB").crop((left, top, left + cw, top + ch))
+    if rng.random() < 0.5:
+        image = ImageOps.mirror(image)
+    grey = (127, 127, 127)
+    image = image.rotate(rng.uniform(-15, 15), Image.BILINEAR, fillcolor=grey)
+    image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.7, 1.3))
+    image = ImageEnhance.Contrast(image).enhance(rng.uniform(0.7, 1.3))
+    cut = int(min(cw, ch) * rng.uniform(0.0, 1 / 3))
+    if cut > 0:
+        x, y = int(rng.integers(0, cw - cut + 1)), int(rng.integers(0, ch - cut + 1))
+        image.paste(grey, (x, y, x + cut, y + cut))
+    return image

@@ -9,7 +9,7 @@ compares: the tuned GeM itself is the retrieval embedding. Batch-norm statistics
 ImageNet set them (batches of 32 are too small to re-estimate them).
 
 Each epoch sees every training image once, through its head crop or its whole image at
-random, randomly cropped (75-100 % of each side) and mirrored. AdamW with a one-cycle
+random, through a strong random view (`augment.strong_view`). AdamW with a one-cycle
 schedule; a stratified validation split gives per-task accuracy each epoch, and the epoch
 with the best one is kept (early stopping after `patience` epochs without progress).
 """
@@ -25,7 +25,7 @@ from typing import cast
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
@@ -34,6 +34,7 @@ from lookalike.embed import create_backbone
 from lookalike.embed.base import to_batch
 from lookalike.embed.efficientnet_lite import EfficientNetLite
 from lookalike.errors import LookalikeError
+from lookalike.train.augment import strong_view
 from lookalike.train.data import MISSING, Task, stratified_split
 from lookalike.train.model import Output
 from lookalike.train.trainer import FINETUNE_LAYERS, TrainOptions, loss_of, task_accuracy
@@ -118,16 +119,6 @@ def trainable_parameters(net: nn.Module, layers: str = "all") -> list[nn.Paramet
     return params
 
 
-def random_view(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """A random crop keeping 75-100 % of each side, mirrored half of the time."""
-    w, h = image.size
-    keep = rng.uniform(0.75, 1.0)
-    cw, ch = max(1, int(w * keep)), max(1, int(h * keep))
-    left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-    image = image.crop((left, top, left + cw, top + ch))
-    return ImageOps.mirror(image) if rng.random() < 0.5 else image
-
-
 def embed(
     backbone: EfficientNetLite, images: Sequence[Image.Image], device: torch.device
 ) -> torch.Tensor:
@@ -201,7 +192,7 @@ def finetune_network(
         total = 0.0
         for i in range(0, len(order), BATCH):
             batch = order[i : i + BATCH]
-            images = [random_view(views[r][VIEWS[rng.integers(len(VIEWS))]], rng) for r in batch]
+            images = [strong_view(views[r][VIEWS[rng.integers(len(VIEWS))]], rng) for r in batch]
             y = y_all[torch.from_numpy(batch)]
             loss = loss_of(
                 classifiers(embed(backbone, images, device), y), y, options.label_smoothing

@@ -47,7 +47,7 @@ class TrainOptions:
     # (network.py), whatever backbone the collection was indexed with.
     mode: str = "frozen"
     finetune_backbone: str = "efficientnet-lite2"
-    finetune_epochs: int = 12
+    finetune_epochs: int = 20
     # What `finetune` trains of the network: "all" (every layer but the stem) or "last" (stage).
     finetune_layers: str = "all"
     # Real augmentation (see augment.py): features of these transformed views train too.
