@@ -71,7 +71,7 @@ def test_finetune_tunes_a_network_of_its_own_and_only_v5_blocks_are_computed(tmp
     train = ["train", str(coll_path), "--labels", "folders", "--mode", "finetune", *quick]
     assert main([*train, "--out", str(head_dir)]) == 0
     head = load_head(head_dir)
-    assert head.reads_images and head.config.output == "embedding"
+    assert head.reads_images and head.config.output == "probs"
     original = create_backbone("efficientnet-lite0", runtime="torch")
     tuned = create_backbone(
         "efficientnet-lite0", weights_path=head_dir / "backbone.safetensors", runtime="torch"
@@ -83,9 +83,12 @@ def test_finetune_tunes_a_network_of_its_own_and_only_v5_blocks_are_computed(tmp
     assert {k.split(".")[0] for k in changed} == {"_blocks", "_conv_head", "_bn1"}
     assert {k.split(".")[1] for k in changed if k.startswith("_blocks")} == {"15"}
     image = load_image(next(root.glob("*/*.jpg")))
-    vectors = head.image_vectors([image, image])
-    assert vectors.shape == (2, original.outputs["gem"])
-    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    probs = head.image_vectors([image, image])
+    assert probs.shape == (2, 2)  # one task, two characters
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    embedding = head.with_output("embedding").image_vectors([image])
+    assert embedding.shape == (1, original.outputs["gem"])
+    np.testing.assert_allclose(np.linalg.norm(embedding, axis=1), 1.0, rtol=1e-5)
 
     read = []
     real = blockstore.load_image
@@ -119,7 +122,7 @@ def test_finetune_evaluation_scores_only_held_out_images(tmp_path, monkeypatch):
     held = evaluate_held_out(
         coll, labels, ["v5"], 0.5, k=2, options=options, outputs=OUTPUTS, progress=False
     )
-    assert [s.preset for s in held.scores] == ["v5", "v5:probs", "v5:logits"]
+    assert [s.preset for s in held.scores] == ["v5", "v5:logits", "v5:embedding"]
     assert len(held.test_paths) == 6 and not set(held.train_paths) & set(held.test_paths)
     assert all(0.0 <= s.precision_at_k <= 1.0 and s.queries == 6 for s in held.scores)
 

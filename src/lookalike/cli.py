@@ -186,9 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--output",
         choices=["probs", "logits", "embedding"],
-        help="the retrieval vector: task probabilities (frozen default), logits, or the "
-        "embedding (the 64-d bottleneck of a frozen head; the tuned GeM of a finetune head, "
-        "its default)",
+        default="probs",
+        help="the retrieval vector: task probabilities (default), logits, or the embedding "
+        "(the 64-d bottleneck of a frozen head, the tuned GeM of a finetune head)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="head folder (default: COLL/head)")

@@ -189,7 +189,8 @@ def evaluate_held_out(
     scored on the held-out images alone, which are both the queries and the gallery, so a
     training image can neither ask nor be found. The unsupervised fusion (PCA) still sees
     the whole collection, as it does when indexing. A v5 preset gives one row per output
-    in `outputs` ("v5" for probs, "v5:embedding", ...).
+    in `outputs`: "v5" for the head's own output (probs for a frozen head, the embedding for
+    a finetune head), "v5:<output>" for the others.
     """
     from lookalike.train import (
         base_extractor,

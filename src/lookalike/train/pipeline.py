@@ -58,17 +58,17 @@ def train_head(
     labels: Labels,
     tasks: Sequence[str] | None = None,
     options: TrainOptions | None = None,
-    output: Output | None = None,
+    output: Output = "probs",
     rows: Sequence[int] | None = None,
     extractor: FeatureExtractor | None = None,
     out: Path | None = None,
 ) -> tuple[Head, TrainResult]:
     """Train a head on the labelled items of `coll` (only `rows` of its generation, if given).
 
-    `output`: the retrieval vector (default: "probs" for a frozen head, as the article;
-    "embedding", the tuned GeM, for a finetune head: measured better, docs/v5.md). The
-    `finetune` mode writes its network into `out` (the head folder), which it then needs;
-    the head itself is saved by the caller (`save_head`).
+    `output`: the retrieval vector, "probs" by default in both modes, as the article (for a
+    finetune head measured as good as its embedding on one task and better on six,
+    docs/v5.md). The `finetune` mode writes its network into `out` (the head folder), which
+    it then needs; the head itself is saved by the caller (`save_head`).
     """
     options = options or TrainOptions()
     if options.mode not in MODES:
@@ -100,7 +100,7 @@ def train_head(
             tasks=tuple(specs),
             backbone_hash=save_network(Path(out), network, tuned.backbone_state),
             features={},
-            output=output or "embedding",
+            output=output,
             embed_dim=int(tuned.classifiers.weights[0].shape[1]),
             mode="finetune",
             network=network,
@@ -137,7 +137,7 @@ def train_head(
         tasks=tuple(specs),
         backbone_hash=ext.backbone_hash(keys),
         features={f: int(blocks[f"{VIEWS[0]}.{f}"].shape[1]) for f in features},
-        output=output or "probs",
+        output=output,
         hidden=options.hidden,
         embed_dim=options.embed_dim,
         trained={

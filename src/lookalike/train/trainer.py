@@ -174,7 +174,10 @@ def fit_head(
                 best_state = copy.deepcopy(model.state_dict())
             shown = " ".join(f"{k} {v:.3f}" for k, v in acc.items())
             if options.progress:
-                bar.write(f"epoch {epoch:3d}  loss {record['loss']:.3f}  val acc: {shown}")
+                bar.write(
+                    f"epoch {epoch:3d}  loss {record['loss']:.3f}  val acc: {shown}",
+                    file=sys.stderr,
+                )
             if epoch - best_epoch >= options.patience:
                 break
         else:
