@@ -2,11 +2,11 @@
 
 After `lookalike evaluate COLL --labels L --train-fraction F --mode finetune` the held-out
 head is in `COLL/cache/held-out-head/` and its v5 blocks are cached. This scores, on the
-same held-out half (same seed), the head's embedding alone (each view, both), with
-query expansion, and fused with the `v5` preset's appearance blocks or the `default`
-preset's blocks at several weights: no training, about a minute.
+same held-out half (same seed), the head's `--output` (probs, logits or the tuned
+embedding) alone (each view, both), with query expansion, and fused with the `v5` preset's
+appearance blocks or the `default` preset's blocks at several weights: no training.
 
-    .venv/bin/python benchmarks/v5_vectors.py COLL [--labels folders] [--seed 0]
+    .venv/bin/python benchmarks/v5_vectors.py COLL [--labels folders] [--seed 0] [--output O]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--labels", default="folders")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-fraction", type=float, default=0.5)
+    parser.add_argument("--output", choices=["probs", "logits", "embedding"], default="probs")
     args = parser.parse_args()
 
     coll = Collection.open(args.collection)
@@ -50,7 +51,7 @@ def main() -> None:
     v5 = preset_like("v5", coll.config).with_options(head_dir=str(head.path))
     default = preset_like("default", coll.config)
     appearance = [b for b in v5.blocks if b.feature != HEAD_FEATURE]
-    network = FeatureExtractor(v5, head=head)
+    network = FeatureExtractor(v5, head=head.with_output(args.output))
     blocks = blocks_for(coll, gen, ["head.v5", "whole.v5"], network, progress=False)
     keys = dict.fromkeys([*default.block_keys, *(b.key for b in appearance), FEEL_BLOCK])
     blocks |= blocks_for(coll, gen, list(keys), base_extractor(coll.config), progress=False)
@@ -65,7 +66,7 @@ def main() -> None:
     def both(weight: float = 1.0) -> list[Block]:
         return [Block("head", HEAD_FEATURE, weight), Block("whole", HEAD_FEATURE, weight)]
 
-    print(f"head {head.path}: output {head.config.output}, {head.config.trained}")
+    print(f"head {head.path}: output {args.output}, {head.config.trained}")
     score("head view alone", both()[:1])
     score("whole view alone", both()[1:])
     score("both views", both())

@@ -115,8 +115,8 @@ def test_finetune_evaluation_scores_only_held_out_images(tmp_path, monkeypatch):
     options = TrainOptions(
         mode="finetune",
         finetune_backbone="efficientnet-lite0",
-        finetune_epochs=1,
-        val_fraction=0,
+        finetune_epochs=2,
+        val_fraction=0.34,  # a validation image per character: the early-stopping path
         progress=False,
     )
     held = evaluate_held_out(

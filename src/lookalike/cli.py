@@ -167,10 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
         help="train a v5 head on your labels (multi-task)",
-        description="Train one classifier per label column (task) on the collection's "
-        "stored features of both views (head crop and whole image), with a validation "
-        "split and early stopping. The head is saved as safetensors + head.json; use it "
-        "with `lookalike index FOLDER -c COLL --preset v5 --head HEAD_DIR`.",
+        description="Train one classifier per label column (task) on both views (head crop "
+        "and whole image): on the collection's stored features (--mode frozen) or with a "
+        "network of its own tuned on the images (--mode finetune), with a validation split "
+        "and early stopping. The head is saved as safetensors + head.json; use it with "
+        "`lookalike index FOLDER -c COLL --preset v5 --head HEAD_DIR`.",
     )
     p.add_argument("collection", type=Path)
     p.add_argument(
@@ -180,7 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
         "one column per task (an empty cell: no label)",
     )
     p.add_argument("--tasks", help="comma-separated label columns to learn (default: all)")
-    p.add_argument("--epochs", type=int, default=200, help="most epochs (early stopping)")
+    p.add_argument(
+        "--epochs", type=int, default=200, help="most epochs of a frozen head (early stopping)"
+    )
     _add_training_mode(p, "")
     p.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda")
     p.add_argument(

@@ -169,8 +169,14 @@ def finetune_network(
     )
 
     def validate() -> tuple[dict[str, float], float]:
-        with torch.no_grad():
-            z = torch.cat([embed(backbone, [views[r][v] for r in val_rows], device) for v in VIEWS])
+        with torch.no_grad():  # in chunks: a large validation split must not fill the memory
+            z = torch.cat(
+                [
+                    embed(backbone, [views[r][v] for r in val_rows[i : i + 64]], device)
+                    for v in VIEWS
+                    for i in range(0, len(val_rows), 64)
+                ]
+            )
         y = torch.cat([y_all[torch.from_numpy(val_rows)]] * len(VIEWS))
         logits = classifiers(z)
         return task_accuracy(logits, y, tasks), float(loss_of(logits, y, 0.0))
@@ -204,14 +210,16 @@ def finetune_network(
             total += float(loss.detach()) * len(batch)
             bar.update(len(batch))
         bar.close()
+        line = f"epoch {epoch}  loss {total / len(order):.3f}"
         if not len(val_rows):
+            if options.progress:
+                print(f"{line}  (no validation split)", file=sys.stderr)
             best_epoch, best_state = epoch, snapshot()
             continue
         acc, val_loss = validate()
         if options.progress:
             shown = " ".join(f"{k} {v:.3f}" for k, v in acc.items())
-            loss_shown = total / len(order)
-            print(f"epoch {epoch}  loss {loss_shown:.3f}  val acc: {shown}", file=sys.stderr)
+            print(f"{line}  val acc: {shown}", file=sys.stderr)
         score = (float(np.mean(list(acc.values()))), -val_loss)
         if score >= best:  # ties: the later epoch, further down the one-cycle schedule
             best, best_epoch, best_acc, best_state = score, epoch, acc, snapshot()
