@@ -177,8 +177,8 @@ def finetune_network(
                     for i in range(0, len(val_rows), 64)
                 ]
             )
+            logits = classifiers(z)
         y = torch.cat([y_all[torch.from_numpy(val_rows)]] * len(VIEWS))
-        logits = classifiers(z)
         return task_accuracy(logits, y, tasks), float(loss_of(logits, y, 0.0))
 
     def snapshot() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
