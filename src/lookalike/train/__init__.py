@@ -1,8 +1,10 @@
 """v5: a multi-task head trained on the collection's own labels (imports torch).
 
 data      labels -> tasks and class ids; stratified splits (numpy only)
-model     the head: base features -> bottleneck embedding -> one classifier per task
-trainer   the training loop (validation split, early stopping, progress)
+model     the frozen head: base features -> bottleneck embedding -> one classifier per task
+trainer   the frozen head's training loop (validation split, early stopping, progress)
+network   the finetune mode: an EfficientNet-Lite tuned with cosine task classifiers
+augment   augmented views (the frozen mode's cached ones, the finetune mode's strong ones)
 head      save / load a trained head (safetensors + head.json) and apply it
 pipeline  from a collection to a head, and from a head to a collection's v5 vectors
 """
