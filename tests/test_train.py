@@ -3,6 +3,7 @@ without leaks. Fake backbone and the built-in drawn sample: no weights, a few se
 
 import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -122,6 +123,17 @@ def test_saved_head_gives_the_same_vectors_and_refuses_other_features(coll, tmp_
     (folder / "head.safetensors").write_bytes(b"not tensors")
     with pytest.raises(HeadError, match=r"does not match head\.json"):
         load_head(folder)
+
+
+def test_a_finetune_head_of_the_old_kind_or_without_its_network_is_refused(coll, tmp_path):
+    head, _ = train_head(coll, labels_of(coll, "folders"), options=FAST)
+    # The earlier finetune mode: a head on the features of a replaced backbone, no network.
+    old = replace(head.config, mode="finetune")
+    with pytest.raises(HeadError, match="from an earlier lookalike"):
+        load_head(save_head(tmp_path / "old", old, head.model))
+    missing = replace(head.config, mode="finetune", network="efficientnet-lite0")
+    with pytest.raises(HeadError, match=r"needs its backbone\.safetensors, which is missing"):
+        load_head(save_head(tmp_path / "missing", missing, head.model))
 
 
 def test_same_seed_same_head(coll):
