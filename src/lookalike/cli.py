@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lookalike import __version__
 from lookalike.errors import LookalikeError
@@ -21,6 +21,7 @@ from lookalike.errors import LookalikeError
 if TYPE_CHECKING:
     from lookalike.collection import Collection
     from lookalike.labels import Labels
+    from lookalike.train import TrainOptions
 
 EXIT_SKIPPED = 1
 
@@ -69,6 +70,22 @@ def _add_training_mode(p: argparse.ArgumentParser, lead: str) -> None:
         default=0.15,
         help="share of the training images held out for validation and early stopping "
         "(default 0.15; 0 trains on all of them for the full number of epochs)",
+    )
+
+
+def _training_options(args: argparse.Namespace, **extra: Any) -> TrainOptions:
+    """The TrainOptions of the options `_add_training_mode` added (train and evaluate)."""
+    from lookalike.train import TrainOptions
+
+    return TrainOptions(
+        seed=args.seed,
+        progress=not args.quiet,
+        mode=args.mode,
+        finetune_backbone=args.finetune_backbone,
+        finetune_epochs=args.finetune_epochs,
+        finetune_layers=args.finetune_layers,
+        val_fraction=args.val_fraction,
+        **extra,
     )
 
 
@@ -401,7 +418,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     presets = args.presets or preset_names_for_evaluation()
     if args.train_fraction is not None:
         from lookalike.evaluate import evaluate_held_out
-        from lookalike.train import OUTPUTS, TrainOptions
+        from lookalike.train import OUTPUTS
 
         held = evaluate_held_out(
             coll,
@@ -411,15 +428,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             k=args.k,
             task=args.task,
             seed=args.seed,
-            options=TrainOptions(
-                seed=args.seed,
-                progress=not args.quiet,
-                mode=args.mode,
-                finetune_backbone=args.finetune_backbone,
-                finetune_epochs=args.finetune_epochs,
-                finetune_layers=args.finetune_layers,
-                val_fraction=args.val_fraction,
-            ),
+            options=_training_options(args),
             outputs=OUTPUTS,
             progress=not args.quiet,
         )
@@ -440,21 +449,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from lookalike.train import TrainOptions, save_head, train_head
+    from lookalike.train import save_head, train_head
 
     coll, labels = _collection_and_labels(args)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
-    options = TrainOptions(
-        epochs=args.epochs,
-        seed=args.seed,
-        device=args.device,
-        progress=not args.quiet,
-        mode=args.mode,
-        finetune_backbone=args.finetune_backbone,
-        finetune_epochs=args.finetune_epochs,
-        finetune_layers=args.finetune_layers,
-        val_fraction=args.val_fraction,
-    )
+    options = _training_options(args, epochs=args.epochs, device=args.device)
     out = args.out or coll.path / "head"
     head, result = train_head(coll, labels, tasks, options, output=args.output, out=out)
     save_head(out, head.config, head.model)
