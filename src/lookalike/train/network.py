@@ -184,8 +184,11 @@ def finetune_network(
     def snapshot() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         return copy.deepcopy(net.state_dict()), copy.deepcopy(classifiers.state_dict())
 
+    # Without a validation split the last epoch is kept: no snapshot is needed. With one,
+    # the first epoch always beats this score, so a snapshot exists before it is loaded.
     best: tuple[float, float] = (-1.0, -np.inf)
-    best_epoch, best_acc, best_state = 0, {}, snapshot()
+    best_epoch, best_acc = 0, {}
+    best_state: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None
     for epoch in range(1, options.finetune_epochs + 1):
         order = rng.permutation(train_rows)
         bar = tqdm(
@@ -214,7 +217,7 @@ def finetune_network(
         if not len(val_rows):
             if options.progress:
                 print(f"{line}  (no validation split)", file=sys.stderr)
-            best_epoch, best_state = epoch, snapshot()
+            best_epoch = epoch
             continue
         acc, val_loss = validate()
         if options.progress:
@@ -225,8 +228,9 @@ def finetune_network(
             best, best_epoch, best_acc, best_state = score, epoch, acc, snapshot()
         if epoch - best_epoch >= options.patience:
             break
-    net.load_state_dict(best_state[0])
-    classifiers.load_state_dict(best_state[1])
+    if best_state is not None:
+        net.load_state_dict(best_state[0])
+        classifiers.load_state_dict(best_state[1])
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     return NetworkResult(
         classifiers.cpu().eval(), state, best_epoch, best_acc, time.perf_counter() - start
