@@ -93,6 +93,30 @@ def test_train_index_query_from_the_command_line(sample, tmp_path, monkeypatch):
     assert len(result.matches) == 4
 
 
+def test_a_head_trained_again_in_its_folder_is_switched_to(sample, tmp_path):
+    from lookalike.train import head_blocks
+
+    coll = tmp_path / "coll"
+    assert main(["index", str(sample), "-c", str(coll), "--backbone", "fake", "-q"]) == 0
+    head = tmp_path / "head"
+    train = ["train", str(coll), "--labels", "folders", "--epochs", "5", "--out", str(head)]
+    index = ["index", str(sample), "-c", str(coll), "--head", str(head), "-q"]
+    blocks = []
+    for seed in ("0", "1"):  # the same folder, trained again: other weights
+        assert main([*train, "--seed", seed, "-q"]) == 0
+        assert main(index) == 0
+        stored = Collection.open(coll)
+        trained = load_head(head)
+        assert stored.head_fingerprint == trained.fingerprint
+        gen = stored.require_generation()
+        keys = [f"{v}.{f}" for v in ("whole", "head") for f in trained.features]
+        hashed = FeatureExtractor(stored.config).backbone_hash(keys)
+        expected = head_blocks(trained, {k: gen.block(k) for k in keys}, hashed)
+        np.testing.assert_allclose(gen.block("head.v5"), expected["head.v5"], rtol=1e-5)
+        blocks.append(np.asarray(gen.block("head.v5")))
+    assert not np.allclose(blocks[0], blocks[1])
+
+
 def test_indexing_a_new_collection_with_a_head(sample, coll, tmp_path):
     head, _ = train_head(coll, labels_of(coll, "folders"), options=FAST)
     save_head(tmp_path / "head", head.config, head.model)

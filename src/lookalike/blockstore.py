@@ -77,7 +77,10 @@ def blocks_for(
 
 def _stored_fits(coll: Collection, extractor: FeatureExtractor, key: str) -> bool:
     """Whether the generation's block `key` is what `extractor` computes: a backbone output
-    stored by other weights (a fine-tuned backbone's, say) is not."""
+    stored by other weights, or a v5 block stored by another head (or another output, or
+    the same folder trained again), is not."""
+    if split_key(key)[1] == HEAD_FEATURE and coll.head_fingerprint != extractor.head.fingerprint:
+        return False
     if not extractor.needs_backbone([key]):
         return True
     stored, wanted = coll.weights_hash, extractor.backbone_hash([key])

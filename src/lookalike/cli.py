@@ -300,7 +300,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         from lookalike.train import can_switch_in_place, switch_to_head
 
         coll = Collection.open(args.collection)
-        if can_switch_in_place(coll.config, config):
+        if can_switch_in_place(coll, config):
             switch_to_head(coll, config, progress=not args.quiet)
     indexer = Indexer(
         args.folder,

@@ -173,6 +173,11 @@ class Collection:
         return str(self.manifest["weights_hash"])
 
     @property
+    def head_fingerprint(self) -> str:
+        """The fingerprint of the head that computed the stored v5 blocks ("" for none)."""
+        return str(self.manifest.get("head_fingerprint", ""))
+
+    @property
     def catalog(self) -> Catalog:
         if self._catalog is None:
             self._catalog = Catalog(self.path / "catalog.sqlite")

@@ -339,6 +339,8 @@ class Indexer:
         fuser, fused, index = self._fuse_and_index(coll, records, blocks, set(staged_row))
         boxes = np.array([r.head_box for r in records], dtype=np.int32).reshape(-1, 4)
         counts = {"indexed": len(records), **catalog.counts()}
+        if config.head_dir:  # the head that computed the v5 blocks (blockstore._stored_fits)
+            coll.manifest["head_fingerprint"] = self._extractor_for(config).head.fingerprint
         coll.commit(ids, boxes, blocks, fuser, fused, index, counts)
         catalog.delete_paths(deleted)
         staging.clear()

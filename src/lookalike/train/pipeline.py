@@ -172,11 +172,20 @@ def head_blocks(
     }
 
 
-def can_switch_in_place(stored: PipelineConfig, wanted: PipelineConfig) -> bool:
-    """True when only what is computed from stored features differs (not boxes or backbone)."""
+def can_switch_in_place(coll: Collection, wanted: PipelineConfig) -> bool:
+    """True when `coll` must and can be switched to `wanted` (which names a head) from its
+    stored boxes: only what is computed from stored features differs (not boxes or
+    backbone), or the head in `wanted.head_dir` is not the one that computed the stored v5
+    blocks (trained again into the same folder, say)."""
+    stored = coll.config
     fields = ("preset", "blocks", "fusion", "index", "head_dir")
     same = replace(stored, **{f: getattr(wanted, f) for f in fields})
-    return same == wanted and stored != wanted
+    if same != wanted:
+        return False
+    other_head = bool(wanted.head_dir) and (
+        coll.head_fingerprint != load_head(Path(wanted.head_dir)).fingerprint
+    )
+    return stored != wanted or other_head
 
 
 def switch_to_head(coll: Collection, config: PipelineConfig, progress: bool = True) -> None:
@@ -204,5 +213,6 @@ def switch_to_head(coll: Collection, config: PipelineConfig, progress: bool = Tr
         index = new_index(config)
         index.build(fused)
         coll.manifest["config"] = config.to_dict()
+        coll.manifest["head_fingerprint"] = head.fingerprint  # what computed the v5 blocks
         # The base blocks are kept too, so the next head finds them in the generation.
         coll.commit(gen.ids, gen.head_boxes, blocks, fuser, fused, index, coll.manifest["counts"])
