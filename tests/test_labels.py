@@ -1,7 +1,7 @@
 import pytest
 
 from lookalike.errors import LabelsError
-from lookalike.labels import folder_labels, load_labels, read_labels_csv
+from lookalike.labels import folder_labels, label_set, load_labels, read_labels_csv
 
 KNOWN = ["a/1.png", "a/2.png", "b/1.png"]
 
@@ -30,7 +30,7 @@ def test_csv_with_several_tasks_and_empty_cells(tmp_path):
     [
         ("name,label\na/1.png,x\n", r"labels.csv:1: needs a header with a 'file' column"),
         ("file\na/1.png\n", "no label column"),
-        ("file,label\na/1.png,x\na/1.png,y\n", r"labels.csv:3: a/1.png is listed again .*line 2"),
+        ("file,label\na/1.png,x\na/1.png,x\n", r"labels.csv:3: a/1.png is listed again .*line 2"),
         ("file,label\n../etc/passwd,x\n", r"labels.csv:2: '../etc/passwd' points outside"),
         ("file,label\n/abs/1.png,x\n", "points outside"),
         ("file,label\na/1.png,x\nzzz.png,y\n", r"not in the collection: line 3: zzz.png"),
@@ -52,3 +52,10 @@ def test_load_labels_dispatches(tmp_path):
     assert load_labels("folders", KNOWN).tasks == ["character"]
     path = write(tmp_path, "\ufefffile,label\nb/1.png,z\n")
     assert load_labels(str(path), KNOWN).column() == {"b/1.png": "z"}
+
+
+def test_several_labels_per_picture_in_a_cell_or_on_several_rows(tmp_path):
+    path = write(tmp_path, "file,character\na/1.png,y | x\na/2.png,x\na/2.png,z\nb/1.png,w\n")
+    labels = read_labels_csv(path, KNOWN)
+    assert labels.column() == {"a/1.png": "x|y", "a/2.png": "x|z", "b/1.png": "w"}
+    assert label_set(labels.column()["a/2.png"]) == {"x", "z"}

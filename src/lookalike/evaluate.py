@@ -11,7 +11,7 @@ scored on the other part only.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -26,7 +26,7 @@ from lookalike.expansion import expand_collection
 from lookalike.features import HEAD_FEATURE, FeatureExtractor, split_key
 from lookalike.fuse import Fuser
 from lookalike.index import create_index
-from lookalike.labels import Labels
+from lookalike.labels import Labels, label_set
 from lookalike.vectors import l2_normalize
 
 if TYPE_CHECKING:
@@ -61,11 +61,23 @@ def exact_top_k(vectors: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(top, order, axis=1)
 
 
+def shared_labels(labels: np.ndarray) -> np.ndarray:
+    """(n, n) bool: whether rows i and j share a label (a value `a|b` holds labels a and b)."""
+    sets = [label_set(str(value)) for value in labels]
+    names = {name: i for i, name in enumerate(sorted(set().union(*sets)))}
+    member = np.zeros((len(sets), len(names)), dtype=np.float32)
+    for row, labs in enumerate(sets):
+        member[row, [names[name] for name in labs]] = 1.0
+    return (member @ member.T) > 0
+
+
 def precision_and_map(neighbours: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    hits = labels[neighbours] == labels[:, None]
+    """precision@k and mAP@k; a result is a hit when it shares a label with its query."""
+    share = shared_labels(labels)
+    hits = np.take_along_axis(share, neighbours, axis=1)
     k = neighbours.shape[1]
     precision = hits.mean(axis=1)
-    relevant = np.array([(labels == lab).sum() - 1 for lab in labels])
+    relevant = share.sum(axis=1) - 1
     cumulative = np.cumsum(hits, axis=1) / np.arange(1, k + 1)
     ap = (cumulative * hits).sum(axis=1) / np.maximum(np.minimum(relevant, k), 1)
     return float(precision.mean()), float(ap.mean())
@@ -280,8 +292,12 @@ def held_out_vectors(
     return expand_collection(fused, config)
 
 
-def detection_rate(coll: Collection) -> float:
+def detection_rate(coll: Collection, paths: Iterable[str] | None = None) -> float:
+    """The share of indexed pictures (of `paths` only, when given) with a detected face."""
     records = coll.catalog.by_status("ok")
+    if paths is not None:
+        wanted = set(paths)
+        records = [r for r in records if r.path in wanted]
     if not records:
         return 0.0
     return sum(not r.fallback for r in records) / len(records)
@@ -300,7 +316,9 @@ def markdown_table(scores: Sequence[PresetScore], detection: float) -> str:
         )
     queries = scores[0].queries if scores else 0
     lines.append("")
-    lines.append(f"{queries} labelled queries; faces detected in {detection:.1%} of images.")
+    lines.append(
+        f"{queries} labelled queries; faces detected in {detection:.1%} of the labelled images."
+    )
     return "\n".join(lines)
 
 

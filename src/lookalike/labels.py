@@ -1,4 +1,9 @@
-"""Labels for evaluation and training: a CSV (file + label columns) or "folders"."""
+"""Labels for evaluation and training: a CSV (file + label columns) or "folders".
+
+A picture of several characters has several labels in a column: written `a|b` in one cell,
+or as the file listed on several rows (their labels are merged). A label value is then
+kept as its labels sorted and joined by `|`; `label_set` splits it again.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from lookalike.errors import LabelsError
+
+LABEL_SEPARATOR = "|"
+
+
+def label_set(value: str) -> frozenset[str]:
+    """The labels of one cell: `a|b` is both a and b; empty is none."""
+    return frozenset(part.strip() for part in value.split(LABEL_SEPARATOR) if part.strip())
+
+
+def _joined(labels: Iterable[str]) -> str:
+    return LABEL_SEPARATOR.join(sorted(set(labels)))
 
 
 @dataclass
@@ -74,13 +90,19 @@ def read_labels_csv(path: Path, known_paths: Iterable[str] | None = None) -> Lab
         if None in row:
             raise LabelsError(f"{where}: more cells than header columns")
         file = _normalise_path(row["file"] or "", where)
-        if file in by_path:
-            raise LabelsError(f"{where}: {file} is listed again (first at line {first_line[file]})")
         if known is not None and file not in known:
             unknown.append(f"line {line}: {file}")
             continue
-        by_path[file] = {t: (row.get(t) or "").strip() for t in tasks}
-        first_line[file] = line
+        cells = {t: label_set(row.get(t) or "") for t in tasks}
+        if file in by_path:  # another row of the same picture: more of its labels
+            if all(label_set(by_path[file][t]) >= cells[t] for t in tasks):
+                raise LabelsError(
+                    f"{where}: {file} is listed again with no new label "
+                    f"(first at line {first_line[file]})"
+                )
+            cells = {t: cells[t] | label_set(by_path[file][t]) for t in tasks}
+        by_path[file] = {t: _joined(cells[t]) for t in tasks}
+        first_line.setdefault(file, line)
     if unknown:
         shown = "; ".join(unknown[:5]) + (
             f"; and {len(unknown) - 5} more" if len(unknown) > 5 else ""
