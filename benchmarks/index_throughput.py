@@ -201,7 +201,7 @@ def detector_rows(paths: Sequence[Path]) -> list[Row]:
     for name, files in (("demo 384 px", list(paths)), ("seed cards", cards)):
         images = [load_image(p) for p in files]
         for side in (512, 384, 256):
-            det = create_detector("animeface", max_side=side)
+            det = create_detector("animeface", sizes=(side,))
             found: list[int] = []
 
             def detect_all(

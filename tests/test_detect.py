@@ -171,7 +171,7 @@ def test_animeface_finds_saber_with_parts(animeface: Detector) -> None:
 @needs_datasets
 def test_animeface_downscaled_box_matches_full_size(animeface: Detector) -> None:
     image = load_image(SEED_CARDS / "saber1.jpg")
-    full = create_detector("animeface", max_side=4096).detect(image)
+    full = create_detector("animeface", sizes=(4096,)).detect(image)
     assert iou(animeface.detect(image)[0].box, full[0].box) > 0.7
 
 
@@ -220,3 +220,35 @@ def test_detectors_find_nothing_in_blank_or_degenerate_images(
     blank = Image.new("RGB", size, (200, 200, 200))
     assert animeface.detect(blank) == []
     assert haar.detect(blank) == []
+
+
+FULL_PICTURES = DATASETS / "anime-full-dev"
+
+
+@pytest.mark.skipif(not FULL_PICTURES.is_dir(), reason="needs ../shared/datasets/anime-full-dev")
+def test_animeface_cascade_finds_a_small_face_the_384_copy_misses(animeface: Detector) -> None:
+    # A full-body figure, 1024 px tall, whose face the 384 px copy alone misses.
+    image = load_image(FULL_PICTURES / "ahagon_umiko" / "022.jpg")
+    assert create_detector("animeface", sizes=(384,)).detect(image) == []
+    faces = animeface.detect(image)
+    assert faces
+    x0, _, x1, y1 = faces[0].box
+    assert y1 < image.height * 0.3  # on the head, near the top of the figure
+    assert (x1 - x0) < image.height * 0.15  # about 40 px on the 384 px copy
+
+
+def test_animeface_cascade_searches_a_small_picture_once(monkeypatch) -> None:
+    detector = create_detector("animeface", sizes=(384, 768, 1024))
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(detector._animeface, "detect", lambda im: calls.append(im.size) or [])
+    assert detector.detect(Image.new("RGB", (300, 200), "white")) == []
+    assert calls == [(300, 200)]  # the larger copies would be the same 300 x 200 picture
+    calls.clear()
+    detector.detect(Image.new("RGB", (2000, 1000), "white"))
+    assert calls == [(384, 192), (768, 384), (1024, 512)]
+
+
+@pytest.mark.parametrize("sizes", [(), (768, 384), (384, 384), (16,)])
+def test_bad_detector_sizes_are_refused(sizes) -> None:
+    with pytest.raises(LookalikeError, match="detector sizes"):
+        create_detector("animeface", sizes=sizes)

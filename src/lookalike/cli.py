@@ -33,6 +33,18 @@ def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
         "(default: 'default' for a new collection, the stored one otherwise)",
     )
     p.add_argument("--detector", help="face detector: animeface (anime art), haar (photos), none")
+    p.add_argument(
+        "--detector-size",
+        type=_sizes,
+        help="animeface: the copy sizes it searches, in turn while no face is found "
+        "(default 384,768; 384 alone is faster and misses small faces in full pictures)",
+    )
+    p.add_argument(
+        "--fallback",
+        choices=["salient", "top"],
+        help="head view when no face is found: salient (default: the strongest part of the "
+        "CNN's feature map) or top (the top-centre square)",
+    )
     p.add_argument("--backbone", help="CNN backbone: efficientnet-lite0 (default), -lite1, -lite2")
     p.add_argument("--index-backend", help="ANN backend: annoy (default), exact, hnswlib, faiss")
     p.add_argument("--trees", type=int, help="Annoy: number of trees (build time knob)")
@@ -41,6 +53,13 @@ def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
         type=int,
         help="Annoy: nodes inspected per query (query time knob; default 10000, -1: Annoy's own)",
     )
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes like 384,768, got {text!r}") from None
 
 
 def _add_training_mode(p: argparse.ArgumentParser, lead: str) -> None:
@@ -261,7 +280,16 @@ def _config_from_args(args: argparse.Namespace):
         config = Collection.open(args.collection).config
     else:
         config = get_preset("default")
-    changes = {"detector": args.detector, "backbone": args.backbone}
+    changes = {"detector": args.detector, "backbone": args.backbone, "fallback": args.fallback}
+    if args.detector and args.detector != config.detector:
+        changes["detector_options"] = {}  # another detector's settings do not carry over
+    if args.detector_size:
+        from lookalike.detect.animeface_detector import check_sizes
+        from lookalike.errors import LookalikeError
+
+        if (args.detector or config.detector) != "animeface":
+            raise LookalikeError("--detector-size is a setting of the animeface detector")
+        changes["detector_options"] = {"sizes": list(check_sizes(args.detector_size))}
     if args.index_backend or args.trees or args.search_k:
         params = dict(config.index.params)
         backend = args.index_backend or config.index.backend
@@ -441,7 +469,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
     else:
         scores = evaluate(coll, labels, presets, k=args.k, task=args.task, progress=not args.quiet)
-    rate = detection_rate(coll)
+    rate = detection_rate(coll, labels.column(args.task))  # over the labelled pictures
     # Kept beside the collection so that `lookalike serve` can show the table.
     atomic_write_bytes(coll.path / "evaluation.json", to_json(scores, rate).encode() + b"\n")
     print(to_json(scores, rate) if args.json else markdown_table(scores, rate))

@@ -14,6 +14,8 @@ from lookalike.registry import Registry
 
 VIEWS = ("whole", "head")
 FusionMode = Literal["concat", "weighted"]
+Fallback = Literal["salient", "top"]
+FALLBACKS = ("salient", "top")
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,12 @@ class PipelineConfig:
     preset: str
     blocks: tuple[Block, ...]
     detector: str = "animeface"
+    # Settings of the detector, e.g. {"sizes": [384, 768]} (animeface's cascade of copies).
+    detector_options: dict[str, Any] = field(default_factory=dict)
+    # The head view when no face is found: "salient", the square around the strongest
+    # part of the backbone's last feature map of the whole picture; "top", the top-centre
+    # square (measured in benchmarks/quality.md, "fallback").
+    fallback: Fallback = "salient"
     backbone: str = "efficientnet-lite0"
     # Settings of the backbone that change its vectors, e.g. {"mid_stage": 5}.
     backbone_options: dict[str, Any] = field(default_factory=dict)
@@ -95,6 +103,12 @@ class PipelineConfig:
         fusion["pseudo_lda_ks"] = tuple(fusion.get("pseudo_lda_ks", ()))  # JSON gives a list
         data["fusion"] = FusionConfig(**fusion)
         data["index"] = IndexConfig(**data["index"])
+        # Manifests from before the detector cascade and the salient fallback keep what
+        # they were built with, so new files are treated like the indexed ones.
+        if "fallback" not in data:
+            data["fallback"] = "top"
+            if data.get("detector") == "animeface":
+                data.setdefault("detector_options", {"sizes": [384]})
         return cls(**data)
 
 

@@ -18,6 +18,7 @@ from PIL import Image
 from lookalike.config import VIEWS, PipelineConfig
 from lookalike.describe import describe, list_descriptors
 from lookalike.detect import Detector, create_detector, crop, head_box
+from lookalike.detect.salient import salient_box
 from lookalike.embed import Backbone, create_backbone
 from lookalike.errors import LookalikeError
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 
 # The feature a trained head computes from a view's base features (see lookalike.train).
 HEAD_FEATURE = "v5"
+# The backbone output the salient fallback reads (the last feature map, cell by cell).
+SALIENCY_OUTPUT = "energy"
 
 
 @dataclass
@@ -78,7 +81,7 @@ class FeatureExtractor:
     @property
     def detector(self) -> Detector:
         if self._detector is None:
-            self._detector = create_detector(self.config.detector)
+            self._detector = create_detector(self.config.detector, **self.config.detector_options)
         return self._detector
 
     def analyse(self, image: Image.Image) -> Analysis:
@@ -86,6 +89,22 @@ class FeatureExtractor:
         box, fallback = head_box(faces, image.size, margin=self.config.head_margin)
         found = [{"box": list(f.box), "score": float(f.score), "parts": f.parts} for f in faces]
         return Analysis(found, box, fallback, {"whole": image, "head": crop(image, box)})
+
+    def settle_fallbacks(self, analyses: Sequence[Analysis]) -> None:
+        """Give the pictures without a face the salient head view, in place (one batched
+        backbone pass over their whole pictures); a no-op unless the config asks for it and
+        fuses a head block."""
+        todo = [a for a in analyses if a.fallback]
+        if not todo or self.config.fallback != "salient" or "head" not in self.config.views:
+            return
+        if SALIENCY_OUTPUT not in self.backbone.outputs:
+            return  # a backbone without a feature map: the top-centre square stays
+        wholes = [a.views["whole"] for a in todo]
+        energy = self.backbone.embed(wholes, [SALIENCY_OUTPUT])[SALIENCY_OUTPUT]
+        pre = self.backbone.preprocess
+        for analysis, image, grid in zip(todo, wholes, energy, strict=True):
+            analysis.head_box = salient_box(grid, image.size, pre.input_size, pre.fit)
+            analysis.views["head"] = crop(image, analysis.head_box)
 
     def views_from_box(self, image: Image.Image, box: Sequence[int]) -> dict[str, Image.Image]:
         """The views of an image whose head box is already known (no detection)."""

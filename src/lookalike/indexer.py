@@ -100,7 +100,11 @@ def load_record(
 def embed_loaded(extractor: FeatureExtractor, batch: Sequence[_Loaded]) -> ProcessedBatch:
     """Embed the loaded files of a batch (the single-process and the Ray engine both call it)."""
     good = [item for item in batch if item.analysis is not None]
-    views = [item.analysis.views for item in good]  # type: ignore[union-attr]
+    analyses = [item.analysis for item in good if item.analysis is not None]
+    extractor.settle_fallbacks(analyses)
+    for item, analysis in zip(good, analyses, strict=True):
+        item.record.head_box = analysis.head_box
+    views = [analysis.views for analysis in analyses]
     blocks = extractor.compute(views, extractor.config.block_keys) if good else {}
     ids = np.array([item.record.id for item in good], dtype=np.int64)
     return ProcessedBatch([item.record for item in batch], ids, blocks)

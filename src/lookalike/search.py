@@ -139,6 +139,7 @@ class Searcher:
                 self.collection.check_compatible(self.config, self.extractor.backbone_hash())
                 self._weights_checked = True
             analysis = self.extractor.analyse(image)
+            self.extractor.settle_fallbacks([analysis])
             blocks = self.extractor.compute([analysis.views], self.config.block_keys)
         return analysis, blocks, self.expand(self.fuser.transform(blocks)[0])
 

@@ -93,6 +93,15 @@ class DetectionView:
         return (*self.point(x, y), *self.point(x + width, y + height))
 
 
+def top_centre_box(image_size: tuple[int, int]) -> Box:
+    """The top-centre square of side min(w, h): the whole of a square picture, the top of a
+    tall card or portrait (where heads usually are), the middle of a wide picture."""
+    w, h = image_size
+    side = min(w, h)
+    x0 = (w - side) // 2
+    return (x0, 0, x0 + side, side)
+
+
 def head_box(
     faces: Sequence[Face], image_size: tuple[int, int], margin: float = 0.5
 ) -> tuple[Box, bool]:
@@ -105,15 +114,12 @@ def head_box(
     default 0.5 a square face becomes a square twice its side. The box is then
     clamped to the image, so near an edge it is smaller and not square.
 
-    Without faces (is_fallback True): the top-centre square of side min(w, h).
-    For a square face crop that is the whole image; for a tall card or portrait
-    it is the top square, where the head usually is; for a wide image, its middle.
+    Without faces (is_fallback True): `top_centre_box`; the pipeline may replace it with
+    the salient square (`lookalike.detect.salient`), which needs the backbone.
     """
     w, h = image_size
     if not faces:
-        side = min(w, h)
-        x0 = (w - side) // 2
-        return (x0, 0, x0 + side, side), True
+        return top_centre_box(image_size), True
     x0, y0, x1, y1 = max(faces, key=lambda f: (f.score, f.area)).box
     fw, fh = x1 - x0, y1 - y0
     grown = (

@@ -130,6 +130,9 @@ class EfficientNetLite:
             "gem_mid": mid_channels,
             "avg_mid": mid_channels,
             **grid_dims,
+            # The last map's channel mean, cell by cell: where the picture fires (the
+            # salient fallback). "same" padding gives ceil(size / 32) cells a side.
+            "energy": -((-INPUT_SIZES[variant] // 32) ** 2),
         }
         self.weights_hash = weights_sha256(path)
         self.flip_tta = flip_tta
@@ -219,6 +222,7 @@ class EfficientNetLite:
             # The stage ends with a linear projection, so its map has signed values that
             # GeM clamps away; the plain mean keeps them (measured: 0.673 on anime for stage 4).
             "avg_mid": lambda: mid.mean(dim=(2, 3)),
+            "energy": lambda: final.mean(dim=1).flatten(1),
             **{name: (lambda i=i: _grid_mean(maps[i])) for name, i in self._grid_index.items()},
         }
         return {o: heads[o]() for o in outputs}

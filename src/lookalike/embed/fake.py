@@ -52,6 +52,7 @@ class FakeBackbone:
             "avg_mid": 32,
             "avg_g3_s4": 9 * 32,
             "avg_g3_s5": 9 * 8,
+            "energy": 8 * 8,
         }
         # pooled: a linear projection of an 8x8 colour thumbnail (colour and layout);
         # gem / gem_mid: pooled ReLU responses of local patches (colour and texture).
@@ -85,6 +86,15 @@ class FakeBackbone:
             # 3x3 grid means of the patch responses, cell by cell, like the real backbone.
             "avg_g3_s4": lambda: _grid3(_patches(batch, 2) @ self._mid),
             "avg_g3_s5": lambda: _grid3(_patches(batch, 2) @ self._mid @ self._grid5),
+            # How far each 4x4 patch is from the picture's mean colour: flat backgrounds
+            # are quiet, like the real backbone's last map.
+            "energy": lambda: (
+                np.abs(batch - batch.mean(axis=(1, 2), keepdims=True))
+                .mean(axis=3)
+                .reshape(n, 8, 4, 8, 4)
+                .mean(axis=(2, 4))
+                .reshape(n, 64)
+            ),
         }
         return {o: heads[o]() for o in outputs}
 
