@@ -22,6 +22,7 @@ from lookalike.errors import LookalikeError
 if TYPE_CHECKING:
     from lookalike.collection import Collection
     from lookalike.labels import Labels
+    from lookalike.search import QueryResult, Searcher
     from lookalike.train import TrainOptions
 
 EXIT_SKIPPED = 1
@@ -386,29 +387,13 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     from lookalike.search import Searcher
 
+    if args.sheet:
+        from lookalike.render import check_sheet_target
+
+        check_sheet_target(args.sheet)  # before the query: a bad target fails at once
     searcher = Searcher(args.collection)
     result = searcher.query(args.query, k=args.k)
-    if args.sheet:
-        from lookalike.render import SheetItem, contact_sheet
-
-        root = searcher.collection.root
-        query_path = (
-            root / searcher.collection.catalog.get_many([result.query_id])[result.query_id].path
-            if result.query_id is not None
-            else Path(result.query)
-        )
-        head = SheetItem(
-            query_path,
-            query_path.name,
-            None,
-            result.query_head_box,
-            result.query_fallback,
-        )
-        tiles = [
-            SheetItem(root / m.path, m.path, m.score, m.head_box, m.fallback)
-            for m in result.matches
-        ]
-        contact_sheet(head, tiles, args.sheet)
+    unreadable = _write_sheet(searcher, result, args.sheet) if args.sheet else []
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
@@ -420,7 +405,33 @@ def cmd_query(args: argparse.Namespace) -> int:
             print(f"{rank:>4}  {m.score:7.4f}  {m.id:>6}  {m.path}")
         if args.sheet:
             print(f"contact sheet: {args.sheet}")
-    return 0
+    for path, reason in unreadable:
+        print(f"lookalike: warning: {path}: {reason}: a grey tile in the sheet", file=sys.stderr)
+    # Like an index run that skipped files: the answer is complete, the sheet is not.
+    return EXIT_SKIPPED if unreadable else 0
+
+
+def _write_sheet(searcher: Searcher, result: QueryResult, out: Path) -> list[tuple[Path, str]]:
+    """The contact sheet of a query; returns the images it could not read (moved, deleted)."""
+    from lookalike.render import SheetItem, contact_sheet
+
+    root = searcher.collection.root
+    query_path = (
+        root / searcher.collection.catalog.get_many([result.query_id])[result.query_id].path
+        if result.query_id is not None
+        else Path(result.query)
+    )
+    head = SheetItem(
+        query_path,
+        query_path.name,
+        None,
+        result.query_head_box,
+        result.query_fallback,
+    )
+    tiles = [
+        SheetItem(root / m.path, m.path, m.score, m.head_box, m.fallback) for m in result.matches
+    ]
+    return contact_sheet(head, tiles, out).unreadable
 
 
 def cmd_info(args: argparse.Namespace) -> int:
