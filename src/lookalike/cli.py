@@ -1,8 +1,9 @@
 """The `lookalike` command line: a thin layer over the library's stage functions.
 
-Exit codes: 0 success; 1 the run finished but skipped some files (index) ;
-2 bad input or arguments (a LookalikeError); 3 the collection is busy;
-130 interrupted. Tracebacks only with --debug.
+Exit codes: 0 success; 1 the run finished but skipped some files (index), or the
+query answered but its --sheet has tiles of files it could not read (moved, deleted);
+2 bad input or arguments (a LookalikeError, or argparse: one line each);
+3 the collection is busy; 130 interrupted. Tracebacks only with --debug.
 """
 
 from __future__ import annotations
@@ -201,7 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-k", type=at_least(1), default=4, help="number of results (default 4)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--sheet", type=Path, help="write a contact sheet PNG: the query, then results")
+    p.add_argument(
+        "--sheet",
+        type=Path,
+        help="write a contact sheet, the query then its results, as .png, .jpg or .webp "
+        "(an existing file is written into, never replaced)",
+    )
 
     p = sub.add_parser("info", help="describe a collection")
     p.add_argument("collection", type=Path)
