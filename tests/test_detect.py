@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import PIL
 import pytest
@@ -22,10 +21,6 @@ from lookalike.detect import (
 )
 from lookalike.errors import LookalikeError, UnknownNameError
 from lookalike.images import load_image
-
-DATASETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
-SEED_CARDS = DATASETS / "seed-cards"
-needs_datasets = pytest.mark.skipif(not SEED_CARDS.is_dir(), reason="shared datasets not present")
 
 
 @pytest.fixture(scope="module")
@@ -147,10 +142,9 @@ def test_detection_view_maps_boxes_back() -> None:
 # --- the real detectors on real images ------------------------------------------------------
 
 
-@needs_datasets
-def test_animeface_finds_saber_with_parts(animeface: Detector) -> None:
+def test_animeface_finds_saber_with_parts(animeface: Detector, shared_dataset) -> None:
     # Also the guard against a Pillow upgrade that silently blinds animeface.
-    image = load_image(SEED_CARDS / "saber1.jpg")
+    image = load_image(shared_dataset("seed-cards") / "saber1.jpg")
     faces = animeface.detect(image)
     assert len(faces) == 1
     best = faces[0]
@@ -168,24 +162,21 @@ def test_animeface_finds_saber_with_parts(animeface: Detector) -> None:
     assert box[0] < x0 and box[1] < y0 and box[2] > x1
 
 
-@needs_datasets
-def test_animeface_downscaled_box_matches_full_size(animeface: Detector) -> None:
-    image = load_image(SEED_CARDS / "saber1.jpg")
+def test_animeface_downscaled_box_matches_full_size(animeface: Detector, shared_dataset) -> None:
+    image = load_image(shared_dataset("seed-cards") / "saber1.jpg")
     full = create_detector("animeface", sizes=(4096,)).detect(image)
     assert iou(animeface.detect(image)[0].box, full[0].box) > 0.7
 
 
-@needs_datasets
 @pytest.mark.parametrize("name", ["img_example1.jpg", "img_example2.jpg"])
-def test_animeface_finds_no_face_on_pets(animeface: Detector, name: str) -> None:
-    assert animeface.detect(load_image(SEED_CARDS / name)) == []
+def test_animeface_finds_no_face_on_pets(animeface: Detector, name: str, shared_dataset) -> None:
+    assert animeface.detect(load_image(shared_dataset("seed-cards") / name)) == []
 
 
-@needs_datasets
-def test_animeface_finds_faces_in_padded_crops(animeface: Detector) -> None:
+def test_animeface_finds_faces_in_padded_crops(animeface: Detector, shared_dataset) -> None:
     # The crops are tight, so each goes at 128 px into a 384 px grey canvas.
     # Measured: 6 of these 10 (11 of the first 20, 68 of 100 in the notes).
-    crops = sorted((DATASETS / "anime-faces-dev").glob("*/000.jpg"))
+    crops = sorted(shared_dataset("anime-faces-dev").glob("*/000.jpg"))
     assert len(crops) == 10
     found = 0
     for path in crops:
@@ -198,13 +189,12 @@ def test_animeface_finds_faces_in_padded_crops(animeface: Detector) -> None:
     assert found >= 4
 
 
-@needs_datasets
 @pytest.mark.parametrize("subject", ["s1", "s2", "s3", "s4", "s5"])
-def test_haar_finds_the_face_in_orl_photos(haar: Detector, subject: str) -> None:
+def test_haar_finds_the_face_in_orl_photos(haar: Detector, subject: str, shared_dataset) -> None:
     # These ORL files are 23x28 (not 92x112 as the datasets README says): too small for
     # the cascade's 24 px window. The detector's own upscale and grey border find
     # the face in all 200 of them.
-    image = load_image(DATASETS / "orl-faces-dev" / subject / "1.pgm")
+    image = load_image(shared_dataset("orl-faces-dev") / subject / "1.pgm")
     w, h = image.size
     faces = haar.detect(image)
     assert faces
@@ -222,13 +212,11 @@ def test_detectors_find_nothing_in_blank_or_degenerate_images(
     assert haar.detect(blank) == []
 
 
-FULL_PICTURES = DATASETS / "anime-full-dev"
-
-
-@pytest.mark.skipif(not FULL_PICTURES.is_dir(), reason="needs ../shared/datasets/anime-full-dev")
-def test_animeface_cascade_finds_a_small_face_the_384_copy_misses(animeface: Detector) -> None:
+def test_animeface_cascade_finds_a_small_face_the_384_copy_misses(
+    animeface: Detector, shared_dataset
+) -> None:
     # A full-body figure, 1024 px tall, whose face the 384 px copy alone misses.
-    image = load_image(FULL_PICTURES / "ahagon_umiko" / "022.jpg")
+    image = load_image(shared_dataset("anime-full-dev") / "ahagon_umiko" / "022.jpg")
     assert create_detector("animeface", sizes=(384,)).detect(image) == []
     faces = animeface.detect(image)
     assert faces

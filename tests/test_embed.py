@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,6 @@ from PIL import Image, ImageDraw, ImageOps
 from lookalike.embed import Preprocess, create_backbone, fit_square, list_backbones, to_batch
 from lookalike.errors import LookalikeError, UnknownNameError
 
-SEED_CARDS = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "seed-cards"
 ALL_OUTPUTS = ("pooled", "logits", "gem", "gem_mid", "avg_mid", "avg_g3_s4", "avg_g3_s5")
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 DOG_CLASSES = range(151, 269)
@@ -37,11 +37,11 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def seed_photo(name: str) -> Image.Image:
-    path = SEED_CARDS / name
-    if not path.is_file():
-        pytest.skip(f"{path} is not here")
-    return Image.open(path).convert("RGB")
+@pytest.fixture
+def seed_photo(shared_dataset) -> Callable[[str], Image.Image]:
+    """`seed_photo(NAME)`: that photo of the shared seed-cards, as RGB."""
+    cards = shared_dataset("seed-cards")
+    return lambda name: Image.open(cards / name).convert("RGB")
 
 
 # --- registry and preprocessing ------------------------------------------------------------
@@ -151,7 +151,7 @@ def lite0():
 
 @pytest.mark.weights
 @pytest.mark.parametrize("name", ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"])
-def test_imagenet_top1_on_the_cat_and_dog_photos(name: str) -> None:
+def test_imagenet_top1_on_the_cat_and_dog_photos(name: str, seed_photo) -> None:
     photos = [seed_photo("img_example1.jpg"), seed_photo("img_example2.jpg")]
     backbone = create_backbone(name)
     logits = backbone.embed(photos, ["logits"])["logits"]
@@ -183,7 +183,7 @@ def test_lite0_outputs_and_determinism(lite0) -> None:
 
 
 @pytest.mark.weights
-def test_lite0_batch_of_one_equals_batch_of_many(lite0) -> None:
+def test_lite0_batch_of_one_equals_batch_of_many(lite0, seed_photo) -> None:
     images = [
         seed_photo("img_example1.jpg"),
         scene("navy", "circle", "red"),

@@ -30,8 +30,6 @@ from lookalike.errors import (
 )
 from lookalike.images import LoadLimits, file_sha256, iter_image_files, load_image
 
-DATASETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
-
 
 def save(image: Image.Image, path: Path, format: str | None = None, **params: object) -> Path:
     image.save(path, format=format, **params)
@@ -373,11 +371,11 @@ def test_arbitrary_bytes_load_or_raise_image_load_error(
     load_or_error(path)
 
 
-def real_images() -> list[Path]:
-    seeds = sorted((DATASETS / "seed-cards").glob("*"))
+def real_images(shared_dataset) -> list[Path]:
+    seeds = sorted(shared_dataset("seed-cards").glob("*"))
     small = [p for p in seeds if p.suffix in (".jpg", ".png") and p.stat().st_size < 150_000]
-    faces = sorted((DATASETS / "anime-faces-dev").glob("*/00*.jpg"))[:10]
-    orl = sorted((DATASETS / "orl-faces-dev").glob("s1/*.pgm"))[:2]
+    faces = sorted(shared_dataset("anime-faces-dev").glob("*/00*.jpg"))[:10]
+    orl = sorted(shared_dataset("orl-faces-dev").glob("s1/*.pgm"))[:2]
     return small + faces + orl
 
 
@@ -398,12 +396,11 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
     return bytes(buf)
 
 
-@pytest.mark.skipif(not (DATASETS / "seed-cards").is_dir(), reason="shared datasets not present")
 def test_mutated_real_images_load_or_raise_image_load_error(
-    tmp_path: Path, record_property
+    tmp_path: Path, record_property, shared_dataset
 ) -> None:
     rng = random.Random(20240611)
-    sources = [(p.suffix, p.read_bytes()) for p in real_images()]
+    sources = [(p.suffix, p.read_bytes()) for p in real_images(shared_dataset)]
     tried = loaded = 0
     for i in range(300):
         suffix, data = sources[i % len(sources)]

@@ -1,7 +1,5 @@
 """The pipeline with the real weights, the real detector and real images."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -13,9 +11,6 @@ from lookalike.index import create_index
 from lookalike.indexer import Indexer
 from lookalike.search import Searcher
 
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-ANIME = DATASETS / "anime-faces-dev"
-
 pytestmark = pytest.mark.weights
 
 
@@ -25,12 +20,13 @@ def backbone():
 
 
 @pytest.fixture(scope="module")
-def anime_subset(tmp_path_factory):
+def anime_subset(tmp_path_factory, shared_dataset):
     """4 characters x 6 images, linked (not copied) from the shared dataset."""
+    anime = shared_dataset("anime-faces-dev")
     root = tmp_path_factory.mktemp("anime")
-    for character in sorted(p.name for p in ANIME.iterdir())[:4]:
+    for character in sorted(p.name for p in anime.iterdir())[:4]:
         (root / character).mkdir()
-        for image in sorted((ANIME / character).glob("*.jpg"))[:6]:
+        for image in sorted((anime / character).glob("*.jpg"))[:6]:
             (root / character / image.name).symlink_to(image)
     return root
 

@@ -37,7 +37,7 @@ def items(tmp_path):
 def test_sheet_is_a_png_k_plus_one_tiles_wide(tmp_path, items):
     query, results = items
     tile = 64
-    out = contact_sheet(query, results, tmp_path / "out" / "sheet.png", tile=tile)
+    out = contact_sheet(query, results, tmp_path / "out" / "sheet.png", tile=tile).path
     with Image.open(out) as im:
         im.verify()
     with Image.open(out) as im:
@@ -46,7 +46,7 @@ def test_sheet_is_a_png_k_plus_one_tiles_wide(tmp_path, items):
     assert (width, height) == Layout(tile).strip_size(len(results))
     assert 5 * tile < width < 6 * tile  # five tiles plus margins and the separator
     assert tile < height < 2 * tile  # one row of tiles plus captions
-    narrower = contact_sheet(query, results[:3], tmp_path / "three.png", tile=tile)
+    narrower = contact_sheet(query, results[:3], tmp_path / "three.png", tile=tile).path
     with Image.open(narrower) as im:
         assert width - im.width == tile + Layout(tile).gap
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["sheet.png"]  # no temp left
@@ -55,7 +55,7 @@ def test_sheet_is_a_png_k_plus_one_tiles_wide(tmp_path, items):
 def test_head_box_is_drawn_scaled_to_the_tile(tmp_path, items):
     query, _ = items
     layout = Layout(200)  # the 100 px image doubles: the box (20..60) lands at 40..120
-    with Image.open(contact_sheet(query, [], tmp_path / "s.png", tile=200)) as im:
+    with Image.open(contact_sheet(query, [], tmp_path / "s.png", tile=200).path) as im:
         x, y = layout.tile_x(0), layout.margin
         assert im.getpixel((x + 40, y + 80)) == DETECTED_BOX  # left edge
         assert im.getpixel((x + 80, y + 40)) == DETECTED_BOX  # top edge
@@ -66,7 +66,7 @@ def test_head_box_is_drawn_scaled_to_the_tile(tmp_path, items):
 def test_fallback_box_is_dashed_in_another_colour(tmp_path):
     item = SheetItem(solid(tmp_path / "a.png"), "a.png", 0.5, (20, 20, 80, 80), True)
     layout = Layout(100)
-    with Image.open(contact_sheet(item, [], tmp_path / "s.png", tile=100)) as im:
+    with Image.open(contact_sheet(item, [], tmp_path / "s.png", tile=100).path) as im:
         x, y = layout.tile_x(0), layout.margin
         top_edge = [im.getpixel((x + i, y + 20)) for i in range(20, 80)]
     assert FALLBACK_BOX in top_edge and BLUE in top_edge  # dashes and gaps
@@ -80,7 +80,12 @@ def test_unreadable_image_becomes_a_grey_tile(tmp_path, items):
     missing = tmp_path / "missing.png"
     bad = [SheetItem(broken, "broken.png", 0.4), SheetItem(missing, "missing.png", 0.3)]
     layout = Layout(64)
-    with Image.open(contact_sheet(query, bad, tmp_path / "s.png", tile=64)) as im:
+    written = contact_sheet(query, bad, tmp_path / "s.png", tile=64)
+    assert written.unreadable == [
+        (broken, "not an image (looks like text/HTML)"),
+        (missing, "no such file"),
+    ]
+    with Image.open(written.path) as im:
         for index in (1, 2):
             x, y = layout.tile_x(index), layout.margin
             assert im.getpixel((x + 2, y + 2)) == UNREADABLE
@@ -91,7 +96,7 @@ def test_unreadable_image_becomes_a_grey_tile(tmp_path, items):
 def test_non_square_images_are_letterboxed(tmp_path):
     item = SheetItem(solid(tmp_path / "wide.png", size=(200, 100)), "wide.png")
     layout = Layout(100)
-    with Image.open(contact_sheet(item, [], tmp_path / "s.png", tile=100)) as im:
+    with Image.open(contact_sheet(item, [], tmp_path / "s.png", tile=100).path) as im:
         x, y = layout.tile_x(0), layout.margin
         assert im.getpixel((x + 50, y + 5)) == PAPER
         assert im.getpixel((x + 50, y + 50)) == BLUE
@@ -100,7 +105,7 @@ def test_non_square_images_are_letterboxed(tmp_path):
 def test_separator_follows_the_query(tmp_path, items):
     query, results = items
     layout = Layout(64)
-    with Image.open(contact_sheet(query, results, tmp_path / "s.png", tile=64)) as im:
+    with Image.open(contact_sheet(query, results, tmp_path / "s.png", tile=64).path) as im:
         rule_x = layout.tile_x(0) + layout.tile + layout.separator // 2
         assert im.getpixel((rule_x, layout.margin + 32)) == SEPARATOR
 

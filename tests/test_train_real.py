@@ -20,17 +20,26 @@ from lookalike.labels import folder_labels
 from lookalike.search import Searcher
 from lookalike.train import OUTPUTS, HeadError, TrainOptions, load_head
 
-ANIME = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "anime-faces-dev"
-
 pytestmark = pytest.mark.weights
 
 
-def test_head_trained_on_half_beats_the_untrained_preset_on_the_other_half(tmp_path):
+@pytest.fixture
+def anime(shared_dataset) -> Path:
+    return shared_dataset("anime-faces-dev")
+
+
+def _link_characters(anime: Path, tmp_path: Path, characters: int, per_character: int) -> Path:
+    """The first characters of the shared dataset, linked (not copied) into tmp_path/anime."""
     root = tmp_path / "anime"
-    for character in sorted(p.name for p in ANIME.iterdir())[:5]:
+    for character in sorted(p.name for p in anime.iterdir())[:characters]:
         (root / character).mkdir(parents=True)
-        for image in sorted((ANIME / character).glob("*.jpg"))[:10]:
+        for image in sorted((anime / character).glob("*.jpg"))[:per_character]:
             (root / character / image.name).symlink_to(image)
+    return root
+
+
+def test_head_trained_on_half_beats_the_untrained_preset_on_the_other_half(tmp_path, anime):
+    root = _link_characters(anime, tmp_path, 5, 10)
     # No detector: the crops are tight faces, so the head view is the fallback crop anyway.
     config = get_preset("default").with_options(detector="none")
     extractor = FeatureExtractor(config, create_backbone("efficientnet-lite0"))
@@ -48,17 +57,10 @@ def test_head_trained_on_half_beats_the_untrained_preset_on_the_other_half(tmp_p
     assert scores["v5"] > scores["v4"], scores
 
 
-def _two_characters(tmp_path: Path, per_character: int) -> Path:
-    root = tmp_path / "anime"
-    for character in sorted(p.name for p in ANIME.iterdir())[:2]:
-        (root / character).mkdir(parents=True)
-        for image in sorted((ANIME / character).glob("*.jpg"))[:per_character]:
-            (root / character / image.name).symlink_to(image)
-    return root
-
-
-def test_finetune_tunes_a_network_of_its_own_and_only_v5_blocks_are_computed(tmp_path, monkeypatch):
-    root = _two_characters(tmp_path, 4)
+def test_finetune_tunes_a_network_of_its_own_and_only_v5_blocks_are_computed(
+    tmp_path, monkeypatch, anime
+):
+    root = _link_characters(anime, tmp_path, 2, 4)
     # Eager PyTorch: no ONNX export of the fine-tuned weights in a unit test.
     monkeypatch.setenv("LOOKALIKE_RUNTIME", "torch")
     coll_path, head_dir = tmp_path / "coll", tmp_path / "head"
@@ -105,8 +107,8 @@ def test_finetune_tunes_a_network_of_its_own_and_only_v5_blocks_are_computed(tmp
         load_head(head_dir)
 
 
-def test_finetune_evaluation_scores_only_held_out_images(tmp_path, monkeypatch):
-    root = _two_characters(tmp_path, 6)
+def test_finetune_evaluation_scores_only_held_out_images(tmp_path, monkeypatch, anime):
+    root = _link_characters(anime, tmp_path, 2, 6)
     monkeypatch.setenv("LOOKALIKE_RUNTIME", "torch")
     config = get_preset("default").with_options(detector="none")
     Indexer(root, tmp_path / "coll", config, progress=False).run()

@@ -1,8 +1,9 @@
 """The `lookalike` command line: a thin layer over the library's stage functions.
 
-Exit codes: 0 success; 1 the run finished but skipped some files (index) ;
-2 bad input or arguments (a LookalikeError); 3 the collection is busy;
-130 interrupted. Tracebacks only with --debug.
+Exit codes: 0 success; 1 the run finished but skipped some files (index), or the
+query answered but its --sheet has tiles of files it could not read (moved, deleted);
+2 bad input or arguments (a LookalikeError, or argparse: one line each);
+3 the collection is busy; 130 interrupted. Tracebacks only with --debug.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from lookalike import __version__
 from lookalike.errors import LookalikeError
@@ -21,9 +23,61 @@ from lookalike.errors import LookalikeError
 if TYPE_CHECKING:
     from lookalike.collection import Collection
     from lookalike.labels import Labels
+    from lookalike.search import QueryResult, Searcher
     from lookalike.train import TrainOptions
 
 EXIT_SKIPPED = 1
+EXIT_INTERRUPTED = 130
+NAME_MAX = 255  # bytes in one file name (Linux, macOS); longer ones make os.stat raise
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, like every other error of the CLI."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def at_least(low: int, also: int | None = None):
+    """An argparse type: a whole number >= low (or exactly `also`, a special value)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < low and value != also:
+            extra = f" (or {also})" if also is not None else ""
+            raise argparse.ArgumentTypeError(f"must be at least {low}{extra}, got {value}")
+        return value
+
+    return parse
+
+
+def port_number(text: str) -> int:
+    value = at_least(0)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 0 to 65535, got {value}")
+    return value
+
+
+def query_argument(text: str) -> str:
+    """The query as given, refused early where the catalog or the file system cannot take it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Undecodable bytes in argv arrive as surrogates, which no catalog path holds.
+        shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        raise argparse.ArgumentTypeError(
+            f"{shown!r} is not valid UTF-8: rename the file, or query by id"
+        ) from None
+    for part in Path(text).parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise argparse.ArgumentTypeError(
+                f"a file name of {len(os.fsencode(part))} bytes ({part[:40]}...): "
+                f"no file name is longer than {NAME_MAX} bytes"
+            )
+    return text
 
 
 def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
@@ -47,10 +101,10 @@ def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--backbone", help="CNN backbone: efficientnet-lite0 (default), -lite1, -lite2")
     p.add_argument("--index-backend", help="ANN backend: annoy (default), exact, hnswlib, faiss")
-    p.add_argument("--trees", type=int, help="Annoy: number of trees (build time knob)")
+    p.add_argument("--trees", type=at_least(1), help="Annoy: number of trees (build time knob)")
     p.add_argument(
         "--search-k",
-        type=int,
+        type=at_least(1, also=-1),
         help="Annoy: nodes inspected per query (query time knob; default 10000, -1: Annoy's own)",
     )
 
@@ -109,7 +163,7 @@ def _training_options(args: argparse.Namespace, **extra: Any) -> TrainOptions:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="lookalike",
         description="Find images that look alike in your own collection.",
     )
@@ -134,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="trained head (from `lookalike train`) for preset v5; an indexed collection "
         "switches to it from its stored features, without reading the images again",
     )
-    p.add_argument("--batch-size", type=int, default=32, help="images per embedding batch")
+    p.add_argument("--batch-size", type=at_least(1), default=32, help="images per embedding batch")
     p.add_argument("--wait", action="store_true", help="wait if another run holds the collection")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument(
@@ -144,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="where decode, detect and embed run: this process (default) or Ray",
     )
     p.add_argument("--ray-address", help="join this Ray cluster (default: start a local Ray)")
-    p.add_argument("--ray-workers", type=int, default=2, help="Ray embedding actors (default 2)")
+    p.add_argument(
+        "--ray-workers", type=at_least(1), default=2, help="Ray embedding actors (default 2)"
+    )
     p.add_argument(
         "--store",
         help="keep the vectors in Milvus: milvus:PATH (Milvus Lite file) or milvus://HOST:PORT",
@@ -158,10 +214,19 @@ def build_parser() -> argparse.ArgumentParser:
         "folder, or an item id. The query itself is never among the results.",
     )
     p.add_argument("collection", type=Path, help="collection folder")
-    p.add_argument("query", help="image file, path inside the indexed folder, or item id")
-    p.add_argument("-k", type=int, default=4, help="number of results (default 4)")
+    p.add_argument(
+        "query",
+        type=query_argument,
+        help="image file, path inside the indexed folder, or item id",
+    )
+    p.add_argument("-k", type=at_least(1), default=4, help="number of results (default 4)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--sheet", type=Path, help="write a contact sheet PNG: the query, then results")
+    p.add_argument(
+        "--sheet",
+        type=Path,
+        help="write a contact sheet, the query then its results, as .png, .jpg or .webp "
+        "(an existing file is written into, never replaced)",
+    )
 
     p = sub.add_parser("info", help="describe a collection")
     p.add_argument("collection", type=Path)
@@ -258,7 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)"
     )
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument(
+        "--port", type=port_number, default=8000, help="port (default 8000; 0 picks a free one)"
+    )
     p.add_argument(
         "--labels", help="label filters: 'folders' (parent folder name) or a CSV with 'file'"
     )
@@ -290,14 +357,14 @@ def _config_from_args(args: argparse.Namespace):
         if (args.detector or config.detector) != "animeface":
             raise LookalikeError("--detector-size is a setting of the animeface detector")
         changes["detector_options"] = {"sizes": list(check_sizes(args.detector_size))}
-    if args.index_backend or args.trees or args.search_k:
+    if args.index_backend or args.trees is not None or args.search_k is not None:
         params = dict(config.index.params)
         backend = args.index_backend or config.index.backend
         if backend != config.index.backend:
             params = {}
-        if args.trees:
+        if args.trees is not None:
             params["n_trees"] = args.trees
-        if args.search_k:
+        if args.search_k is not None:
             params["search_k"] = args.search_k
         changes["index"] = IndexConfig(backend, params)
     if getattr(args, "head", None):
@@ -354,29 +421,13 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     from lookalike.search import Searcher
 
+    if args.sheet:
+        from lookalike.render import check_sheet_target
+
+        check_sheet_target(args.sheet)  # before the query: a bad target fails at once
     searcher = Searcher(args.collection)
     result = searcher.query(args.query, k=args.k)
-    if args.sheet:
-        from lookalike.render import SheetItem, contact_sheet
-
-        root = searcher.collection.root
-        query_path = (
-            root / searcher.collection.catalog.get_many([result.query_id])[result.query_id].path
-            if result.query_id is not None
-            else Path(result.query)
-        )
-        head = SheetItem(
-            query_path,
-            query_path.name,
-            None,
-            result.query_head_box,
-            result.query_fallback,
-        )
-        tiles = [
-            SheetItem(root / m.path, m.path, m.score, m.head_box, m.fallback)
-            for m in result.matches
-        ]
-        contact_sheet(head, tiles, args.sheet)
+    unreadable = _write_sheet(searcher, result, args.sheet) if args.sheet else []
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
@@ -388,7 +439,33 @@ def cmd_query(args: argparse.Namespace) -> int:
             print(f"{rank:>4}  {m.score:7.4f}  {m.id:>6}  {m.path}")
         if args.sheet:
             print(f"contact sheet: {args.sheet}")
-    return 0
+    for path, reason in unreadable:
+        print(f"lookalike: warning: {path}: {reason}: a grey tile in the sheet", file=sys.stderr)
+    # Like an index run that skipped files: the answer is complete, the sheet is not.
+    return EXIT_SKIPPED if unreadable else 0
+
+
+def _write_sheet(searcher: Searcher, result: QueryResult, out: Path) -> list[tuple[Path, str]]:
+    """The contact sheet of a query; returns the images it could not read (moved, deleted)."""
+    from lookalike.render import SheetItem, contact_sheet
+
+    root = searcher.collection.root
+    query_path = (
+        root / searcher.collection.catalog.get_many([result.query_id])[result.query_id].path
+        if result.query_id is not None
+        else Path(result.query)
+    )
+    head = SheetItem(
+        query_path,
+        query_path.name,
+        None,
+        result.query_head_box,
+        result.query_fallback,
+    )
+    tiles = [
+        SheetItem(root / m.path, m.path, m.score, m.head_box, m.fallback) for m in result.matches
+    ]
+    return contact_sheet(head, tiles, out).unreadable
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -529,22 +606,34 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    debug = False
     try:
+        args = build_parser().parse_args(argv)
+        debug = args.debug
         return COMMANDS[args.command](args)
     except LookalikeError as exc:
-        if args.debug:
+        if debug:
             raise
         print(f"lookalike: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # `lookalike query ... | head`: the reader left; that is not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 
 
+def run() -> int:
+    """`main` with Python's Ctrl-C back (an entry point may have set its own for the imports)."""
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        return main()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

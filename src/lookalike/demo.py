@@ -53,7 +53,7 @@ def run_demo(
             for m in result.matches
         ]
         strips.append((head, tiles))
-    sheet = grid_sheet(strips, out / "lookalikes.png")
+    sheet = grid_sheet(strips, out / "lookalikes.png").path
 
     paths = [r.path for r in coll.catalog.by_status("ok")]
     labels = load_labels(str(sample / "labels.csv"), paths)

@@ -25,7 +25,10 @@ def _json(description: str, ref: str) -> dict[str, Any]:
 
 
 _ERRORS = {
-    "400": _json("bad input: the message says what and why", "Error"),
+    "400": _json(
+        "bad input: the message says what and why (also: a Host that is not this server)",
+        "Error",
+    ),
     "404": _json("no such item, file or evaluation", "Error"),
 }
 
@@ -140,6 +143,7 @@ def openapi_spec() -> dict[str, Any]:
                     "responses": {
                         **query_response,
                         **_ERRORS,
+                        "408": _json("the upload stalled before its Content-Length", "Error"),
                         "411": _json("no Content-Length", "Error"),
                         "413": _json("upload too large", "Error"),
                         "415": _json("not an accepted image type", "Error"),

@@ -3,6 +3,10 @@
 One thread per connection (``ThreadingHTTPServer``); every answer is JSON, an
 image, or one of the page's own static files. Any bad input is a 4xx with a JSON
 ``{"error": message}``; a 500 means a bug.
+
+Every request must name this server in its ``Host`` header (DNS-rebinding guard), and
+every answer says ``Cross-Origin-Resource-Policy: same-origin``: no other site can
+embed, or probe for, the collection's images.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ CSP = (
     "form-action 'none'; frame-ancestors 'none'"
 )
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+# A client that stops sending mid-request frees its thread after this many seconds.
+READ_TIMEOUT = 30.0
 
 
 # GET routes: exact paths, then path prefixes (the rest of the path is the argument).
@@ -99,23 +105,52 @@ def thumbnail(path: Path, mtime_ns: int, size: int) -> bytes:
     return out.getvalue()
 
 
-def is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host)
     except ValueError:
-        return False
+        return None
+
+
+def is_loopback(host: str) -> bool:
+    ip = _ip(host)
+    return host in LOOPBACK_NAMES or (ip is not None and ip.is_loopback)
+
+
+def parse_host_header(value: str) -> tuple[str, int] | None:
+    """(lower-case name, port) of a Host header, or None when it is malformed."""
+    if not value or any(c in value for c in "@/\\?# \t"):
+        return None
+    try:
+        parts = urlsplit("//" + value)
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname:
+        return None
+    return parts.hostname.rstrip("."), 80 if port is None else port
 
 
 class GalleryServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # 20 clients connecting at once must not overflow the backlog
 
-    def __init__(self, gallery: Gallery, host: str = "127.0.0.1", port: int = 8000) -> None:
+    def __init__(
+        self,
+        gallery: Gallery,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        read_timeout: float = READ_TIMEOUT,
+    ) -> None:
         self.gallery = gallery
         self.static = load_static()
         self.loopback = is_loopback(host)
+        self.read_timeout = read_timeout
+        # The names a request may address: the one it was started with, and this machine.
+        self.host_names = {host.lower().rstrip("."), *LOOPBACK_NAMES}
+        bound = _ip(host)
+        # Bound to every address: any address literal is fine, only names can be rebound.
+        self.any_address = host == "" or (bound is not None and bound.is_unspecified)
         try:
             super().__init__((host, port), Handler)
         except OSError as exc:
@@ -123,6 +158,15 @@ class GalleryServer(ThreadingHTTPServer):
                 f"cannot listen on {host}:{port}: {exc.strerror or exc} "
                 "(another server on that port? pass --port)"
             ) from exc
+
+    def answers_to(self, name: str, port: int) -> bool:
+        """Whether a request with `Host: name:port` is addressed to this server."""
+        if port != self.server_address[1]:
+            return False
+        ip = _ip(name)
+        if name in self.host_names or (ip is not None and ip.is_loopback):
+            return True
+        return self.any_address and ip is not None
 
     @property
     def url(self) -> str:
@@ -137,9 +181,11 @@ class Handler(BaseHTTPRequestHandler):
     # Headers and body go out in two writes; with Nagle's algorithm on, a keep-alive
     # client waits for the delayed ACK (about 40 ms) before the body arrives.
     disable_nagle_algorithm = True
-    # A client that stops sending mid-request frees its thread after this many seconds.
-    timeout = 30
     error_content_type = "application/json"
+
+    def setup(self) -> None:
+        self.timeout = self.server.read_timeout  # the socket timeout of every read and write
+        super().setup()
 
     # -- plumbing ------------------------------------------------------------------------
     def do_GET(self) -> None:
@@ -159,7 +205,19 @@ class Handler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # The base class answers malformed requests with HTML; keep every answer JSON.
         self.close_connection = True
+        if self.request_version == "HTTP/0.9":
+            # A request line too broken to name a version: the base class would send the
+            # body alone, as HTTP/0.9 did. Answer with a status line and headers.
+            self.request_version = self.protocol_version
         self._send_json(code, {"error": message or HTTPStatus(code).phrase, "status": code})
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if self.request_version == "HTTP/0.9":  # "GET /": no headers, so no Host to check
+            self.send_error(400, "HTTP/0.9 requests are not served: send HTTP/1.1")
+            return False
+        return True
 
     def _handle(self, method: str) -> None:
         try:
@@ -181,13 +239,22 @@ class Handler(BaseHTTPRequestHandler):
             self._send_json(500, {"error": "internal error (a bug): see the server's log"})
 
     def _check_host(self) -> None:
-        """On loopback, answer only requests addressed to loopback (DNS-rebinding guard)."""
-        if not self.server.loopback:
-            return
-        host = self.headers.get("Host", "")
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        if name.strip("[]") not in LOOPBACK_NAMES:
-            raise RequestError(403, f"Host {host!r} refused: this server answers only localhost")
+        """Answer only requests addressed to this server by name and port (DNS rebinding:
+        a page of another site whose name now resolves here must get nothing)."""
+        hosts = self.headers.get_all("Host") or []
+        parsed = parse_host_header(hosts[0]) if len(hosts) == 1 else None
+        if parsed is None:
+            raise RequestError(400, f"give one valid Host header, got {hosts!r}")
+        if not self.server.answers_to(*parsed):
+            raise RequestError(
+                400, f"Host {hosts[0]!r} refused: this server answers only {self._own_host()}"
+            )
+
+    def _own_host(self) -> str:
+        server = self.server
+        host, port = server.server_address[:2]
+        names = "localhost" if server.loopback else host
+        return f"{'this machine' if server.any_address else names} on port {port}"
 
     def _send(self, status: int, ctype: str, body: bytes, cache: str = "no-store") -> None:
         self.send_response(status)
@@ -197,6 +264,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Referrer-Policy", "no-referrer")
         self.send_header("Content-Security-Policy", CSP)
+        self.send_header("Cross-Origin-Resource-Policy", "same-origin")
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
@@ -306,7 +374,12 @@ class Handler(BaseHTTPRequestHandler):
             raise RequestError(
                 413, f"upload of {length:,} bytes; the limit is {gallery.limits.max_upload_bytes:,}"
             )
-        data = self.rfile.read(length)
+        try:
+            data = self.rfile.read(length)
+        except TimeoutError:
+            raise RequestError(
+                408, f"upload stalled: no data for {self.server.read_timeout:g} s"
+            ) from None
         if len(data) != length:
             raise RequestError(400, f"upload cut short: {len(data)} of {length} bytes")
         self.close_connection = not keep_open
