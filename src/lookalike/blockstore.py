@@ -8,7 +8,9 @@ detected again) and cached in the collection's ``cache/`` folder.
 from __future__ import annotations
 
 import hashlib
+import logging
 import sys
+import zipfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +24,8 @@ from lookalike.errors import ImageLoadError, LookalikeError
 from lookalike.features import HEAD_FEATURE, FeatureExtractor, split_key
 from lookalike.fileio import atomic_save_npz
 from lookalike.images import load_image
+
+log = logging.getLogger(__name__)
 
 # A transform of an item's views before its features are computed (augmentation), given
 # the item id so that a random transform is the same every time for the same item.
@@ -58,12 +62,10 @@ def blocks_for(
         if not variant and gen.has_block(key) and _stored_fits(coll, extractor, key):
             out[key] = np.asarray(gen.block(key))
             continue
-        path = _cache_path(coll, extractor, key, variant)
-        if path.exists():
-            data = np.load(path, allow_pickle=False)
-            if np.array_equal(data["ids"], ids):
-                out[key] = data["vectors"]
-                continue
+        cached = _cached(_cache_path(coll, extractor, key, variant), ids)
+        if cached is not None:
+            out[key] = cached
+            continue
         missing.append(key)
     if missing:
         computed = _compute(coll, gen, missing, extractor, batch_size, progress, transform)
@@ -73,6 +75,21 @@ def blocks_for(
             atomic_save_npz(path, {"ids": ids, "vectors": vectors})
             out[key] = vectors
     return {key: out[key] for key in keys}
+
+
+def _cached(path: Path, ids: np.ndarray) -> np.ndarray | None:
+    """The cached vectors of `ids`, or None: not cached, for other ids, or damaged (a cache:
+    computed again, with a warning)."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not np.array_equal(data["ids"], ids):
+                return None
+            return data["vectors"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        log.warning("%s: damaged cached features (%s); computing them again", path, exc)
+        return None
 
 
 def _stored_fits(coll: Collection, extractor: FeatureExtractor, key: str) -> bool:

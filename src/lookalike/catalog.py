@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+
+from lookalike.errors import CollectionError
+from lookalike.fileio import no_room_left
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -88,21 +94,151 @@ def _row_to_record(row: tuple[Any, ...]) -> FileRecord:
     )
 
 
+# Why a catalog leaves WAL mode when its writer closes it: WAL lets queries read while an
+# index run writes (readers never wait for the writer), but a reader of a WAL database must
+# open (and create, if missing) the -wal and -shm files beside it. A reader on a read-only
+# or full file system, or of another account without write permission on the folder, cannot:
+# "unable to open database file", "disk I/O error". So a run writes in WAL mode and switches
+# the file back to a rollback journal (journal_mode=DELETE) when done: then readers, which
+# open the file read-only (mode=ro) and never write, need nothing but the file itself.
+# Where that cannot happen (a reader kept it open during the run, a run was killed, an
+# older lookalike wrote it) and mode=ro cannot make the side files, a reader opens it with
+# immutable=1, which reads the file without locks and ignores a WAL: only when no writer
+# holds the collection's lock, and a WAL left without its -shm has been checkpointed.
+_NO_SIDE_FILES = (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY)
+_DAMAGE = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+class _Rows(list):  # type: ignore[type-arg]
+    """The rows of one statement, fetched at once (a cursor's fetchone/fetchall)."""
+
+    def fetchone(self) -> Any:
+        return self[0] if self else None
+
+    def fetchall(self) -> list[Any]:
+        return list(self)
+
+
+class _Connection(sqlite3.Connection):
+    """Fetches each statement's rows at once, so that damage SQLite finds in the file, on
+    whichever page, is reported as one CollectionError that names it and says what to do."""
+
+    damaged: Callable[[object], str]  # the message for a damaged file, given SQLite's reason
+
+    def execute(self, sql: str, parameters: Any = (), /) -> _Rows:  # type: ignore[override]
+        try:
+            return _Rows(super().execute(sql, parameters).fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise _damage_or(exc, self.damaged) from exc
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:  # type: ignore[override]
+        try:
+            return super().executemany(sql, parameters)
+        except sqlite3.DatabaseError as exc:
+            raise _damage_or(exc, self.damaged) from exc
+
+
+def _code(exc: sqlite3.Error) -> int:
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF
+
+
+def _damage_or(exc: sqlite3.DatabaseError, damaged: Callable[[object], str]) -> Exception:
+    return CollectionError(damaged(exc)) if _code(exc) in _DAMAGE else exc
+
+
 class Catalog:
-    def __init__(self, path: Path, readonly: bool = False) -> None:
+    """The catalog file: read-only for readers; writable for the one writer (the lock holder).
+
+    `repair` is the command that rebuilds a collection (named in the messages);
+    `writer_active` says whether an index run holds the collection's lock now.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        readonly: bool = False,
+        repair: str = "`lookalike index`",
+        writer_active: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.path = Path(path)
+        self.readonly = readonly
+        self.created = False  # a writer found no catalog (missing or empty) and made one
+        self._repair = repair
+        if self.path.is_dir():
+            raise CollectionError(
+                f"{self.path}: a folder, not the catalog; delete it and run {repair} again"
+            )
         if readonly:
-            uri = f"file:{self.path}?mode=ro"
-            self._db = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+            self._db = self._open_for_reading(writer_active)
         else:
-            self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
-            # WAL: readers (queries) never block on the indexing writer.
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
-            self._db.commit()
+            self._db = self._open_for_writing()
+
+    def _connect(self, query: str = "") -> _Connection:
+        uri = f"file:{quote(str(self.path))}" + (f"?{query}" if query else "")
+        db = sqlite3.connect(
+            uri, uri=True, timeout=30, check_same_thread=False, factory=_Connection
+        )
+        db.damaged = self._damaged
+        return db
+
+    def _damaged(self, reason: object) -> str:
+        return (
+            f"{self.path}: damaged catalog ({reason}); delete it and run {self._repair} again "
+            "(every image is embedded again)"
+        )
+
+    def _has_table(self, db: _Connection) -> bool:
+        return bool(db.execute("SELECT 1 FROM sqlite_master WHERE name = 'files'").fetchone())
+
+    def _open_for_reading(self, writer_active: Callable[[], bool]) -> _Connection:
+        missing = f"run {self._repair} to make it again (every image is embedded again)"
+        if not self.path.is_file():
+            raise CollectionError(f"{self.path}: the catalog is missing; {missing}")
+        db = self._connect("mode=ro")
+        try:
+            found = self._has_table(db)
+        except sqlite3.OperationalError as exc:
+            db.close()
+            if _code(exc) not in _NO_SIDE_FILES or writer_active():
+                raise CollectionError(f"{self.path}: cannot read the catalog ({exc})") from exc
+            db = self._connect("immutable=1")
+            found = self._has_table(db)
+        if not found:
+            db.close()
+            raise CollectionError(f"{self.path}: the catalog is empty; {missing}")
+        return db
+
+    def _open_for_writing(self) -> _Connection:
+        try:
+            db = self._connect()
+            self.created = not self._has_table(db)
+            if not self.created:
+                problems = [row[0] for row in db.execute("PRAGMA quick_check")]
+                if problems != ["ok"]:
+                    db.close()
+                    raise CollectionError(self._damaged(problems[0]))
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(SCHEMA)
+            db.commit()
+        except sqlite3.OperationalError as exc:
+            # Out of space or inodes, SQLite cannot make the file or its -wal or -shm, and
+            # says only "unable to open" or "disk I/O error": reported as a full disk.
+            if _code(exc) in _NO_SIDE_FILES and no_room_left(self.path.parent):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path)) from exc
+            raise
+        return db
 
     def close(self) -> None:
+        if not self.readonly:
+            try:
+                # Back to a rollback journal, checkpointing the WAL (see the note above).
+                self._db.execute("PRAGMA busy_timeout=0")
+                self._db.execute("PRAGMA journal_mode=DELETE")
+            except (sqlite3.OperationalError, CollectionError):
+                # A reader has it open now (or a full disk keeps the WAL from being
+                # checkpointed): it stays in WAL mode, which readers still read (see above).
+                pass
         self._db.close()
 
     def all(self) -> list[FileRecord]:

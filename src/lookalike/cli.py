@@ -473,6 +473,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     coll = Collection.open(args.collection)
     catalog = coll.catalog
+    gen = coll.generation()
+    if gen is not None:  # what it describes is there and readable
+        gen.check_sources()
+        gen.check_derived()
     if args.errors:
         errors = [r.to_json() for r in catalog.by_status("error")]
         if args.json:
@@ -605,12 +609,23 @@ COMMANDS = {
 }
 
 
+def _run(args: argparse.Namespace) -> int:
+    collection = getattr(args, "collection", None)
+    if collection is None:
+        return COMMANDS[args.command](args)
+    from lookalike.fileio import disk_full_is_an_error
+
+    # Not only `index` writes: evaluate caches blocks, query writes sheets, train a head.
+    with disk_full_is_an_error(collection):
+        return COMMANDS[args.command](args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     debug = False
     try:
         args = build_parser().parse_args(argv)
         debug = args.debug
-        return COMMANDS[args.command](args)
+        return _run(args)
     except LookalikeError as exc:
         if debug:
             raise

@@ -20,12 +20,15 @@ state usable.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import time
 import uuid
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +42,7 @@ from lookalike.config import PipelineConfig
 from lookalike.errors import (
     CollectionBusyError,
     CollectionError,
+    DamagedPartError,
     IncompatibleCollectionError,
 )
 from lookalike.fileio import atomic_save_npy, atomic_write_json, fsync_dir
@@ -47,39 +51,96 @@ from lookalike.index import VectorIndex, create_index, load_index
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+CATALOG = "catalog.sqlite"
 
 
 @dataclass
 class Generation:
-    """One committed state of the collection (read-only once written)."""
+    """One committed state of the collection (read-only once written).
+
+    Every part is checked as it is read: a missing or damaged one is a CollectionError that
+    names it and says what repairs it (`repair`).
+    """
 
     path: Path
     config: PipelineConfig
+    repair: str  # what to run: "run `lookalike index ...` to repair it"
 
     @property
     def ids(self) -> np.ndarray:
-        return np.load(self.path / "ids.npy", allow_pickle=False)
+        return self._array("ids.npy", 1)
 
     @property
     def head_boxes(self) -> np.ndarray:
-        return np.load(self.path / "head_boxes.npy", allow_pickle=False)
+        return self._array("head_boxes.npy", 2)
 
     def block(self, key: str) -> np.ndarray:
-        return np.load(self.path / "blocks" / f"{key}.npy", allow_pickle=False, mmap_mode="r")
+        return self._array(f"blocks/{key}.npy", 2, mmap=True)
 
     def has_block(self, key: str) -> bool:
         return (self.path / "blocks" / f"{key}.npy").exists()
 
     def fused(self) -> np.ndarray:
-        return np.load(self.path / "fused.npy", allow_pickle=False, mmap_mode="r")
+        return self._array("fused.npy", 2, mmap=True)
 
     def fuser(self) -> Fuser:
-        return Fuser.load(self.path / "fuser.npz", self.config.blocks, self.config.fusion)
+        path = self._part("fuser.npz")
+        try:
+            return Fuser.load(path, self.config.blocks, self.config.fusion)
+        except (CollectionError, OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            cause = e.__cause__ if isinstance(e, CollectionError) and e.__cause__ else e
+            raise self.damaged(path, f"unreadable ({cause})") from e
 
     def index(self) -> VectorIndex:
-        return load_index(
-            self.config.index.backend, self.path / "index", int(self.fused().shape[1])
-        )
+        self._part("index")
+        try:
+            return load_index(
+                self.config.index.backend, self.path / "index", int(self.fused().shape[1])
+            )
+        except DamagedPartError:
+            raise
+        except CollectionError as exc:  # the index's own messages name its files
+            raise DamagedPartError(str(exc), self.repair) from exc
+
+    def damaged(self, path: Path, what: str) -> DamagedPartError:
+        return DamagedPartError(f"{path}: {what}", self.repair)
+
+    def check_rows(self, rows: dict[str, int]) -> None:
+        """Each part (name -> rows) holds one row per id."""
+        n = rows["ids.npy"]
+        for name, count in rows.items():
+            if count != n:
+                raise self.damaged(self.path / name, f"{count} rows, but ids.npy has {n}")
+
+    def check_sources(self) -> None:
+        """What a run builds the next generation from: ids, head boxes, feature blocks."""
+        rows = {"ids.npy": len(self.ids), "head_boxes.npy": len(self.head_boxes)}
+        rows.update({f"blocks/{k}.npy": len(self.block(k)) for k in self.config.block_keys})
+        self.check_rows(rows)
+
+    def check_derived(self) -> None:
+        """What is computed from the sources: the fused vectors, the fuser and the index."""
+        self.fuser()
+        rows = {"ids.npy": len(self.ids), "fused.npy": len(self.fused())}
+        self.check_rows({**rows, "index": self.index().count})
+
+    def _part(self, name: str) -> Path:
+        if not self.path.is_dir():
+            raise self.damaged(self.path, "this generation is missing")
+        path = self.path / name
+        if not path.exists():
+            raise self.damaged(path, "missing")
+        return path
+
+    def _array(self, name: str, ndim: int, mmap: bool = False) -> np.ndarray:
+        path = self._part(name)
+        try:
+            array = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+        except (OSError, ValueError, EOFError) as exc:
+            raise self.damaged(path, f"unreadable ({exc})") from exc
+        if array.ndim != ndim:
+            raise self.damaged(path, f"an array of shape {array.shape}, not {ndim}-D")
+        return array
 
 
 class Collection:
@@ -87,6 +148,7 @@ class Collection:
         self.path = Path(path)
         self.manifest = manifest
         self._catalog: Catalog | None = None
+        self._writing = False  # this object holds the write lock
 
     # -- opening -------------------------------------------------------------------
     @staticmethod
@@ -98,7 +160,12 @@ class Collection:
         cls, path: Path, root: Path, config: PipelineConfig, weights_hash: str
     ) -> Collection:
         path = Path(path)
-        if path.exists() and any(path.iterdir()) and not cls.exists(path):
+        if path.exists() and not path.is_dir():
+            raise CollectionError(f"{path}: not a folder; choose a folder for the collection")
+        # A folder with a catalog is a collection that lost its manifest: made again around
+        # the catalog (its files keep their ids; every image is embedded again).
+        lost_manifest = (path / CATALOG).is_file()
+        if path.exists() and any(path.iterdir()) and not lost_manifest:
             raise CollectionError(
                 f"{path}: exists and is not empty, and is not a lookalike collection; "
                 "choose a new folder for the collection"
@@ -112,20 +179,29 @@ class Collection:
             "generation": None,
             "created": time.time(),
         }
+        with _unwritable_is_an_error(path):
+            return cls._make(path, manifest)
+
+    @classmethod
+    def _make(cls, path: Path, manifest: dict[str, Any]) -> Collection:
         if path.exists():  # an empty folder the user made (perhaps a mount point)
+            shutil.rmtree(path / "staging", ignore_errors=True)  # chunks of another config
+            Catalog(path / CATALOG).close()  # first: a catalog without manifest is made again
             atomic_write_json(path / MANIFEST, manifest)
             return cls(path, manifest)
         # Made beside its place and renamed into it, so that no query and no later run
-        # (after a kill) ever finds the folder without its manifest.
+        # (after a kill, or out of space or inodes) ever finds the folder without its
+        # manifest and its catalog.
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.new"
         tmp.mkdir()
         try:
             atomic_write_json(tmp / MANIFEST, manifest)
+            Catalog(tmp / CATALOG).close()
             os.replace(tmp, path)
-        except OSError as exc:
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
-            if cls.exists(path):
+            if isinstance(exc, OSError) and cls.exists(path):
                 raise CollectionBusyError(
                     f"{path}: another `lookalike index` created this collection at the same "
                     "moment; run the command again"
@@ -144,20 +220,10 @@ class Collection:
                 f"{path}: not a lookalike collection (no {MANIFEST}); "
                 "create one with `lookalike index FOLDER --collection PATH`"
             )
-        try:
-            manifest = json.loads((path / MANIFEST).read_text())
-        except (OSError, ValueError) as exc:
-            raise CollectionError(f"{path / MANIFEST}: unreadable manifest ({exc})") from exc
-        version = manifest.get("format_version")
-        if version != FORMAT_VERSION:
-            raise IncompatibleCollectionError(
-                f"{path}: collection format version {version}, this lookalike "
-                f"({__version__}) reads version {FORMAT_VERSION}; re-index into a new collection"
-            )
-        return cls(path, manifest)
+        return cls(path, read_manifest(path))
 
     def reload(self) -> None:
-        self.manifest = json.loads((self.path / MANIFEST).read_text())
+        self.manifest = read_manifest(self.path)
 
     # -- parts -----------------------------------------------------------------------
     @property
@@ -178,10 +244,26 @@ class Collection:
         return str(self.manifest.get("head_fingerprint", ""))
 
     @property
+    def repair(self) -> str:
+        """The command that repairs this collection (named in messages about damage)."""
+        return f"`lookalike index {self.root} --collection {self.path}`"
+
+    @property
     def catalog(self) -> Catalog:
+        """Read-only (a reader never creates or changes a file); writable for the writer."""
         if self._catalog is None:
-            self._catalog = Catalog(self.path / "catalog.sqlite")
+            self._catalog = Catalog(
+                self.path / CATALOG,
+                readonly=not self._writing,
+                repair=self.repair,
+                writer_active=self.is_locked,
+            )
         return self._catalog
+
+    def close_catalog(self) -> None:
+        if self._catalog is not None:
+            self._catalog.close()
+            self._catalog = None
 
     @property
     def staging_dir(self) -> Path:
@@ -195,13 +277,24 @@ class Collection:
         name = self.manifest.get("generation")
         if not name:
             return None
-        return Generation(self.path / "generations" / name, self.config)
+        return self._generation(name)
+
+    def _generation(self, name: str) -> Generation:
+        repair = f"run {self.repair} to repair it"
+        return Generation(self.path / "generations" / name, self.config, repair)
 
     def require_generation(self) -> Generation:
         gen = self.generation()
+        if gen is None and self.is_locked():
+            raise CollectionError(
+                f"{self.path}: the collection is being built; try again when done"
+            )
         if gen is None:
-            state = "is being built" if self.is_locked() else "has no committed index yet"
-            raise CollectionError(f"{self.path}: the collection {state}; try again when done")
+            raise CollectionError(
+                f"{self.path}: the collection has no committed index yet: the first `lookalike "
+                "index` did not finish, or could index no image (`lookalike info "
+                f"{self.path} --errors` lists the files it skipped); run it again"
+            )
         return gen
 
     def check_compatible(self, config: PipelineConfig, weights_hash: str) -> None:
@@ -222,9 +315,18 @@ class Collection:
     # -- the writer's lock -------------------------------------------------------------
     @contextlib.contextmanager
     def write_lock(self, wait: bool = False) -> Iterator[None]:
-        """Held by one writer; flock is released by the kernel if its holder dies."""
+        """Held by one writer; flock is released by the kernel if its holder dies.
+
+        The holder gets the catalog writable, closed (out of WAL mode) when it lets go.
+        """
         lock_path = self.path / ".lock"
-        handle = open(lock_path, "a+")  # noqa: SIM115 - held for the whole block
+        if lock_path.is_dir():
+            raise CollectionError(
+                f"{lock_path}: a folder, not the collection's lock file; delete it and run "
+                "the same command again"
+            )
+        with _unwritable_is_an_error(self.path):
+            handle = open(lock_path, "a+")  # noqa: SIM115 - held for the whole block
         try:
             flags = fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB)
             try:
@@ -236,19 +338,34 @@ class Collection:
                     f"{self.path}: another `lookalike index` ({holder}) is writing this "
                     "collection; wait for it to finish, or pass --wait"
                 ) from None
+            self._check_folders()
             handle.seek(0)
             handle.truncate()
             handle.write(f"pid {os.getpid()}")
             handle.flush()
+            self.close_catalog()
+            self._writing = True
             yield
         finally:
+            if self._writing:
+                self._writing = False
+                self.close_catalog()
             handle.close()
+
+    def _check_folders(self) -> None:
+        for name in ("generations", "staging", "cache"):
+            if (self.path / name).exists() and not (self.path / name).is_dir():
+                raise CollectionError(
+                    f"{self.path / name}: not a folder; delete it and run the same command again"
+                )
 
     def is_locked(self) -> bool:
         lock_path = self.path / ".lock"
-        if not lock_path.exists():
+        try:
+            handle = open(lock_path)  # noqa: SIM115 - closed below
+        except OSError:  # none, or not a file: nobody can hold it
             return False
-        with open(lock_path) as handle:
+        with handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -305,12 +422,71 @@ class Collection:
         # The previous generation stays one run longer: a query that read the old
         # manifest a moment ago may still be loading it.
         self._remove_old_generations(keep={name, previous})
-        return Generation(final, self.config)
+        return self._generation(name)
 
     def _remove_old_generations(self, keep: set[str | None]) -> None:
         for old in (self.path / "generations").iterdir():
             if old.name not in keep:
                 shutil.rmtree(old, ignore_errors=True)
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest of the collection `path`, checked: a CollectionError says what is wrong."""
+    file = path / MANIFEST
+    try:
+        manifest = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        problem = f"unreadable ({exc})"
+    else:
+        if isinstance(manifest, dict) and "format_version" in manifest:
+            version = manifest["format_version"]
+            if version != FORMAT_VERSION:
+                raise IncompatibleCollectionError(
+                    f"{path}: collection format version {version}, this lookalike "
+                    f"({__version__}) reads version {FORMAT_VERSION}; re-index into a new "
+                    "collection"
+                )
+        problem = _manifest_problem(manifest)
+        if not problem:
+            return manifest
+    raise CollectionError(
+        f"{file}: {problem}; delete it and run `lookalike index FOLDER --collection {path}` "
+        "with the options the collection was made with (the catalog is kept, every image is "
+        "embedded again)"
+    )
+
+
+def _manifest_problem(manifest: Any) -> str:
+    if not isinstance(manifest, dict):
+        return f"not a manifest (a JSON {type(manifest).__name__}, not an object)"
+    missing = [k for k in ("format_version", "root", "config", "weights_hash") if k not in manifest]
+    if missing:
+        return f"damaged manifest (no {', '.join(missing)})"
+    if not isinstance(manifest["root"], str) or not isinstance(manifest["weights_hash"], str):
+        return "damaged manifest (root and weights_hash must be text)"
+    try:
+        PipelineConfig.from_dict(manifest["config"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return f"damaged manifest (config: {exc!r})"
+    generation = manifest.get("generation")
+    if generation is not None and not re.fullmatch(r"gen-\d+", str(generation)):
+        return f"damaged manifest (generation {generation!r})"
+    return ""
+
+
+@contextlib.contextmanager
+def _unwritable_is_an_error(path: Path) -> Iterator[None]:
+    """A collection on a read-only file system, or of another account: one clear line."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        raise CollectionError(
+            f"{path}: cannot write the collection ({exc.strerror}: {exc.filename}); "
+            "`lookalike index` needs write access to it (a read-only collection still answers "
+            "queries)"
+        ) from exc
 
 
 def new_index(config: PipelineConfig) -> VectorIndex:

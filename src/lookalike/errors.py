@@ -44,6 +44,14 @@ class IncompatibleCollectionError(CollectionError):
     """The collection was written by another format version or with other settings."""
 
 
+class DamagedPartError(CollectionError):
+    """A part of a committed generation is missing or unreadable; `lookalike index` repairs it."""
+
+    def __init__(self, problem: str, repair: str) -> None:
+        self.problem = problem  # "PATH: what is wrong"
+        super().__init__(f"{problem}; {repair}")
+
+
 class CollectionBusyError(CollectionError):
     """Another process holds the collection's write lock."""
 

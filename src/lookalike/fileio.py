@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import json
 import os
-import tempfile
+import sqlite3
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lookalike.errors import CollectionError
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    # Created like any other program's file (0o666 less the umask, not mkstemp's 0o600), so
+    # that another account can read a collection or a sheet where the umask allows it.
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -58,3 +67,49 @@ def fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def disk_full_is_an_error(collection: Path) -> Iterator[None]:
+    """Turn "no space left" from any writer into a message that says what is still safe.
+
+    Every write is staged or atomic, so a full disk never damages the committed state.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise CollectionError(_disk_full_message(exc.filename or collection, collection)) from exc
+    except sqlite3.OperationalError as exc:
+        if "disk is full" not in str(exc):
+            raise
+        raise CollectionError(
+            _disk_full_message(Path(collection) / "catalog.sqlite", collection)
+        ) from exc
+
+
+def no_room_left(path: Path) -> bool:
+    """Whether the file system of `path` (or of its nearest existing parent) has no free
+    block or no free inode left."""
+    folder = Path(path).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail == 0 or (st.f_files > 0 and st.f_favail == 0)
+
+
+def _disk_full_message(written: str | Path, collection: Path) -> str:
+    if not (Path(collection) / "manifest.json").is_file():
+        return (
+            f"no space left on device while creating {written}: the collection {collection} "
+            "was not made; free some space (or inodes: files) and run the same command again"
+        )
+    return (
+        f"no space left on device while writing {written}; the collection {collection} "
+        "still answers queries from its last committed state: free some space and run the "
+        "same command to resume"
+    )

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
+import logging
 import os
-import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -19,16 +18,19 @@ import numpy as np
 from tqdm import tqdm
 
 from lookalike.catalog import FileRecord
-from lookalike.collection import Collection, new_index
+from lookalike.collection import Collection, Generation, new_index
 from lookalike.config import PipelineConfig, get_preset
 from lookalike.decode_pool import DecodePool
-from lookalike.errors import CollectionError, ImageLoadError, LookalikeError
+from lookalike.errors import CollectionError, DamagedPartError, ImageLoadError, LookalikeError
 from lookalike.expansion import expand_collection
 from lookalike.features import Analysis, FeatureExtractor
+from lookalike.fileio import disk_full_is_an_error
 from lookalike.fuse import Fuser
 from lookalike.images import LoadLimits, file_sha256, iter_image_files, load_image
 from lookalike.index import IncrementalIndex, VectorIndex
 from lookalike.staging import Staging
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -180,6 +182,11 @@ class Indexer:
             extractor = self._extractor_for(config)
             coll.check_compatible(config, extractor.backbone_hash())
             return coll
+        if next(iter_image_files(self.root), None) is None:
+            raise LookalikeError(
+                f"{self.root}: no image files in this folder; nothing to index (no collection "
+                "was made)"
+            )
         config = self.requested or get_preset("default")
         extractor = self._extractor_for(config)
         return Collection.create(self.collection_path, self.root, config, extractor.backbone_hash())
@@ -203,22 +210,52 @@ class Indexer:
         summary = IndexSummary(coll.path)
         with coll.write_lock(wait=wait):
             coll.reload()
-            todo, deleted = self._plan(coll, summary)
+            gen, rederive = self._base(coll)
+            todo, deleted = self._plan(coll, gen, summary)
             self._embed(coll, todo, summary)
-            changed = summary.embedded > 0 or bool(deleted) or coll.generation() is None
+            changed = summary.embedded > 0 or bool(deleted) or gen is None or rederive
             if changed or Staging(coll.staging_dir).chunks():
-                self._commit(coll, deleted, summary)
+                self._commit(coll, gen, rederive, deleted, summary)
         if not summary.committed:
             summary.total_indexed = int(coll.manifest.get("counts", {}).get("indexed", 0))
         return summary
 
-    def _plan(self, coll: Collection, summary: IndexSummary) -> tuple[list[FileRecord], list[str]]:
+    def _base(self, coll: Collection) -> tuple[Generation | None, bool]:
+        """The committed generation this run builds on, and whether its fused vectors, fuser
+        and index must be made again from its stored blocks.
+
+        What is missing or damaged is repaired, with a warning: without a catalog (its ids
+        name the generation's rows) or the generation's ids, head boxes or blocks, every
+        image is embedded again; without the rest, it is rebuilt from the stored blocks.
+        """
+        gen = coll.generation()
+        staging = Staging(coll.staging_dir)
+        if coll.catalog.created and (gen is not None or staging.chunks()):
+            log.warning("%s: no catalog; every image is embedded again", coll.catalog.path)
+            staging.clear()
+            return None, False
+        if gen is None:
+            return None, False
+        try:
+            gen.check_sources()
+        except DamagedPartError as exc:
+            log.warning("%s; every image is embedded again to repair it", exc.problem)
+            return None, False
+        try:
+            gen.check_derived()
+        except DamagedPartError as exc:
+            log.warning("%s; rebuilding it from the stored features", exc.problem)
+            return gen, True
+        return gen, False
+
+    def _plan(
+        self, coll: Collection, gen: Generation | None, summary: IndexSummary
+    ) -> tuple[list[FileRecord], list[str]]:
         """Which files to (re)process and which rows to drop, by size and mtime."""
         catalog = coll.catalog
         known = {rec.path: rec for rec in catalog.all()}
-        gen = coll.generation()
         have = set(gen.ids.tolist()) if gen else set()
-        have |= set(Staging(coll.staging_dir).load()[0])
+        have |= set(Staging(coll.staging_dir).load(coll.config.block_keys)[0])
         seen: set[str] = set()
         todo: list[FileRecord] = []
         for path in iter_image_files(self.root):
@@ -309,14 +346,20 @@ class Indexer:
         finally:
             bar.close()
 
-    def _commit(self, coll: Collection, deleted: list[str], summary: IndexSummary) -> None:
+    def _commit(
+        self,
+        coll: Collection,
+        gen: Generation | None,
+        rederive: bool,
+        deleted: list[str],
+        summary: IndexSummary,
+    ) -> None:
         config = coll.config
         catalog = coll.catalog
         gone = set(deleted)
         live = [r for r in catalog.by_status("ok") if r.path not in gone]
         staging = Staging(coll.staging_dir)
-        staged_row, chunks, _ = staging.load()
-        gen = coll.generation()
+        staged_row, chunks, _ = staging.load(config.block_keys)
         gen_row = {int(i): row for row, i in enumerate(gen.ids)} if gen else {}
 
         records = [r for r in live if r.id in staged_row or r.id in gen_row]
@@ -340,7 +383,9 @@ class Indexer:
                 f"{self.root}: no image could be indexed ({len(summary.skipped)} skipped); "
                 "nothing to search"
             )
-        fuser, fused, index = self._fuse_and_index(coll, records, blocks, set(staged_row))
+        fuser, fused, index = self._fuse_and_index(
+            coll, gen, rederive, records, blocks, set(staged_row)
+        )
         boxes = np.array([r.head_box for r in records], dtype=np.int32).reshape(-1, 4)
         counts = {"indexed": len(records), **catalog.counts()}
         if config.head_dir:  # the head that computed the v5 blocks (blockstore._stored_fits)
@@ -354,6 +399,8 @@ class Indexer:
     def _fuse_and_index(
         self,
         coll: Collection,
+        gen: Generation | None,
+        rederive: bool,
         records: list[FileRecord],
         blocks: dict[str, np.ndarray],
         staged: set[int],
@@ -361,9 +408,10 @@ class Indexer:
         """Fit the fuser and build the index; an external store (Milvus) gets only the changes.
 
         Such a store keeps the fuser fitted by its first commit: refitting (a PCA) would change
-        every stored vector, and so rewrite the whole store at every run.
+        every stored vector, and so rewrite the whole store at every run. `rederive`: the
+        generation's fuser or index is damaged, so the store is written again in full.
         """
-        config, gen = coll.config, coll.generation()
+        config = coll.config
         index = new_index(config)
         if not isinstance(index, IncrementalIndex):
             fuser = Fuser(config.blocks, config.fusion).fit(blocks)
@@ -372,7 +420,9 @@ class Indexer:
             return fuser, fused, index
         # A store updated in place gets no query expansion: it would rewrite the
         # neighbours of every new item, i.e. most of the store, at every run.
-        keep = gen is not None and index.continues(coll.manifest.get("index_params"))
+        keep = (
+            gen is not None and not rederive and index.continues(coll.manifest.get("index_params"))
+        )
         if gen is not None and keep:
             fuser = gen.fuser()
         else:
@@ -417,34 +467,6 @@ def merged_block(
         out[targets[inside]] = chunk[chunk_rows[inside] - start]
         start += len(chunk)
     return out
-
-
-@contextlib.contextmanager
-def disk_full_is_an_error(collection: Path) -> Iterator[None]:
-    """Turn "no space left" from any writer into a message that says what is still safe.
-
-    Every write is staged or atomic, so a full disk never damages the committed state.
-    """
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        raise CollectionError(_disk_full_message(exc.filename or collection, collection)) from exc
-    except sqlite3.OperationalError as exc:
-        if "disk is full" not in str(exc):
-            raise
-        raise CollectionError(
-            _disk_full_message(Path(collection) / "catalog.sqlite", collection)
-        ) from exc
-
-
-def _disk_full_message(written: str | Path, collection: Path) -> str:
-    return (
-        f"no space left on device while writing {written}; the collection {collection} "
-        "still answers queries from its last committed state: free some space and run the "
-        "same command to resume"
-    )
 
 
 def index_folder(

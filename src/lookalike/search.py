@@ -66,6 +66,7 @@ class Searcher:
             collection if isinstance(collection, Collection) else Collection.open(collection)
         )
         gen = self.collection.require_generation()
+        self.collection.catalog  # noqa: B018 - opened now: a missing one is an error at once
         self.config = self.collection.config
         self.ids = gen.ids
         self.row_of = {int(i): row for row, i in enumerate(self.ids)}
@@ -73,6 +74,8 @@ class Searcher:
         self.head_boxes = gen.head_boxes
         self.index = gen.index()
         self.fuser = gen.fuser()
+        rows = {"ids.npy": len(self.ids), "fused.npy": len(self.fused), "index": self.index.count}
+        gen.check_rows({**rows, "head_boxes.npy": len(self.head_boxes)})
         self.extractor = extractor or FeatureExtractor(self.config)
         self._extractor_lock = threading.Lock()
         self._weights_checked = False

@@ -7,14 +7,17 @@ batch in flight and the next run resumes from the chunks already written.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from lookalike.errors import CollectionError
 from lookalike.fileio import atomic_save_npz
+
+log = logging.getLogger(__name__)
 
 
 class Staging:
@@ -36,22 +39,26 @@ class Staging:
         atomic_save_npz(path, arrays)
         return path
 
-    def load(self) -> tuple[dict[int, int], list[Path], np.ndarray]:
+    def load(self, keys: Sequence[str]) -> tuple[dict[int, int], list[Path], np.ndarray]:
         """The staged rows: (id -> row, readable chunks, ids), later chunks win.
 
-        Rows count across the returned chunks in order. The vectors are read (and their
-        checksums checked) here but not kept: `block` reads one block at a time.
+        Rows count across the returned chunks in order. A chunk that is unreadable, or lacks
+        one of the blocks `keys` or a row of one, is discarded with a warning (its images are
+        embedded again). The vectors are read (and their checksums checked) here but not
+        kept: `block` reads one block at a time.
         """
         ids_parts: list[np.ndarray] = []
         readable: list[Path] = []
         for path in self.chunks():
             try:
-                data = np.load(path, allow_pickle=False)
-                chunk_ids = data["ids"]
-                for key in data.files:  # reading checks each zip member's CRC
-                    data[key]
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+                chunk_ids = _checked_ids(path, keys)
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
                 # A chunk is written atomically, so this is outside damage: redo its images.
+                log.warning(
+                    "%s: damaged staged batch (%s); discarded, its images are embedded again",
+                    path,
+                    exc,
+                )
                 path.unlink(missing_ok=True)
                 continue
             ids_parts.append(chunk_ids)
@@ -65,11 +72,25 @@ class Staging:
         """One block's arrays from the chunks `load` returned, in their order."""
         arrays = []
         for path in chunks:
-            data = np.load(path, allow_pickle=False)
-            if f"block:{key}" not in data.files:
-                raise CollectionError(f"{path}: this staged chunk has no block {key}")
-            arrays.append(data[f"block:{key}"])
+            with np.load(path, allow_pickle=False) as data:
+                arrays.append(data[f"block:{key}"])
         return arrays
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _checked_ids(path: Path, keys: Sequence[str]) -> np.ndarray:
+    """The ids of a staged chunk, once every member reads (its CRC) and every block has a row
+    per id; raises what numpy and zipfile raise, or ValueError."""
+    with np.load(path, allow_pickle=False) as data:
+        ids = data["ids"]
+        if ids.ndim != 1:
+            raise ValueError(f"ids of shape {ids.shape}")
+        for key in keys:
+            block = data[f"block:{key}"]
+            if block.ndim != 2 or len(block) != len(ids):
+                raise ValueError(f"block {key} of shape {block.shape} for {len(ids)} ids")
+        for key in data.files:  # reading checks each zip member's CRC
+            data[key]
+    return ids

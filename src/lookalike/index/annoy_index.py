@@ -52,6 +52,12 @@ class AnnoyIndex(BaseIndex):
         self._native.save(str(path))
 
     def _load(self, path: Path, dim: int) -> annoy.AnnoyIndex:
+        # Annoy prints its own complaint about a damaged file on stderr (beside ours): check
+        # first that the file holds whole angular nodes (n_descendants, 2 children: int32,
+        # then the float32 vector).
+        node, size = 12 + 4 * dim, path.stat().st_size
+        if size == 0 or size % node:
+            raise ValueError(f"{size} bytes, not a whole number of {node}-byte nodes")
         index = annoy.AnnoyIndex(dim, "angular")
         index.load(str(path))  # memory-mapped: loading is instant and pages are shared
         return index

@@ -7,6 +7,7 @@ metadata file and atomic saving live here so every backend behaves the same.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import inspect
 import json
@@ -21,6 +22,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 import numpy as np
 
 from lookalike.errors import CollectionError, IncompatibleCollectionError, LookalikeError
+from lookalike.fileio import no_room_left
 from lookalike.registry import Registry
 from lookalike.vectors import l2_normalize
 
@@ -136,10 +138,18 @@ def atomic_write(target: Path, write: Callable[[Path], None]) -> None:
     # Same folder, so os.replace is a rename on one file system.
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
+        # Made here first: out of inodes, Python's error has an errno and a file name, where
+        # a native library (Annoy) prints its own complaint and raises an OSError without.
+        tmp.touch()
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno is None and no_room_left(target.parent):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target)) from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -292,6 +292,9 @@ class MilvusIndex(BaseIndex):
         name = self._build_params["collection"]
         if not client.has_collection(name):
             raise ValueError(f"the Milvus store {self._build_params['uri']} has no {name!r}")
+        # A new process (a query after `index`) finds the collection released: Milvus
+        # searches only loaded collections.
+        client.load_collection(name)
         return _Store(client, name, ids, np.argsort(ids, kind="stable"))
 
     def _count(self, native: _Store) -> int:
