@@ -23,13 +23,15 @@ from PIL import Image, ImageDraw
 from lookalike.detect import create_detector
 from lookalike.images import iter_image_files, load_image
 
-SIZES = (256, 320, 384, 512, 640, 768, 1024)
-CASCADES = ((384, 640), (384, 768), (320, 768), (384, 1024), (384, 640, 1024))
+SIZES = (384, 512, 640, 768, 1024)
+CASCADES = ((384, 640), (384, 768), (384, 1024), (384, 640, 1024))
 
 
-def detect_at_each_size(files: list[Path]) -> dict[Path, dict[int, tuple[float, list]]]:
+def detect_at_each_size(
+    files: list[Path], sizes: tuple[int, ...]
+) -> dict[Path, dict[int, tuple[float, list]]]:
     """{file: {size: (cpu ms, boxes)}}: one animeface pass per copy size."""
-    detectors = {s: create_detector("animeface", sizes=(s,)) for s in SIZES}
+    detectors = {s: create_detector("animeface", sizes=(s,)) for s in sizes}
     out: dict[Path, dict[int, tuple[float, list]]] = {}
     for n, path in enumerate(files):
         image = load_image(path)
@@ -59,15 +61,17 @@ def main() -> None:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--anime", nargs="+", required=True, help="sub-folders with anime faces")
     parser.add_argument("--mosaic", type=Path, help="PNG of the pictures only 384,768 finds")
+    parser.add_argument("--sizes", type=int, nargs="+", default=SIZES, help="single copy sizes")
     args = parser.parse_args()
+    sizes = tuple(sorted(set(args.sizes) | {s for c in CASCADES for s in c}))
     files = sorted(iter_image_files(args.folder))
-    found = detect_at_each_size(files)
+    found = detect_at_each_size(files, sizes)
     anime = [f for f in files if f.relative_to(args.folder).parts[0] in args.anime]
     other = [f for f in files if f not in anime]
     print(f"\n{len(anime)} pictures in {', '.join(args.anime)}; {len(other)} others\n")
     print("| setting | faces found (anime) | 'faces' found (others) | CPU ms / picture |")
     print("| --- | ---: | ---: | ---: |")
-    settings = [(s,) for s in SIZES] + list(CASCADES)
+    settings = [(s,) for s in args.sizes] + list(CASCADES)
     for sizes in settings:
         runs = {f: cascade(found[f], sizes) for f in files}
         rate_a = sum(bool(runs[f][1]) for f in anime) / len(anime)

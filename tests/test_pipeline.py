@@ -177,6 +177,10 @@ def test_cli_index_query_info_evaluate(folder, tmp_path, capsys):
     assert Image.open(tmp_path / "s.png").size[0] > 0
     assert main(["info", str(coll), "--errors"]) == 0
     assert "bad.jpg" in capsys.readouterr().out
+    assert main(["info", str(coll), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    indexed = info["catalog"]["ok"]
+    assert info["faces_per_picture"] == {"0": indexed, "1": 0, "2": 0, "3+": 0}  # detector none
     assert (
         main(
             [

@@ -51,6 +51,17 @@ def test_the_head_view_of_a_faceless_picture_is_around_its_object() -> None:
     assert analysis.views["head"].size == (x1 - x0, y1 - y0)
 
 
+def test_a_small_picture_keeps_the_top_centre_square() -> None:
+    # A 256 px face crop is its own head: cutting a salient part out of it loses the face.
+    image = Image.new("RGB", (256, 256), "white")
+    ImageDraw.Draw(image).ellipse((170, 160, 250, 250), fill=(200, 30, 30))
+    config = get_preset("default").with_options(detector="none", backbone="fake")
+    extractor = FeatureExtractor(config)
+    analysis = extractor.analyse(image)
+    extractor.settle_fallbacks([analysis])
+    assert analysis.head_box == (0, 0, 256, 256)
+
+
 def test_the_top_fallback_keeps_the_top_centre_square() -> None:
     image = Image.new("RGB", (400, 400), "white")
     ImageDraw.Draw(image).ellipse((260, 250, 380, 370), fill=(200, 30, 30))

@@ -314,5 +314,13 @@ class Catalog:
     def counts(self) -> dict[str, int]:
         return dict(self._db.execute("SELECT status, COUNT(*) FROM files GROUP BY status"))
 
+    def face_counts(self) -> dict[str, int]:
+        """How many indexed pictures have 0, 1, 2 and 3 or more detected faces."""
+        counts = {"0": 0, "1": 0, "2": 0, "3+": 0}
+        for rec in self.by_status("ok"):
+            n = len(rec.faces or [])
+            counts[str(n) if n < 3 else "3+"] += 1
+        return counts
+
     def iter_errors(self) -> Iterator[FileRecord]:
         yield from self.by_status("error")

@@ -488,6 +488,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 0
     manifest = dict(coll.manifest)
     manifest["catalog"] = catalog.counts()
+    manifest["faces_per_picture"] = catalog.face_counts()
     manifest["being_written"] = coll.is_locked()
     if args.json:
         print(json.dumps(manifest, indent=2))
@@ -502,6 +503,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"generation: {manifest.get('generation') or 'none committed yet'}")
     print(f"indexed:    {counts.get('indexed', 0)} images, dims {manifest.get('dims', {})}")
     print(f"files:      {manifest['catalog']}")
+    faces = manifest["faces_per_picture"]
+    print(
+        f"faces:      {faces['0']} pictures with none (fallback head view), {faces['1']} with "
+        f"one, {faces['2']} with two, {faces['3+']} with three or more"
+    )
     if manifest["being_written"]:
         print("an index run is writing this collection now")
     return 0

@@ -18,7 +18,7 @@ from PIL import Image
 from lookalike.config import VIEWS, PipelineConfig
 from lookalike.describe import describe, list_descriptors
 from lookalike.detect import Detector, create_detector, crop, head_box
-from lookalike.detect.salient import salient_box
+from lookalike.detect.salient import SALIENT_MIN_SIDE, salient_box
 from lookalike.embed import Backbone, create_backbone
 from lookalike.errors import LookalikeError
 
@@ -93,8 +93,10 @@ class FeatureExtractor:
     def settle_fallbacks(self, analyses: Sequence[Analysis]) -> None:
         """Give the pictures without a face the salient head view, in place (one batched
         backbone pass over their whole pictures); a no-op unless the config asks for it and
-        fuses a head block."""
-        todo = [a for a in analyses if a.fallback]
+        fuses a head block, and for pictures too small to be more than their subject."""
+        todo = [
+            a for a in analyses if a.fallback and min(a.views["whole"].size) >= SALIENT_MIN_SIDE
+        ]
         if not todo or self.config.fallback != "salient" or "head" not in self.config.views:
             return
         if SALIENCY_OUTPUT not in self.backbone.outputs:

@@ -15,6 +15,14 @@ import numpy as np
 
 from lookalike.detect.base import Box, top_centre_box
 
+# A picture whose shorter side is below this is taken as already framed on its subject
+# (a face crop, a thumbnail, a 23 x 28 ORL photo): its head view stays the top-centre
+# square, which for a square crop is the whole picture. Measured (benchmarks/quality.md,
+# "fallback"): the salient square of a 256 px anime face crop cuts the face (anime-faces-dev
+# 0.906 -> 0.845) and of an ORL photo ruins it (0.993 -> 0.545), while full pictures
+# (anime-full-dev: 90% have a shorter side of 360 px or more) gain.
+SALIENT_MIN_SIDE = 400
+
 # Cells at or above this share of the strongest one make the salient region (measured:
 # 0.3, 0.5, 0.7, 0.8, 0.9 in benchmarks/quality.md).
 SALIENT_SHARE = 0.7
