@@ -13,7 +13,9 @@ from PIL import Image, ImageDraw, ImageOps
 from lookalike.embed import Preprocess, create_backbone, fit_square, list_backbones, to_batch
 from lookalike.errors import LookalikeError, UnknownNameError
 
-ALL_OUTPUTS = ("pooled", "logits", "gem", "gem_mid", "avg_mid", "avg_g3_s4", "avg_g3_s5")
+# The vectors images are compared by; "energy" (where the picture fires) is a saliency map.
+VECTOR_OUTPUTS = ("pooled", "logits", "gem", "gem_mid", "avg_mid", "avg_g3_s4", "avg_g3_s5")
+ALL_OUTPUTS = (*VECTOR_OUTPUTS, "energy")
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 DOG_CLASSES = range(151, 269)
 
@@ -112,10 +114,11 @@ def test_fake_outputs_shapes_and_determinism() -> None:
         "avg_mid": 32,
         "avg_g3_s4": 288,
         "avg_g3_s5": 72,
+        "energy": 64,  # 8 x 8 cells
     }
 
 
-@pytest.mark.parametrize("output", ALL_OUTPUTS)
+@pytest.mark.parametrize("output", VECTOR_OUTPUTS)
 def test_fake_similar_images_are_closer_than_different_ones(output: str) -> None:
     anchor = scene("navy", "circle", "red")
     near = scene("navy", "circle", "red", shift=4, noise=12)
@@ -174,6 +177,7 @@ def test_lite0_outputs_and_determinism(lite0) -> None:
         "avg_mid": 80,
         "avg_g3_s4": 9 * 80,  # stage-4 map on a 3x3 grid
         "avg_g3_s5": 9 * 112,
+        "energy": 7 * 7,  # the last map (224 / 32 = 7 cells a side), channel mean
     }
     for out, dim in lite0.outputs.items():
         assert first[out].shape == (2, dim) and first[out].dtype == np.float32

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import math
 import os
 from collections.abc import Sequence
 from functools import cache
@@ -132,7 +133,7 @@ class EfficientNetLite:
             **grid_dims,
             # The last map's channel mean, cell by cell: where the picture fires (the
             # salient fallback). "same" padding gives ceil(size / 32) cells a side.
-            "energy": -((-INPUT_SIZES[variant] // 32) ** 2),
+            "energy": math.ceil(INPUT_SIZES[variant] / 32) ** 2,
         }
         self.weights_hash = weights_sha256(path)
         self.flip_tta = flip_tta
