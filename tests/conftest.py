@@ -12,10 +12,15 @@ checked against a plain `pytest` run.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+# The Milvus tests open gRPC channels in this process; with gRPC's fork support on, a later
+# test's subprocess can abort between fork and exec (epoll EBADF, grpc/grpc#43055).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 

@@ -327,12 +327,13 @@ def test_collection_errors_are_clear_messages(small_collection, tmp_path, capsys
 def test_bad_labels_on_the_command_line_name_the_line(small_collection, tmp_path, capsys):
     _, coll = small_collection
     labels = tmp_path / "labels.csv"
-    labels.write_text("file,character\nc0/00.png,red\nc0/00.png,blue\n")
+    # The same label twice (another label on a second row is a second character).
+    labels.write_text("file,character\nc0/00.png,red\nc0/00.png,red\n")
     expect_error(
         capsys,
         ["evaluate", str(coll), "--labels", str(labels), "-q"],
         2,
-        r"labels.csv:3: c0/00.png is listed again \(first at line 2\)",
+        r"labels.csv:3: c0/00.png is listed again with no new label \(first at line 2\)",
     )
 
 

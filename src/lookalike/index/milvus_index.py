@@ -17,6 +17,7 @@ which turns Milvus answers back into the generation's rows.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import uuid
@@ -74,6 +75,10 @@ def _client(uri: str) -> Any:
     """One client per store and process: Milvus Lite lets only one client open its file."""
     with _CLIENTS_LOCK:
         if uri not in _CLIENTS:
+            # gRPC's fork handlers restart its poller in every forked child, and a child that
+            # closes its file descriptors before exec (subprocess, decode workers) then aborts
+            # on epoll EBADF (grpc/grpc#43055); this process never forks a gRPC user.
+            os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
             try:
                 from pymilvus import MilvusClient
             except ImportError as e:
