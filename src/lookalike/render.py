@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from lookalike.errors import ImageLoadError
 from lookalike.fileio import atomic_write_bytes
 from lookalike.images import load_image
+from lookalike.names import safe_display
 
 Box = tuple[int, int, int, int]
 RGB = tuple[int, int, int]
@@ -118,7 +119,7 @@ def _draw_strip(
         x = layout.tile_x(index)
         sheet.paste(_tile(item, layout.tile, font), (x, y))
         second = "query" if index == 0 else _score_text(item.score)
-        lines = (_ellipsis(item.caption, font, layout.tile), second)
+        lines = (_ellipsis(safe_display(item.caption), font, layout.tile), second)
         for n, line in enumerate(lines):
             text_y = y + layout.tile + layout.gap + n * layout.caption_height // 2
             draw.text((x, text_y), line, fill=INK if n == 0 else MUTED, font=font)
