@@ -255,6 +255,31 @@ def test_decode_workers_die_with_a_killed_index(tmp_path, record_property):
     record_property("children_gone_after_kill", f"{len(workers)} of {len(workers)}")
 
 
+WATCHED = """
+import os, subprocess, sys
+child = subprocess.Popen([sys.executable, "-c",
+    "import os; from lookalike.decode_pool import _watch; _watch(os.getppid())"])
+print(child.pid, flush=True)
+child.wait()
+"""
+
+
+def test_the_watchdog_ends_a_worker_whose_parent_died():
+    """The fallback where PR_SET_PDEATHSIG is missing: the parent pid changes, the worker exits."""
+    parent = subprocess.Popen([sys.executable, "-c", WATCHED], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())  # type: ignore[union-attr]
+    time.sleep(0.5)
+    assert alive(worker)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if alive(worker):
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail("the watched worker outlived its parent")
+
+
 # --- 8. only allowed Pillow formats, for files and uploads --------------------------------
 
 
