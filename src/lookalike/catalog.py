@@ -14,11 +14,13 @@ from urllib.parse import quote
 
 from lookalike.errors import CollectionError
 from lookalike.fileio import no_room_left
+from lookalike.names import from_stored, to_stored
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     id INTEGER PRIMARY KEY,
-    path TEXT NOT NULL UNIQUE,          -- relative to the indexed root, '/' separated
+    path TEXT NOT NULL UNIQUE,          -- relative to the indexed root, '/' separated;
+                                        -- a BLOB of the raw bytes when it is not UTF-8
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     sha256 TEXT,
@@ -79,7 +81,7 @@ def _row_to_record(row: tuple[Any, ...]) -> FileRecord:
     head_box = json.loads(row[11]) if row[11] else None
     return FileRecord(
         id=row[0],
-        path=row[1],
+        path=from_stored(row[1]),
         size=row[2],
         mtime_ns=row[3],
         sha256=row[4],
@@ -264,7 +266,9 @@ class Catalog:
         return found
 
     def by_path(self, path: str) -> FileRecord | None:
-        row = self._db.execute(f"SELECT {_COLUMNS} FROM files WHERE path = ?", (path,)).fetchone()
+        row = self._db.execute(
+            f"SELECT {_COLUMNS} FROM files WHERE path = ?", (to_stored(path),)
+        ).fetchone()
         return _row_to_record(row) if row else None
 
     def by_sha256(self, sha256: str) -> list[FileRecord]:
@@ -278,7 +282,7 @@ class Catalog:
         with self._db:
             for rec in records:
                 values = (
-                    rec.path,
+                    to_stored(rec.path),
                     rec.size,
                     rec.mtime_ns,
                     rec.sha256,
@@ -309,7 +313,9 @@ class Catalog:
 
     def delete_paths(self, paths: Iterable[str]) -> None:
         with self._db:
-            self._db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in paths])
+            self._db.executemany(
+                "DELETE FROM files WHERE path = ?", [(to_stored(p),) for p in paths]
+            )
 
     def counts(self) -> dict[str, int]:
         return dict(self._db.execute("SELECT status, COUNT(*) FROM files GROUP BY status"))

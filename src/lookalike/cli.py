@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from lookalike import __version__
 from lookalike.errors import LookalikeError
+from lookalike.names import safe_display
 
 if TYPE_CHECKING:
     from lookalike.collection import Collection
@@ -431,16 +432,17 @@ def cmd_query(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
-        print(f"query: {result.query}")
+        print(f"query: {safe_display(result.query)}")
         if result.query_fallback:
             print("head crop: no face found in the query, the fallback crop was used")
         print(f"{'rank':>4}  {'score':>7}  {'id':>6}  path")
         for rank, m in enumerate(result.matches, 1):
-            print(f"{rank:>4}  {m.score:7.4f}  {m.id:>6}  {m.path}")
+            print(f"{rank:>4}  {m.score:7.4f}  {m.id:>6}  {safe_display(m.path)}")
         if args.sheet:
-            print(f"contact sheet: {args.sheet}")
+            print(f"contact sheet: {safe_display(args.sheet)}")
     for path, reason in unreadable:
-        print(f"lookalike: warning: {path}: {reason}: a grey tile in the sheet", file=sys.stderr)
+        warning = f"{safe_display(path)}: {reason}: a grey tile in the sheet"
+        print(f"lookalike: warning: {warning}", file=sys.stderr)
     # Like an index run that skipped files: the answer is complete, the sheet is not.
     return EXIT_SKIPPED if unreadable else 0
 
@@ -483,7 +485,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(json.dumps(errors, indent=2))
         else:
             for e in errors:
-                print(f"{e['path']}: {e['error']}")
+                print(f"{safe_display(e['path'])}: {e['error']}")
             print(f"{len(errors)} file(s) skipped")
         return 0
     manifest = dict(coll.manifest)
@@ -495,8 +497,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 0
     config = coll.config
     counts = manifest.get("counts", {})
-    print(f"collection: {coll.path}")
-    print(f"root:       {coll.root}")
+    print(f"collection: {safe_display(coll.path)}")
+    print(f"root:       {safe_display(coll.root)}")
     print(f"preset:     {config.preset} ({', '.join(config.block_keys)})")
     print(f"backbone:   {config.backbone}   detector: {config.detector}")
     print(f"index:      {config.index.backend} {config.index.params}")
@@ -576,8 +578,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         accuracy = result.val_accuracy.get(task.name)
         shown = f"{accuracy:.3f}" if accuracy is not None else "n/a"
         print(f"task {task.name}: {len(task.classes)} classes, validation accuracy {shown}")
-    print(f"best epoch {result.best_epoch}, {result.seconds:.1f} s; head saved in {out}")
-    print(f"use it: lookalike index {coll.root} -c {coll.path} --preset v5 --head {out}")
+    head_dir, root, path = (safe_display(p) for p in (out, coll.root, coll.path))
+    print(f"best epoch {result.best_epoch}, {result.seconds:.1f} s; head saved in {head_dir}")
+    print(f"use it: lookalike index {root} -c {path} --preset v5 --head {head_dir}")
     return 0
 
 
@@ -635,7 +638,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LookalikeError as exc:
         if debug:
             raise
-        print(f"lookalike: error: {exc}", file=sys.stderr)
+        print(f"lookalike: error: {safe_display(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

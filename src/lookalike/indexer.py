@@ -28,6 +28,7 @@ from lookalike.fileio import disk_full_is_an_error
 from lookalike.fuse import Fuser
 from lookalike.images import LoadLimits, file_sha256, iter_image_files, load_image
 from lookalike.index import IncrementalIndex, VectorIndex
+from lookalike.names import safe_display
 from lookalike.staging import Staging
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,13 @@ class IndexSummary:
 
     def lines(self) -> list[str]:
         out = [
-            f"collection: {self.collection}",
+            f"collection: {safe_display(self.collection)}",
             f"indexed: {self.total_indexed} images ({self.embedded} embedded now, "
             f"{self.unchanged} unchanged, {self.deleted} removed)",
             f"head crops from fallback (no face found): {self.fallbacks} of {self.embedded}",
             f"skipped: {len(self.skipped)}",
         ]
-        out += [f"  {path}: {reason}" for path, reason in self.skipped[:20]]
+        out += [f"  {safe_display(path)}: {reason}" for path, reason in self.skipped[:20]]
         if len(self.skipped) > 20:
             out.append(f"  ... and {len(self.skipped) - 20} more (lookalike info COLL --errors)")
         out.append(f"time: {self.seconds:.1f} s ({self.images_per_second:.1f} images/s)")
@@ -296,8 +297,11 @@ class Indexer:
             finally:
                 pool.close()
         else:
-            with ThreadPoolExecutor(self.workers) as threads:
+            threads = ThreadPoolExecutor(self.workers)
+            try:
                 yield functools.partial(threads.map, self._load_one)
+            finally:  # on Ctrl-C, do not decode the queued batches first
+                threads.shutdown(cancel_futures=True)
 
     def _batches(self, todo: Sequence[FileRecord]) -> Iterator[list[_Loaded]]:
         # Decoding and detection of the next batches overlap the embedding of this one.

@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 from lookalike.errors import ImageLoadError, LookalikeError
 from lookalike.fileio import atomic_write_bytes
 from lookalike.images import load_image
+from lookalike.names import safe_display
 
 Box = tuple[int, int, int, int]
 RGB = tuple[int, int, int]
@@ -143,7 +144,7 @@ def _draw_strip(
         if problem is not None:
             unreadable.append((item.image_path, problem))
         second = "query" if index == 0 else _score_text(item.score)
-        lines = (_ellipsis(item.caption, font, layout.tile), second)
+        lines = (_ellipsis(safe_display(item.caption), font, layout.tile), second)
         for n, line in enumerate(lines):
             text_y = y + layout.tile + layout.gap + n * layout.caption_height // 2
             draw.text((x, text_y), line, fill=INK if n == 0 else MUTED, font=font)
