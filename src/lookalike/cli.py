@@ -63,19 +63,12 @@ def port_number(text: str) -> int:
 
 
 def query_argument(text: str) -> str:
-    """The query as given, refused early where the catalog or the file system cannot take it."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        # Undecodable bytes in argv arrive as surrogates, which no catalog path holds.
-        shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        raise argparse.ArgumentTypeError(
-            f"{shown!r} is not valid UTF-8: rename the file, or query by id"
-        ) from None
+    """The query as given, refused early where the file system cannot take it. A name that
+    is not UTF-8 (surrogates in argv) is kept: the catalog stores such names as bytes."""
     for part in Path(text).parts:
         if len(os.fsencode(part)) > NAME_MAX:
             raise argparse.ArgumentTypeError(
-                f"a file name of {len(os.fsencode(part))} bytes ({part[:40]}...): "
+                f"a file name of {len(os.fsencode(part))} bytes ({safe_display(part[:40])}...): "
                 f"no file name is longer than {NAME_MAX} bytes"
             )
     return text
