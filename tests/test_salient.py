@@ -36,16 +36,22 @@ def test_a_flat_map_falls_back_to_the_top_centre_square() -> None:
     assert salient_box(np.zeros(49), (300, 600), 224, "pad") == (0, 0, 300, 300)
 
 
-def test_the_head_view_of_a_faceless_picture_is_around_its_object() -> None:
-    image = Image.new("RGB", (400, 400), "white")
-    ImageDraw.Draw(image).ellipse((260, 250, 380, 370), fill=(200, 30, 30))
-    config = get_preset("default").with_options(detector="none", backbone="fake")
+def settled(side: int, blob: tuple[int, int, int, int], fallback: str = "salient"):
+    """The analysis of a white `side` px square with one red blob, its fallback settled."""
+    image = Image.new("RGB", (side, side), "white")
+    ImageDraw.Draw(image).ellipse(blob, fill=(200, 30, 30))
+    config = get_preset("default").with_options(detector="none", backbone="fake", fallback=fallback)
     extractor = FeatureExtractor(config)
     analysis = extractor.analyse(image)
-    assert analysis.fallback and analysis.head_box == (0, 0, 400, 400)
+    assert analysis.fallback and analysis.head_box == (0, 0, side, side)
     extractor.settle_fallbacks([analysis])
-    x0, y0, x1, y1 = analysis.head_box
     assert analysis.fallback  # still recorded as a fallback
+    return analysis
+
+
+def test_the_head_view_of_a_faceless_picture_is_around_its_object() -> None:
+    analysis = settled(400, (260, 250, 380, 370))
+    x0, y0, x1, y1 = analysis.head_box
     assert x0 >= 200 and y0 >= 200  # in the object's quarter, not the top-centre square
     assert 260 < (x0 + x1) / 2 < 380 and 250 < (y0 + y1) / 2 < 370  # centred on the object
     assert analysis.views["head"].size == (x1 - x0, y1 - y0)
@@ -53,20 +59,8 @@ def test_the_head_view_of_a_faceless_picture_is_around_its_object() -> None:
 
 def test_a_small_picture_keeps_the_top_centre_square() -> None:
     # A 256 px face crop is its own head: cutting a salient part out of it loses the face.
-    image = Image.new("RGB", (256, 256), "white")
-    ImageDraw.Draw(image).ellipse((170, 160, 250, 250), fill=(200, 30, 30))
-    config = get_preset("default").with_options(detector="none", backbone="fake")
-    extractor = FeatureExtractor(config)
-    analysis = extractor.analyse(image)
-    extractor.settle_fallbacks([analysis])
-    assert analysis.head_box == (0, 0, 256, 256)
+    assert settled(256, (170, 160, 250, 250)).head_box == (0, 0, 256, 256)
 
 
 def test_the_top_fallback_keeps_the_top_centre_square() -> None:
-    image = Image.new("RGB", (400, 400), "white")
-    ImageDraw.Draw(image).ellipse((260, 250, 380, 370), fill=(200, 30, 30))
-    config = get_preset("default").with_options(detector="none", backbone="fake", fallback="top")
-    extractor = FeatureExtractor(config)
-    analysis = extractor.analyse(image)
-    extractor.settle_fallbacks([analysis])
-    assert analysis.head_box == (0, 0, 400, 400)
+    assert settled(400, (260, 250, 380, 370), fallback="top").head_box == (0, 0, 400, 400)
