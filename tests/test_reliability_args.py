@@ -34,13 +34,17 @@ def one_line_error(done: subprocess.CompletedProcess[str], code: int = 2) -> str
     return done.stderr
 
 
-@pytest.fixture(scope="module")
-def collection(tmp_path_factory) -> tuple[Path, Path]:
-    base = tmp_path_factory.mktemp("args")
+def indexed_colour_folder(base: Path) -> tuple[Path, Path]:
+    """A small folder of colour pictures under `base` and its collection (fake backbone)."""
     root = colour_folder(base / "photos", per_colour=2)
     coll = base / "coll"
     assert lookalike("index", str(root), "-c", str(coll), *FAKE).returncode == 0
     return root, coll
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory) -> tuple[Path, Path]:
+    return indexed_colour_folder(tmp_path_factory.mktemp("args"))
 
 
 ODD_ARGUMENTS = {

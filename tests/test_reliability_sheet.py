@@ -10,18 +10,14 @@ from pathlib import Path
 
 import pytest
 from test_reliability import FAKE, colour_folder
-from test_reliability_args import lookalike, one_line_error
+from test_reliability_args import indexed_colour_folder, lookalike, one_line_error
 
 PNG, JPEG = b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"
 
 
 @pytest.fixture(scope="module")
 def collection(tmp_path_factory) -> tuple[Path, Path]:
-    base = tmp_path_factory.mktemp("sheet")
-    root = colour_folder(base / "photos", per_colour=2)
-    coll = base / "coll"
-    assert lookalike("index", str(root), "-c", str(coll), *FAKE).returncode == 0
-    return root, coll
+    return indexed_colour_folder(tmp_path_factory.mktemp("sheet"))
 
 
 def sheet(coll: Path, target: Path | str, *extra: str):
