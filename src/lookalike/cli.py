@@ -89,7 +89,7 @@ def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--fallback",
-        choices=["salient", "top"],
+        choices=["salient", "top"],  # config.Fallback (not imported: start-up time)
         help="head view when no face is found: salient (default: the strongest part of the "
         "CNN's feature map) or top (the top-centre square)",
     )

@@ -15,7 +15,6 @@ from lookalike.registry import Registry
 VIEWS = ("whole", "head")
 FusionMode = Literal["concat", "weighted"]
 Fallback = Literal["salient", "top"]
-FALLBACKS = ("salient", "top")
 
 
 @dataclass(frozen=True)
