@@ -156,6 +156,12 @@ def _training_options(args: argparse.Namespace, **extra: Any) -> TrainOptions:
     )
 
 
+def _add_table_formats(p: argparse.ArgumentParser) -> None:
+    formats = p.add_mutually_exclusive_group()
+    formats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    formats.add_argument("--csv", action="store_true", help="print CSV, one row per file")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="lookalike",
@@ -291,6 +297,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="head folder (default: COLL/head)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+    p = sub.add_parser(
+        "duplicates",
+        help="groups of near-duplicate pictures (re-saves, resizes, crops, recolours)",
+        description="Groups of pictures that are the same art: perceptual hashes of the "
+        "indexed files (and of their crops) at most --threshold bits apart. Each group "
+        "names the file to keep (most pixels, then most bytes, then by path). Nothing is "
+        "deleted.",
+    )
+    p.add_argument("collection", type=Path)
+    p.add_argument(
+        "--threshold",
+        type=at_least(0),
+        default=8,  # duplicates.DEFAULT_THRESHOLD (not imported: start-up time)
+        help="most differing bits of the 64-bit hashes (default 8; higher finds more, "
+        "with more false groups)",
+    )
+    _add_table_formats(p)
+
+    p = sub.add_parser(
+        "groups",
+        help="the collection clustered into characters (or people), without labels",
+        description="Clusters the stored vectors into groups (characters, or people with "
+        "the photo preset), each with a representative picture. --labels-out writes a "
+        "labels CSV (group_N, or the names of --names) that train and evaluate read.",
+    )
+    p.add_argument("collection", type=Path)
+    p.add_argument(
+        "--min-size",
+        type=at_least(1),
+        default=3,
+        help="smallest group listed (default 3); smaller ones are listed as ungrouped",
+    )
+    p.add_argument("--names", type=Path, help="CSV 'group,name' naming groups (group_3,Saber)")
+    p.add_argument("--labels-out", type=Path, help="write the labels CSV (file,character) here")
+    p.add_argument("--sheets", type=Path, help="write a contact sheet per group into this folder")
+    _add_table_formats(p)
 
     p = sub.add_parser(
         "demo",
@@ -577,6 +620,72 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_duplicates(args: argparse.Namespace) -> int:
+    from lookalike.duplicates import find_duplicates
+
+    report = find_duplicates(args.collection, args.threshold)
+    rows = [
+        [n, "keep" if f is g.keep else "", f.path, f.width, f.height, f.size, f.distance]
+        for n, g in enumerate(report.groups, 1)
+        for f in g.files
+    ]
+    header = ["group", "keep", "path", "width", "height", "bytes", "distance"]
+    _print_rows(args, report.to_json(), header, rows)
+    if not (args.json or args.csv):
+        extra = sum(len(g.others) for g in report.groups)
+        print(
+            f"{len(report.groups)} group(s) of near duplicates among {report.compared} "
+            f"pictures ({extra} beside the ones to keep); nothing was deleted"
+        )
+    for path, reason in report.unreadable:
+        print(f"lookalike: warning: {safe_display(path)}: {reason}: not compared", file=sys.stderr)
+    return EXIT_SKIPPED if report.unreadable else 0
+
+
+def cmd_groups(args: argparse.Namespace) -> int:
+    from lookalike.collection import Collection
+    from lookalike.groups import find_groups, read_names, write_labels, write_sheets
+
+    coll = Collection.open(args.collection)
+    names = read_names(args.names) if args.names else None
+    report = find_groups(coll, args.min_size, names)
+    rows = [
+        [g.name, "representative" if m == g.representative else "", m.id, m.path]
+        for g in report.groups
+        for m in g.members
+    ]
+    _print_rows(args, report.to_json(), ["group", "representative", "id", "path"], rows)
+    if not (args.json or args.csv):
+        print(
+            f"{len(report.groups)} group(s) of {args.min_size} or more; "
+            f"{len(report.ungrouped)} picture(s) in no group"
+        )
+    if args.labels_out:
+        write_labels(report, args.labels_out)
+        print(f"labels: {safe_display(args.labels_out)}", file=sys.stderr)
+    if args.sheets:
+        written = write_sheets(report, coll, args.sheets)
+        print(f"{len(written)} sheet(s) in {safe_display(args.sheets)}", file=sys.stderr)
+    return 0
+
+
+def _print_rows(args: argparse.Namespace, as_json: Any, header: list[str], rows: list) -> None:
+    """JSON, CSV or an aligned table of `rows` (file names printed safely in the table)."""
+    if args.json:
+        print(json.dumps(as_json, indent=2))
+        return
+    if args.csv:
+        import csv
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        return
+    print("  ".join(header))
+    for row in rows:
+        print("  ".join(safe_display(str(c)) for c in row))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from lookalike.demo import run_demo
 
@@ -606,6 +715,8 @@ COMMANDS = {
     "info": cmd_info,
     "evaluate": cmd_evaluate,
     "train": cmd_train,
+    "duplicates": cmd_duplicates,
+    "groups": cmd_groups,
     "demo": cmd_demo,
     "serve": cmd_serve,
 }

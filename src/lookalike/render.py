@@ -54,6 +54,7 @@ class SheetItem:
     score: float | None = None
     head_box: Box | None = None
     fallback: bool = False
+    note: str | None = None  # the second caption line, in place of "query" or the score
 
 
 @dataclass
@@ -144,6 +145,7 @@ def _draw_strip(
         if problem is not None:
             unreadable.append((item.image_path, problem))
         second = "query" if index == 0 else _score_text(item.score)
+        second = second if item.note is None else item.note
         lines = (_ellipsis(safe_display(item.caption), font, layout.tile), second)
         for n, line in enumerate(lines):
             text_y = y + layout.tile + layout.gap + n * layout.caption_height // 2

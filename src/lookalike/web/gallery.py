@@ -107,6 +107,8 @@ class Gallery:
         self.evaluation_path = Path(evaluation) if evaluation else coll.path / EVALUATION_FILE
         self._model_lock = threading.Lock()
         self._weights_checked = False
+        self._reports_lock = threading.Lock()  # groups and duplicates: computed once
+        self._reports: dict[str, dict[str, Any]] = {}
 
         ids = self.searcher.ids
         records = coll.catalog.get_many(ids.tolist())
@@ -183,6 +185,30 @@ class Gallery:
             return json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise RequestError(404, f"{path.name}: unreadable evaluation ({exc})") from exc
+
+    # -- groups and near duplicates (computed on the first request, then kept) ----------
+    def groups(self) -> dict[str, Any]:
+        from lookalike.groups import find_groups
+
+        return self._report("groups", lambda: find_groups(self.collection, min_size=2))
+
+    def duplicates(self) -> dict[str, Any]:
+        from lookalike.duplicates import find_duplicates
+
+        return self._report("duplicates", lambda: find_duplicates(self.collection))
+
+    def _report(self, name: str, compute: Any) -> dict[str, Any]:
+        with self._reports_lock:
+            if name not in self._reports:
+                report = compute().to_json()
+                for group in report["groups"]:  # what a tile needs: boxes, sizes, labels
+                    members = group.get("members") or [group["keep"], *group["others"]]
+                    for member in members:
+                        item = self.by_id.get(member["id"])
+                        if item is not None:
+                            member.update(item.to_json())
+                self._reports[name] = report
+            return self._reports[name]
 
     # -- listing -----------------------------------------------------------------------
     def list_items(

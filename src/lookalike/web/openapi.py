@@ -82,6 +82,10 @@ _RESULT = {
 }
 
 
+def _object(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"type": "object"}}}}
+
+
 def openapi_spec() -> dict[str, Any]:
     query_response = {"200": _json("the query and its look-alikes, best first", "QueryResult")}
     return {
@@ -160,6 +164,20 @@ def openapi_spec() -> dict[str, Any]:
                         },
                         **_ERRORS,
                     },
+                }
+            },
+            "/api/groups": {
+                "get": {
+                    "summary": "Character groups without labels (as `lookalike groups "
+                    "--min-size 2 --json`), members with their item fields",
+                    "responses": {"200": _object("groups, ungrouped pictures")},
+                }
+            },
+            "/api/duplicates": {
+                "get": {
+                    "summary": "Near-duplicate groups (as `lookalike duplicates --json`), the "
+                    "file to keep first",
+                    "responses": {"200": _object("groups: keep and others")},
                 }
             },
             "/api/openapi.json": {

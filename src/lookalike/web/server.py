@@ -60,6 +60,8 @@ EXACT_ROUTES = {
     "/api/items": "items",
     "/api/query": "query",
     "/api/evaluation": "evaluation",
+    "/api/groups": "groups",
+    "/api/duplicates": "duplicates",
     "/api/openapi.json": "openapi",
 }
 PREFIX_ROUTES = {
@@ -310,6 +312,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def _get_evaluation(self, rest: str, params: dict[str, list[str]]) -> None:
         self._send_json(200, self.server.gallery.evaluation())
+
+    def _get_groups(self, rest: str, params: dict[str, list[str]]) -> None:
+        self._send_json(200, self.server.gallery.groups())
+
+    def _get_duplicates(self, rest: str, params: dict[str, list[str]]) -> None:
+        self._send_json(200, self.server.gallery.duplicates())
 
     def _get_openapi(self, rest: str, params: dict[str, list[str]]) -> None:
         self._send_json(200, openapi_spec())

@@ -11,6 +11,7 @@ const state = {
   candidates: [], // the last query's candidate pool, with per-view scores
   views: [],
   uploadUrl: null,
+  groups: null, // the last /api/groups answer
 };
 
 const $ = (id) => document.getElementById(id);
@@ -216,6 +217,73 @@ function renderResults() {
   );
 }
 
+// -- character groups and near duplicates ------------------------------------------------------
+function reportTile(item, note) {
+  const tile = itemTile(item, 256, [el("div", { text: item.path }), el("div", { class: "muted", text: note })]);
+  tile.addEventListener("click", () => queryItem(item));
+  return tile;
+}
+
+async function showGroups() {
+  showError("");
+  const report = await api("/api/groups").catch((e) => showError(e.message));
+  if (!report) return;
+  state.groups = report;
+  $("groups-note").textContent =
+    `${report.groups.length} groups of ${report.min_size} or more; ${report.ungrouped.length} pictures in no group`;
+  $("groups-list").replaceChildren(
+    ...report.groups.map((g) => {
+      const name = el("input", { type: "text", class: "group-name", placeholder: g.name, "aria-label": `name of ${g.name}` });
+      name.dataset.group = g.name;
+      const tiles = g.members.map((m) => reportTile(m, m.id === g.representative.id ? "representative" : ""));
+      return el("div", { class: "report-group", "data-group": g.name }, [
+        el("strong", { text: `${g.name} (${g.size})` }), name, el("div", { class: "grid" }, tiles),
+      ]);
+    }),
+  );
+  $("groups").hidden = false;
+}
+
+// file,character: each grouped file with its group's name (typed in, or group_N).
+function labelsCsv() {
+  const quote = (v) => (/[",\n\r]/.test(v) ? `"${v.replaceAll('"', '""')}"` : v);
+  const names = {};
+  for (const input of document.querySelectorAll(".group-name")) {
+    names[input.dataset.group] = input.value.trim() || input.dataset.group;
+  }
+  const rows = state.groups.groups.flatMap((g) => g.members.map((m) => [m.path, names[g.name]]));
+  rows.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  return ["file,character", ...rows.map((r) => r.map(quote).join(","))].join("\n") + "\n";
+}
+
+function downloadLabels() {
+  const url = URL.createObjectURL(new Blob([labelsCsv()], { type: "text/csv" }));
+  const link = el("a", { href: url, download: "labels.csv" });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
+
+async function showDuplicates() {
+  showError("");
+  const report = await api("/api/duplicates").catch((e) => showError(e.message));
+  if (!report) return;
+  $("duplicates-note").textContent =
+    `${report.groups.length} groups among ${report.compared} pictures (hashes at most ${report.threshold} bits apart)`;
+  $("duplicates-list").replaceChildren(
+    ...report.groups.map((g, n) => {
+      const keep = reportTile(g.keep, `keep: ${g.keep.width}x${g.keep.height}, ${g.keep.bytes} bytes`);
+      keep.classList.add("keep");
+      const others = g.others.map((f) => reportTile(f, `${f.width}x${f.height}, ${f.distance} bits`));
+      return el("div", { class: "report-group duplicate-group" }, [
+        el("strong", { text: `group ${n + 1}` }), el("div", { class: "grid" }, [keep, ...others]),
+      ]);
+    }),
+  );
+  $("duplicates").hidden = false;
+}
+
 // -- evaluation table -------------------------------------------------------------------------
 async function loadEvaluation() {
   const response = await fetch("/api/evaluation");
@@ -254,6 +322,9 @@ function wire() {
     state.offset += PER_PAGE;
     loadPage().catch((e) => showError(e.message));
   });
+  $("show-groups").addEventListener("click", showGroups);
+  $("show-duplicates").addEventListener("click", showDuplicates);
+  $("download-labels").addEventListener("click", downloadLabels);
   $("weight").addEventListener("input", renderResults);
   $("k").addEventListener("change", renderResults);
   $("show-boxes").addEventListener("change", (e) => {
