@@ -11,9 +11,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from playwright.sync_api import expect
-from test_web import PER_COLOUR, Running, build_collection
+from test_web import PER_COLOUR, Running, build_collection, fake_config
 
+from lookalike.indexer import Indexer
+from lookalike.labels import read_labels_csv
 from lookalike.web import Gallery, WebLimits
 
 CHROMIUM = "/usr/bin/chromium"
@@ -143,4 +146,69 @@ def test_a_refused_upload_shows_the_servers_message(site, browser, tmp_path):
         f.truncate(WebLimits().max_upload_bytes + 1)
     page.set_input_files("#upload", str(big))
     expect(page.locator("#error")).to_contain_text("uploads are limited to")
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def site_with_copy(tmp_path_factory):
+    """The colour folders and a half-size copy of red/0.png: one near-duplicate pair."""
+    root, coll = build_collection(tmp_path_factory.mktemp("browser-copy"))
+    with Image.open(root / "red" / "0.png") as image:
+        image.resize((24, 32), Image.Resampling.LANCZOS).save(root / "red" / "0_small.png")
+    Indexer(root, coll, fake_config(), progress=False).run()
+    running = Running(Gallery(coll, labels="folders"))
+    yield running
+    running.stop()
+
+
+def test_groups_named_in_the_page_download_as_a_labels_csv_and_duplicates_show(
+    site_with_copy, browser, tmp_path
+):
+    running = site_with_copy
+    page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"http://127.0.0.1:{running.port}/")
+    page.wait_for_selector("body[data-ready='1']")
+
+    # The groups, as the API (and `lookalike groups --min-size 2`) gives them.
+    groups = api(running, "/api/groups")["groups"]
+    page.click("#show-groups")
+    expect(page.locator("#groups .report-group")).to_have_count(len(groups))
+    first = page.locator("#groups .report-group").first
+    assert first.get_attribute("data-group") == groups[0]["name"]
+    expect(first.locator(".tile")).to_have_count(groups[0]["size"])
+    rep = first.locator(".tile").first
+    assert int(rep.get_attribute("data-id")) == groups[0]["representative"]["id"]
+    assert "representative" in rep.inner_text()
+
+    # Name the first group and download the labels CSV: what train and evaluate read.
+    first.locator("input.group-name").fill("Crimson, the first")
+    with page.expect_download() as download:
+        page.click("#download-labels")
+    saved = tmp_path / "labels.csv"
+    download.value.save_as(saved)
+    labels = read_labels_csv(saved)
+    names = {g["name"]: g for g in groups}
+    for path, cells in labels.by_path.items():
+        group = next(g for g in groups if path in {m["path"] for m in g["members"]})
+        want = "Crimson, the first" if group is groups[0] else group["name"]
+        assert cells["character"] == want
+    assert len(labels.by_path) == sum(g["size"] for g in names.values())
+
+    # Near duplicates: each group with the file to keep first.
+    duplicates = api(running, "/api/duplicates")
+    pairs = [(g["keep"]["path"], [o["path"] for o in g["others"]]) for g in duplicates["groups"]]
+    assert ("red/0.png", ["red/0_small.png"]) in pairs  # the larger one is kept
+    page.click("#show-duplicates")
+    expect(page.locator("#duplicates-note")).to_contain_text(
+        f"{len(duplicates['groups'])} groups among {duplicates['compared']} pictures"
+    )
+    expect(page.locator("#duplicates .duplicate-group")).to_have_count(len(duplicates["groups"]))
+    for n, group in enumerate(duplicates["groups"]):
+        keep = page.locator("#duplicates .duplicate-group").nth(n).locator(".tile").first
+        assert int(keep.get_attribute("data-id")) == group["keep"]["id"]
+        assert "keep" in (keep.get_attribute("class") or "")
+    page.screenshot(path=str(ARTIFACTS / "groups.png"), full_page=True)
+    assert errors == []
     page.close()

@@ -83,7 +83,10 @@ _RESULT = {
 
 
 def _object(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": {"type": "object"}}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
 
 
 def openapi_spec() -> dict[str, Any]:
