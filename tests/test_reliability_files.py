@@ -257,8 +257,10 @@ def test_decode_workers_die_with_a_killed_index(tmp_path, record_property):
 
 WATCHED = """
 import os, subprocess, sys
+# The parent's pid is passed in, not read by the child: on a busy machine the parent may be
+# killed before the child's imports finish, and the child must still see it gone.
 child = subprocess.Popen([sys.executable, "-c",
-    "import os; from lookalike.decode_pool import _watch; _watch(os.getppid())"])
+    f"from lookalike.decode_pool import _watch; _watch({os.getpid()})"])
 print(child.pid, flush=True)
 child.wait()
 """
