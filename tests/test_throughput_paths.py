@@ -16,7 +16,8 @@ from lookalike.collection import Collection
 from lookalike.config import get_preset
 from lookalike.demo_data import generate_sample
 from lookalike.embed import create_backbone
-from lookalike.embed.onnx_runtime import OnnxRunner, cache_dir, min_cosine
+from lookalike.embed.cache import cache_dir
+from lookalike.embed.onnx_runtime import OnnxRunner, min_cosine
 from lookalike.errors import LookalikeError
 from lookalike.features import FeatureExtractor
 from lookalike.images import load_image
@@ -75,18 +76,22 @@ def test_onnx_runtime_gives_the_eager_vectors(
         one = plain.embed([image], ALL_OUTPUTS)
         for out in ALL_OUTPUTS:
             assert min_cosine(got[out][i : i + 1], one[out]) >= MIN_COSINE, (out, i)
-    # The export is cached under the weights hash, and the options do not change the key.
-    assert [p.name for p in (onnx_cache / "onnx").iterdir()] == [fast._onnx.path.name]  # type: ignore[attr-defined]
-    assert fast.weights_hash[:16] in fast._onnx.path.name  # type: ignore[attr-defined]
+    # The export is cached under the weights hash, and the options do not change the key;
+    # its record lies beside it.
+    runner: OnnxRunner = fast._onnx  # type: ignore[attr-defined]
+    cached = sorted(p.name for p in (onnx_cache / "onnx").iterdir())
+    assert cached == sorted([runner.path.name, runner.record_path.name])
+    assert fast.weights_hash[:16] in runner.path.name
 
 
 @pytest.mark.weights
 def test_a_damaged_export_is_made_again(onnx_cache: Path, sample: Path) -> None:
     image = load_image(next(sample.rglob("*.png")))
-    backbone = create_backbone("efficientnet-lite0", runtime="onnx")
-    runner: OnnxRunner = backbone._onnx  # type: ignore[attr-defined]
+    runner: OnnxRunner = create_backbone("efficientnet-lite0", runtime="onnx")._onnx  # type: ignore[attr-defined]
     runner.path.parent.mkdir(parents=True, exist_ok=True)
     runner.path.write_bytes(b"not an onnx graph")
+    backbone = create_backbone("efficientnet-lite0", runtime="onnx")
+    assert backbone._model is not None  # type: ignore[attr-defined]  # the record did not vouch
     vec = backbone.embed([image], ["pooled"])["pooled"]
     plain = create_backbone("efficientnet-lite0", runtime="torch").embed([image], ["pooled"])
     assert min_cosine(vec, plain["pooled"]) >= MIN_COSINE

@@ -12,7 +12,6 @@ import importlib
 import math
 import os
 from collections.abc import Sequence
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -21,6 +20,7 @@ from PIL import Image
 
 from lookalike.embed import onnx_runtime
 from lookalike.embed.base import BACKBONES, Preprocess, check_outputs, to_batch
+from lookalike.embed.cache import weights_sha256
 from lookalike.errors import LookalikeError
 
 if TYPE_CHECKING:
@@ -39,25 +39,19 @@ GRID_STAGES = (4, 5)
 # Stage 4 is the better compromise for characters; pass mid_stage=5 for photos of people.
 DEFAULT_MID_STAGE = 4
 GEM_P = 3.0
+# Every output, in the order of the ONNX export (its cache key hashes this list).
+OUTPUT_NAMES = (
+    "pooled",
+    "logits",
+    "gem",
+    "gem_mid",
+    "avg_mid",
+    *(f"avg_g3_s{s}" for s in GRID_STAGES),
+    "energy",
+)
 # "auto": ONNX Runtime when it is installed (several times faster here, see
 # benchmarks/README.md), else eager PyTorch. Both give the same vectors (cosine >= 0.9999).
 Runtime = Literal["auto", "onnx", "torch"]
-
-
-@cache
-def _sha256(path: str, mtime_ns: int, size: int) -> str:
-    # mtime and size are part of the key so a replaced file is hashed again.
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def weights_sha256(path: Path) -> str:
-    """sha256 of a weights file, computed once per process for each file."""
-    st = path.stat()
-    return _sha256(str(path.resolve()), st.st_mtime_ns, st.st_size)
 
 
 def packaged_weights(variant: int) -> Path:
@@ -90,13 +84,44 @@ class EfficientNetLite:
         runtime: Runtime = "auto",
         threads: int | None = None,
     ) -> None:
-        import torch
-        from efficientnet_lite_pytorch import EfficientNet
-
         self.name = f"efficientnet-lite{variant}"
         path = Path(weights_path) if weights_path is not None else packaged_weights(variant)
         if not path.is_file():
             raise LookalikeError(f"weights file {str(path)!r} for {self.name} does not exist.")
+        self._weights_path = path
+        self._mid_stage = mid_stage
+        self.preprocess = Preprocess(INPUT_SIZES[variant], LITE_MEAN, LITE_STD)
+        self.weights_hash = weights_sha256(path)
+        self.flip_tta = flip_tta
+        # Only what changes the vectors: the runtime and threads do not (they are checked to
+        # agree), so a collection indexed with one runtime is queried with the other.
+        self.options: dict[str, object] = {"mid_stage": mid_stage, "flip_tta": flip_tta}
+        self.runtime = _resolve_runtime(runtime)
+        self._model: torch.nn.Module | None = None
+        self._onnx: onnx_runtime.OnnxRunner | None = None
+        recorded = None
+        if self.runtime == "onnx":
+            # The export holds every output: a new output must not find an old export.
+            names = hashlib.sha256(",".join(OUTPUT_NAMES).encode()).hexdigest()[:8]
+            key = f"{self.name}-{self.weights_hash[:16]}-mid{mid_stage}-{names}"
+            self._onnx = onnx_runtime.OnnxRunner(
+                self._export_module, key, self.preprocess.input_size, OUTPUT_NAMES, threads
+            )
+            # A checked export answers every query without torch (the cold start of a query).
+            recorded = self._onnx.open_recorded()
+        if recorded is not None:
+            self.outputs = recorded
+        else:
+            self._build_torch()  # also checks the weights file and mid_stage at once
+
+    def _build_torch(self) -> torch.nn.Module:
+        """The eager model, built on first need; sets `outputs` and the stage indexes."""
+        if self._model is not None:
+            return self._model
+        import torch
+        from efficientnet_lite_pytorch import EfficientNet
+
+        path = self._weights_path
         model = EfficientNet.from_name(self.name)
         try:
             model.load_state_dict(_load_state(path))
@@ -104,15 +129,10 @@ class EfficientNetLite:
             raise LookalikeError(
                 f"weights file {str(path)!r} is not a state dict for {self.name}: {exc}"
             ) from exc
-        # channels_last measured ~2x faster at batch 32 on 2 threads; the NHWC numpy batch
-        # permuted to NCHW already has channels_last strides, so the input costs no copy.
-        self._model = model.eval().to(memory_format=torch.channels_last)
-        self._torch = torch
-
         ends = _stage_ends(model)
-        if not 1 <= mid_stage <= len(ends):
-            raise LookalikeError(f"mid_stage must be 1..{len(ends)}, got {mid_stage}.")
-        self._mid_index = ends[mid_stage - 1]
+        if not 1 <= self._mid_stage <= len(ends):
+            raise LookalikeError(f"mid_stage must be 1..{len(ends)}, got {self._mid_stage}.")
+        self._mid_index = ends[self._mid_stage - 1]
         mid_channels = model._blocks[self._mid_index]._block_args.output_filters
         head_channels = model._fc.in_features
         # Stage 4 and 5 maps pooled on a 3x3 grid: where hair, eyes and mouth are
@@ -122,8 +142,7 @@ class EfficientNetLite:
             name: 9 * model._blocks[i]._block_args.output_filters
             for name, i in self._grid_index.items()
         }
-
-        self.preprocess = Preprocess(INPUT_SIZES[variant], LITE_MEAN, LITE_STD)
+        size = self.preprocess.input_size
         self.outputs = {
             "pooled": head_channels,
             "logits": model._fc.out_features,
@@ -133,30 +152,23 @@ class EfficientNetLite:
             **grid_dims,
             # The last map's channel mean, cell by cell: where the picture fires (the
             # salient fallback). "same" padding gives ceil(size / 32) cells a side.
-            "energy": math.ceil(INPUT_SIZES[variant] / 32) ** 2,
+            "energy": math.ceil(size / 32) ** 2,
         }
-        self.weights_hash = weights_sha256(path)
-        self.flip_tta = flip_tta
-        # Only what changes the vectors: the runtime and threads do not (they are checked to
-        # agree), so a collection indexed with one runtime is queried with the other.
-        self.options: dict[str, object] = {"mid_stage": mid_stage, "flip_tta": flip_tta}
-        self.runtime = _resolve_runtime(runtime)
-        self._onnx: onnx_runtime.OnnxRunner | None = None
-        if self.runtime == "onnx":
-            # The export holds every output: a new output must not find an old export.
-            names = hashlib.sha256(",".join(self.outputs).encode()).hexdigest()[:8]
-            key = f"{self.name}-{self.weights_hash[:16]}-mid{mid_stage}-{names}"
-            self._onnx = onnx_runtime.OnnxRunner(
-                self._export_module(), key, self.preprocess.input_size, list(self.outputs), threads
-            )
+        assert list(self.outputs) == list(OUTPUT_NAMES)  # the export key names them
+        # channels_last measured ~2x faster at batch 32 on 2 threads; the NHWC numpy batch
+        # permuted to NCHW already has channels_last strides, so the input costs no copy.
+        self._model = model.eval().to(memory_format=torch.channels_last)
+        self._torch = torch
+        return self._model
 
     def torch_model(self) -> torch.nn.Module:
         """The eager EfficientNet itself (to fine-tune; `outputs_of` runs it)."""
-        return self._model
+        return self._build_torch()
 
     def outputs_of(self, x: torch.Tensor, outputs: Sequence[str]) -> dict[str, torch.Tensor]:
         """The outputs of an NCHW batch already preprocessed (`to_batch`), with autograd."""
         check_outputs(outputs, self.outputs, self.name)
+        self._build_torch()
         return self._heads(x, outputs)
 
     def embed(self, images: Sequence[Image.Image], outputs: Sequence[str]) -> dict[str, np.ndarray]:
@@ -166,6 +178,7 @@ class EfficientNetLite:
         batch = to_batch(images, self.preprocess)
         if self._onnx is not None:
             return self._embed_onnx(self._onnx, batch, len(images), outputs)
+        self._build_torch()
         torch = self._torch
         with torch.inference_mode():
             x = torch.from_numpy(batch).permute(0, 3, 1, 2)
@@ -189,8 +202,9 @@ class EfficientNetLite:
 
     def _export_module(self) -> torch.nn.Module:
         """Every output of one forward pass, from an NHWC batch (what `to_batch` gives)."""
+        self._build_torch()
         torch = self._torch
-        backbone, names = self, list(self.outputs)
+        backbone, names = self, list(OUTPUT_NAMES)
 
         class Heads(torch.nn.Module):
             def __init__(self) -> None:
@@ -204,7 +218,7 @@ class EfficientNetLite:
         return Heads().eval()
 
     def _heads(self, x: torch.Tensor, outputs: Sequence[str]) -> dict[str, torch.Tensor]:
-        m = self._model
+        m = self._build_torch()
         x = m._swish(m._bn0(m._conv_stem(x)))
         mid = x
         maps: dict[int, torch.Tensor] = {}

@@ -4,22 +4,26 @@ Measured on the 2-core development machine (benchmarks/README.md): ONNX Runtime 
 EfficientNet-Lite0 several times faster than eager PyTorch, at batch 1 and batch 32, with
 vectors within 1e-6 cosine distance of the eager ones. The export needs the `onnx`
 package and takes seconds, so it is written once to the user cache folder under a key
-that names the weights hash; every process then checks the cached graph against eager
-PyTorch on one probe input before trusting it (a stale or damaged file is exported again).
+that names the weights hash, and checked against eager PyTorch on a probe input; the
+check is recorded beside the graph with the graph's sha256, so later processes open the
+graph without importing torch (a stale, damaged or unrecorded file is checked again, and
+exported again when it fails).
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import io
+import json
 import logging
-import os
 import warnings
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lookalike.embed.cache import cache_dir
 from lookalike.errors import LookalikeError
 from lookalike.fileio import atomic_write_bytes
 
@@ -35,36 +39,34 @@ EXPORT_VERSION = 1
 
 
 def available() -> bool:
-    """Whether ONNX Runtime and the exporter's `onnx` package can be imported."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether ONNX Runtime and the exporter's `onnx` package are installed.
 
-
-def cache_dir() -> Path:
-    """$LOOKALIKE_CACHE_DIR, else $XDG_CACHE_HOME/lookalike, else ~/.cache/lookalike."""
-    explicit = os.environ.get("LOOKALIKE_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "lookalike"
+    Looked up, not imported: importing `onnx` costs about a second here, and only an
+    export needs it.
+    """
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
 
 
 class OnnxRunner:
     """`run(batch) -> {output: array}` for a torch module taking an NHWC float32 batch.
 
-    `module` maps an (N, H, W, 3) tensor to a tuple of (N, D) tensors named `outputs`.
+    `module()` gives the torch module (built only when needed: to export, or to check an
+    export that has no record yet); it maps an (N, H, W, 3) tensor to a tuple of (N, D)
+    tensors named `outputs`.
     `threads`: ONNX Runtime's intra-op threads (None: its default, one per core).
     Spinning is off: the indexer decodes and detects on the other core meanwhile, and
     spinning threads would take it from them.
+
+    Beside each export lies its record (`.json`): the sha256 of the graph, the
+    onnxruntime version that reproduced the PyTorch outputs with it, and the output
+    dimensions. `open_recorded()` opens a graph whose bytes have the recorded hash under
+    the recorded onnxruntime without torch at all (the fast start of a query); anything
+    else is checked against PyTorch again and the record rewritten.
     """
 
     def __init__(
         self,
-        module: torch.nn.Module,
+        module: Callable[[], torch.nn.Module],
         key: str,
         input_size: int,
         outputs: Sequence[str],
@@ -72,6 +74,7 @@ class OnnxRunner:
     ) -> None:
         self.module = module
         self.path = cache_dir() / "onnx" / f"{key}-v{EXPORT_VERSION}.onnx"
+        self.record_path = self.path.with_suffix(".json")
         self.input_size = input_size
         self.outputs = list(outputs)
         self.threads = threads
@@ -83,22 +86,86 @@ class OnnxRunner:
         arrays = self._session.run(self.outputs, {"x": np.ascontiguousarray(batch)})
         return dict(zip(self.outputs, arrays, strict=True))
 
+    def open_recorded(self) -> dict[str, int] | None:
+        """Open the export its record vouches for: {output: dimension}, or None (no record,
+        another graph or onnxruntime than recorded: `run` will check it against PyTorch)."""
+        record = self._read_record()
+        if record is None:
+            return None
+        try:
+            graph = self.path.read_bytes()
+        except OSError:
+            return None
+        # The bytes hashed are the bytes loaded: a file swapped in between cannot slip in.
+        if hashlib.sha256(graph).hexdigest() != record["onnx_sha256"]:
+            log.warning("%s: differs from its record, checking it again", self.path)
+            return None
+        session = self._try_open(graph)
+        if session is None:
+            return None
+        self._session = session
+        return dict(record["outputs"])
+
+    def _read_record(self) -> dict[str, Any] | None:
+        import onnxruntime as ort
+
+        try:
+            record = json.loads(self.record_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        expected = {
+            "export_version": EXPORT_VERSION,
+            "onnxruntime": ort.__version__,
+            "input_size": self.input_size,
+        }
+        if not isinstance(record, dict) or any(record.get(k) != v for k, v in expected.items()):
+            return None
+        outputs = record.get("outputs")
+        if not isinstance(outputs, dict) or list(outputs) != self.outputs:
+            return None
+        if not all(isinstance(d, int) for d in outputs.values()):
+            return None
+        return record if isinstance(record.get("onnx_sha256"), str) else None
+
     def _open_checked(self) -> Any:
+        module = self.module()
         if self.path.is_file():
-            session = self._try_open()
-            if session is not None and self._agrees(session):
+            session = self._open_and_record(module)
+            if session is not None:
                 return session
             log.warning("%s: stale or damaged ONNX export, exporting again", self.path)
-        self._export()
-        session = self._try_open()
-        if session is None or not self._agrees(session):
+        self._export(module)
+        session = self._open_and_record(module)
+        if session is None:
             raise LookalikeError(
                 f"{self.path}: the ONNX export does not reproduce the PyTorch model; "
                 "set LOOKALIKE_RUNTIME=torch to run without ONNX Runtime"
             )
         return session
 
-    def _try_open(self) -> Any:
+    def _open_and_record(self, module: torch.nn.Module) -> Any:
+        """The session of the export when it reproduces `module`, its record written; else None."""
+        import onnxruntime as ort
+
+        graph = self.path.read_bytes()
+        session = self._try_open(graph)
+        dims = None if session is None else self._agrees(module, session)
+        if dims is None:
+            return None
+        record = {
+            "export_version": EXPORT_VERSION,
+            "onnxruntime": ort.__version__,
+            "input_size": self.input_size,
+            "outputs": dims,
+            "onnx_sha256": hashlib.sha256(graph).hexdigest(),
+        }
+        try:
+            atomic_write_bytes(self.record_path, json.dumps(record, indent=1).encode())
+        except OSError as exc:  # a read-only cache: checked again next time
+            log.warning("%s: cannot record the checked export (%s)", self.record_path, exc)
+        return session
+
+    def _try_open(self, graph: bytes) -> Any:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -108,29 +175,33 @@ class OnnxRunner:
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # a truncated or foreign file: export it again
             log.warning("%s: cannot load (%s)", self.path, exc)
             return None
 
-    def _agrees(self, session: Any) -> bool:
+    def _agrees(self, module: torch.nn.Module, session: Any) -> dict[str, int] | None:
+        """{output: dimension} when the session reproduces `module` on a probe, else None."""
         import torch
 
         probe = np.random.default_rng(0).standard_normal(
             (2, self.input_size, self.input_size, 3), dtype=np.float32
         )
         with torch.inference_mode():
-            expected = [t.numpy() for t in self.module(torch.from_numpy(probe))]
+            expected = [t.numpy() for t in module(torch.from_numpy(probe))]
         try:
             got = session.run(self.outputs, {"x": probe})
         except Exception:  # the graph takes other inputs or names: not ours
-            return False
-        return all(
+            return None
+        agree = all(
             a.shape == b.shape and min_cosine(a, b) >= MIN_PROBE_COSINE
             for a, b in zip(expected, got, strict=True)
         )
+        if not agree:
+            return None
+        return {o: int(a.shape[1]) for o, a in zip(self.outputs, expected, strict=True)}
 
-    def _export(self) -> None:
+    def _export(self, module: torch.nn.Module) -> None:
         import torch
 
         example = torch.zeros((2, self.input_size, self.input_size, 3))
@@ -140,7 +211,7 @@ class OnnxRunner:
             # and needs neither onnxscript nor a dynamo trace of the model's Python code.
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                self.module,
+                module,
                 (example,),
                 buffer,
                 dynamo=False,
