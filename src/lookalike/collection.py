@@ -230,6 +230,13 @@ class Collection:
     def root(self) -> Path:
         return Path(self.manifest["root"])
 
+    def move_root(self, root: Path) -> None:
+        """The indexed folder was moved to `root`: the catalog's paths, relative to the root,
+        name the same files there (the writer calls it, holding the lock)."""
+        self.manifest["root"] = str(Path(root).resolve())
+        atomic_write_json(self.path / MANIFEST, self.manifest)
+        fsync_dir(self.path)
+
     @property
     def config(self) -> PipelineConfig:
         return PipelineConfig.from_dict(self.manifest["config"])
