@@ -30,6 +30,13 @@ from lookalike.images import LoadLimits, file_sha256, iter_image_files, load_ima
 from lookalike.index import IncrementalIndex, VectorIndex
 from lookalike.names import safe_display
 from lookalike.staging import Staging
+from lookalike.switch import (
+    SwitchReport,
+    check_switchable,
+    redetect_reasons,
+    shared_backbone,
+    switch_settings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +49,7 @@ class IndexSummary:
     unchanged: int = 0
     renamed: int = 0  # renamed or moved inside the root: kept their ids and vectors
     moved_root: bool = False  # the collection now indexes its folder's new place
+    switch: SwitchReport | None = None  # the collection switched to other settings
     deleted: int = 0
     fallbacks: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
@@ -57,6 +65,8 @@ class IndexSummary:
         out = [f"collection: {safe_display(self.collection)}"]
         if self.moved_root:
             out.append("folder moved: the collection indexes the new folder, files kept their ids")
+        if self.switch is not None:
+            out += self.switch.lines()
         out += [
             f"indexed: {self.total_indexed} images ({self.embedded} embedded now, "
             f"{self.unchanged} unchanged, {self.renamed} renamed or moved, "
@@ -177,6 +187,7 @@ class Indexer:
         # The folder the collection indexed before it was moved to `root`.
         self.moved_from = Path(moved_from).resolve() if moved_from else None
         self._moved = False
+        self._switch_to: PipelineConfig | None = None  # other settings than the stored ones
 
     # -- opening -----------------------------------------------------------------
     def _open(self) -> Collection:
@@ -184,9 +195,13 @@ class Indexer:
             coll = Collection.open(self.collection_path)
             self._moved = self._check_root(coll)
             config = self.requested or coll.config
-            coll.check_compatible(config, coll.weights_hash)  # other settings: refused unloaded
+            if config != coll.config:  # other settings: switched under the lock (switch.py)
+                check_switchable(coll, config)
+                self._switch_to = config
+                self._extractor_for(config)
+                return coll
             extractor = self._extractor_for(config)
-            coll.check_compatible(config, extractor.backbone_hash())
+            coll.check_weights(extractor.backbone_hash())
             return coll
         if next(iter_image_files(self.root), None) is None:
             raise LookalikeError(
@@ -217,7 +232,7 @@ class Indexer:
 
     def _extractor_for(self, config: PipelineConfig) -> FeatureExtractor:
         if self._extractor is None or self._extractor.config != config:
-            backbone = self._extractor.loaded_backbone if self._extractor else None
+            backbone = shared_backbone(self._extractor, config) if self._extractor else None
             self._extractor = FeatureExtractor(config, backbone=backbone)
         return self._extractor
 
@@ -237,12 +252,24 @@ class Indexer:
             if self._moved and coll.root != self.root:
                 coll.move_root(self.root)
                 summary.moved_root = True
-            gen, rederive = self._base(coll)
+            wanted = self._switch_to if self._switch_to != coll.config else None
+            redetect = wanted is not None and bool(redetect_reasons(coll, wanted))
+            if wanted is not None and redetect:  # every image is embedded again, below
+                summary.switch = switch_settings(
+                    coll, wanted, self._extractor_for(wanted), self.progress
+                )
+            else:  # new files of this run get the stored settings; the switch comes after
+                self._extractor_for(coll.config)
+            gen, rederive = (None, False) if redetect else self._base(coll)
             todo, deleted = self._plan(coll, gen, summary)
             self._embed(coll, todo, summary)
             changed = summary.embedded > 0 or bool(deleted) or gen is None or rederive
             if changed or Staging(coll.staging_dir).chunks():
                 self._commit(coll, gen, rederive, deleted, summary)
+            if wanted is not None and not redetect:
+                summary.switch = switch_settings(
+                    coll, wanted, self._extractor_for(wanted), self.progress
+                )
         if not summary.committed:
             summary.total_indexed = int(coll.manifest.get("counts", {}).get("indexed", 0))
         return summary

@@ -260,7 +260,7 @@ class Searcher:
             if not self._weights_checked:
                 # Vectors from other weights (an upgraded model package) would be compared
                 # silently with the stored ones and give meaningless answers.
-                self.collection.check_compatible(self.config, self.extractor.backbone_hash())
+                self.collection.check_weights(self.extractor.backbone_hash())
                 self._weights_checked = True
             analysis = self.extractor.analyse(image)
             self.extractor.settle_fallbacks([analysis])
