@@ -65,7 +65,7 @@ def fit_isotonic(scores: np.ndarray, hits: np.ndarray) -> tuple[np.ndarray, np.n
     squares) to `hits` (0/1), as (mean score, value) per step, thinned to MAX_KNOTS."""
     order = np.argsort(scores, kind="stable")
     x, y = np.asarray(scores, float)[order], np.asarray(hits, float)[order]
-    sums: list[float] = []  # per block: sum of y, sum of x, count
+    sums: list[float] = []  # per block: the sum of y, the sum of x, the count
     xs: list[float] = []
     counts: list[int] = []
     for xi, yi in zip(x, y, strict=True):
@@ -73,9 +73,10 @@ def fit_isotonic(scores: np.ndarray, hits: np.ndarray) -> tuple[np.ndarray, np.n
         xs.append(xi)
         counts.append(1)
         while len(sums) > 1 and sums[-2] / counts[-2] >= sums[-1] / counts[-1]:
-            sums[-2] += sums.pop()
-            xs[-2] += xs.pop()
-            counts[-2] += counts.pop()
+            y_sum, x_sum, count = sums.pop(), xs.pop(), counts.pop()
+            sums[-1] += y_sum
+            xs[-1] += x_sum
+            counts[-1] += count
     n = np.array(counts, float)
     knots_x, knots_y = np.array(xs) / n, np.array(sums) / n
     if len(knots_x) > MAX_KNOTS:
