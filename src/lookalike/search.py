@@ -56,28 +56,28 @@ class QueryResult:
     matches: list[Match]
     root: str = ""  # the indexed folder: each match's path is relative to it
     k: int = 0  # how many results were asked for
-    candidates: int = 0  # how many items could be results (the collection less the query)
+    size: int = 0  # items in the collection
+    candidates: int = 0  # how many of them could be results (all but the query itself)
     threshold: Threshold = field(default_factory=lambda: Threshold())
     left_out: list[Match] = field(default_factory=list)  # under the threshold
     calibration: str | None = None  # the dev sets the probabilities were fitted on
 
     @property
     def no_good_match(self) -> bool:
-        """Nothing passed the threshold, or (without one) the best result is improbable."""
+        """No result passed the threshold, or the best one is probably another character."""
         if not self.matches:
-            return bool(self.left_out) or self.candidates == 0
+            return True
         best = self.matches[0].probability
-        return not self.threshold.given and best is not None and best < GOOD_MATCH
+        return best is not None and best < GOOD_MATCH
 
     def notes(self) -> list[str]:
         """What a user should know about this answer, one sentence each."""
         out = []
         found = len(self.matches) + len(self.left_out)
         if found < self.k:
-            itself = " and the query is one of them" if self.query_id is not None else ""
-            size = self.candidates + (self.query_id is not None)
+            itself = " and the query is one of them" if self.candidates < self.size else ""
             out.append(
-                f"found {found} of the {self.k} results asked: the collection has {size} "
+                f"found {found} of the {self.k} results asked: the collection has {self.size} "
                 f"images{itself}"
             )
         if self.left_out:
@@ -121,10 +121,6 @@ class Threshold:
 
     min_score: float | None = None
     min_probability: float | None = None
-
-    @property
-    def given(self) -> bool:
-        return self.min_score is not None or self.min_probability is not None
 
     def passes(self, match: Match) -> bool:
         if self.min_score is not None and match.score < self.min_score:
@@ -208,6 +204,11 @@ class Searcher:
     def query(self, query: str, k: int = 4, threshold: Threshold | None = None) -> QueryResult:
         """The k items most like `query` (a file, a path in the root or an id), best first;
         with a `threshold`, those under it are left out (and listed in `left_out`)."""
+        if threshold and threshold.min_probability is not None and self.calibration is None:
+            raise QueryError(
+                f"{self.collection.path}: preset {self.config.preset!r} with these settings "
+                "has no calibrated probabilities (benchmarks/calibration.md); use --min-score"
+            )
         item_id, path = self.resolve(query)
         if item_id is None:
             assert path is not None
@@ -250,7 +251,8 @@ class Searcher:
         result.left_out = [m for m in matches if not result.threshold.passes(m)]
         result.root = str(self.collection.root)
         result.k = k
-        result.candidates = len(self.ids) - len(exclude & self.row_of.keys())
+        result.size = len(self.ids)
+        result.candidates = result.size - len(exclude & self.row_of.keys())
         result.calibration = self.calibration.source if self.calibration else None
         return result
 
