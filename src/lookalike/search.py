@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,11 +14,13 @@ from PIL import Image
 
 from lookalike.calibration import GOOD_MATCH, calibration_for
 from lookalike.collection import Collection
-from lookalike.errors import ImageLoadError, QueryError
+from lookalike.errors import DamagedPartError, ImageLoadError, QueryError
 from lookalike.expansion import expand_query
 from lookalike.features import Analysis, FeatureExtractor
 from lookalike.images import file_sha256, load_image
 from lookalike.rerank import ViewScorer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -163,14 +167,34 @@ class Searcher:
         self.head_boxes = gen.head_boxes
         self.index = gen.index()
         self.fuser = gen.fuser()
-        # Per-view cosines of the results (memory-mapped blocks: only their rows are read).
-        self.views = ViewScorer(self.fuser, {k: gen.block(k) for k in self.config.block_keys})
+        self._gen = gen
+        self._views: ViewScorer | None = None
         self.calibration = calibration_for(self.config)
         rows = {"ids.npy": len(self.ids), "fused.npy": len(self.fused), "index": self.index.count}
         gen.check_rows({**rows, "head_boxes.npy": len(self.head_boxes)})
         self.extractor = extractor or FeatureExtractor(self.config)
         self._extractor_lock = threading.Lock()
         self._weights_checked = False
+
+    @property
+    def views(self) -> ViewScorer:
+        """Per-view vectors of the stored blocks (memory-mapped on first use: only the rows
+        asked for are read); raises DamagedPartError when a block is missing or damaged."""
+        if self._views is None:
+            blocks = {k: self._gen.block(k) for k in self.config.block_keys}
+            self._views = ViewScorer(self.fuser, blocks)
+        return self._views
+
+    def _query_views(
+        self, make: Callable[[ViewScorer], dict[str, np.ndarray]]
+    ) -> dict[str, np.ndarray] | None:
+        """The query's per-view vectors; None where the stored blocks are damaged: the fused
+        vectors still answer, without per-view scores (`index` repairs the blocks)."""
+        try:
+            return make(self.views)
+        except DamagedPartError as exc:
+            log.warning("%s; results without per-view scores", exc.problem)
+            return None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -217,7 +241,7 @@ class Searcher:
         box = tuple(int(v) for v in self.head_boxes[row])
         rec = self.collection.catalog.get_many([item_id]).get(item_id)
         fallback = bool(rec.fallback) if rec else False
-        views = self.views.row_vectors(row)
+        views = self._query_views(lambda scorer: scorer.row_vectors(row))
         matches = self.search_vector(self.fused[row], k, exclude={item_id}, views=views)
         result = QueryResult(query, item_id, box, fallback, [])  # type: ignore[arg-type]
         return self._finish(result, matches, k, {item_id}, threshold)
@@ -233,7 +257,7 @@ class Searcher:
         analysis, blocks, vector = self.embed_image(image)
         # The same file indexed under another name is still the query itself.
         same = {r.id for r in self.collection.catalog.by_sha256(sha) if r.id is not None}
-        views = self.views.query_vectors(blocks)
+        views = self._query_views(lambda scorer: scorer.query_vectors(blocks))
         matches = self.search_vector(vector, k, exclude=same, views=views)
         result = QueryResult(str(path), None, analysis.head_box, analysis.fallback, [])
         return self._finish(result, matches, k, same, threshold)

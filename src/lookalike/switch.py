@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 DETECTION = ("detector", "detector_options", "head_margin", "fallback")
 EXTERNAL_STORES = ("milvus",)
+NOTHING_COMMITTED = "nothing committed yet"
 
 
 @dataclass
@@ -44,12 +45,19 @@ class SwitchReport:
     computed: list[str] = field(default_factory=list)
     items: int = 0
 
+    @property
+    def why(self) -> str:
+        """Why every image is embedded again."""
+        if self.redetect == [NOTHING_COMMITTED]:
+            return NOTHING_COMMITTED
+        return f"{', '.join(self.redetect)} changed"
+
     def lines(self) -> list[str]:
         head = f"settings switched: preset {self.old_preset} -> {self.new_preset}"
         if self.redetect:
             return [
-                f"{head}; {', '.join(self.redetect)} changed: new head crops, so every image "
-                "was detected and embedded again (ids kept)"
+                f"{head}; {self.why}: new head crops, so every image was detected and "
+                "embedded again (ids kept)"
             ]
         return [
             f"{head}; re-used the stored blocks {', '.join(self.reused) or '(none)'}",
@@ -63,10 +71,11 @@ def redetect_reasons(coll: Collection, wanted: PipelineConfig) -> list[str]:
     """Why the stored head boxes do not hold for `wanted` (none: they do)."""
     stored = coll.config
     changed = [f for f in DETECTION if getattr(stored, f) != getattr(wanted, f)]
-    return changed or ([] if coll.generation() is not None else ["(nothing committed)"])
+    return changed or ([] if coll.generation() is not None else [NOTHING_COMMITTED])
 
 
 def check_switchable(coll: Collection, wanted: PipelineConfig) -> None:
+    """Refuses a switch from or to an external store (see the module's note)."""
     stored = coll.config
     if {stored.index.backend, wanted.index.backend} & set(EXTERNAL_STORES):
         raise IncompatibleCollectionError(
@@ -82,19 +91,15 @@ def switch_settings(
 
     Same detection: a new generation is committed from the stored, cached and missing
     blocks. Other detection: the manifest's settings change in memory only, and the
-    caller's index run embeds every image again and commits them (a run killed before
-    leaves the collection as it was).
+    caller's index run embeds every image again and commits them (a run killed before its
+    commit leaves the last generation answering queries; the next run starts over).
     """
     check_switchable(coll, wanted)
     stored = coll.config
     report = SwitchReport(stored.preset, wanted.preset, redetect_reasons(coll, wanted))
     gen = coll.generation()
     if report.redetect or gen is None:
-        log.warning(
-            "%s: %s changed: every image is detected and embedded again",
-            coll.path,
-            ", ".join(report.redetect),
-        )
+        log.warning("%s: %s: every image is detected and embedded again", coll.path, report.why)
         shutil.rmtree(coll.cache_dir, ignore_errors=True)  # blocks of the old head crops
         Staging(coll.staging_dir).clear()  # chunks of the old settings
         _adopt(coll, wanted, extractor)
