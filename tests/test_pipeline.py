@@ -9,7 +9,7 @@ from PIL import Image
 from lookalike.cli import main
 from lookalike.collection import Collection
 from lookalike.config import get_preset
-from lookalike.errors import CollectionError, IncompatibleCollectionError, QueryError
+from lookalike.errors import CollectionError, QueryError
 from lookalike.indexer import Indexer
 from lookalike.search import Searcher
 
@@ -129,11 +129,12 @@ def test_bad_files_are_recorded_and_the_rest_indexed(folder, tmp_path):
     assert all(errors.values())
 
 
-def test_other_settings_on_an_existing_collection_fail_clearly(folder, tmp_path):
+def test_other_settings_on_an_existing_collection_switch_it(folder, tmp_path):
     coll = tmp_path / "coll"
     index(folder, coll)
-    with pytest.raises(IncompatibleCollectionError, match="preset 'default'"):
-        index(folder, coll, preset="v1")
+    switched = index(folder, coll, preset="v1")  # tests/test_switch.py: what is re-used
+    assert switched.switch is not None and switched.switch.new_preset == "v1"
+    assert Collection.open(coll).config == fake_config("v1")
 
 
 def test_a_folder_that_is_not_a_collection_is_refused(tmp_path):

@@ -302,13 +302,6 @@ def test_collection_errors_are_clear_messages(small_collection, tmp_path, capsys
         "is not a lookalike collection",
     )
     expect_error(capsys, ["query", str(coll), "nope.png"], 2, "not an image file")
-    # Other settings on an existing collection: refused before any weights are loaded.
-    expect_error(
-        capsys,
-        ["index", str(root), "-c", str(coll), "--backbone", "efficientnet-lite0", "-q"],
-        2,
-        r"was built with preset 'default' \(differs in: backbone",
-    )
 
     # Vectors made with other weights (an upgraded model package) must not be compared.
     break_manifest(coll, weights_hash="fake:older-weights")

@@ -50,10 +50,12 @@ def blocks_for(
     progress: bool = True,
     variant: str = "",
     transform: ViewTransform | None = None,
+    computed: list[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """Blocks `keys` for every item of `gen`: stored, cached, or computed and cached.
 
     With a `transform` (named by `variant` in the cache), the blocks of the transformed views.
+    The keys that had to be computed from the images are appended to `computed`.
     """
     ids = gen.ids
     out: dict[str, np.ndarray] = {}
@@ -67,14 +69,30 @@ def blocks_for(
             out[key] = cached
             continue
         missing.append(key)
+    if computed is not None:
+        computed.extend(missing)
     if missing:
-        computed = _compute(coll, gen, missing, extractor, batch_size, progress, transform)
-        for key, vectors in computed.items():
+        fresh = _compute(coll, gen, missing, extractor, batch_size, progress, transform)
+        for key, vectors in fresh.items():
             path = _cache_path(coll, extractor, key, variant)
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_save_npz(path, {"ids": ids, "vectors": vectors})
             out[key] = vectors
     return {key: out[key] for key in keys}
+
+
+def keep_in_cache(coll: Collection, gen: Generation, extractor: FeatureExtractor) -> None:
+    """Copy the generation's blocks (computed by `extractor`'s settings) into the cache, so
+    that they are found again after the collection switches to other settings and back."""
+    for key in extractor.config.block_keys:
+        if split_key(key)[1] == HEAD_FEATURE or not gen.has_block(key):
+            continue  # v5 blocks: the trained head's folder keeps what computes them
+        if not _stored_fits(coll, extractor, key):
+            continue  # computed by other weights than the extractor's: not its vectors
+        path = _cache_path(coll, extractor, key, "")
+        if _cached(path, gen.ids) is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_save_npz(path, {"ids": gen.ids, "vectors": np.asarray(gen.block(key))})
 
 
 def _cached(path: Path, ids: np.ndarray) -> np.ndarray | None:

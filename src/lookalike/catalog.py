@@ -311,6 +311,16 @@ class Catalog:
                 )
                 rec.id = cur.fetchone()[0]
 
+    def move(self, moves: Iterable[tuple[int, FileRecord]]) -> None:
+        """Give rows (by id) the path, size and mtime of the file they are now (a rename or a
+        move inside the root): the id, and so the stored vectors, stay."""
+        with self._db:
+            self._db.executemany(
+                "UPDATE files SET path = ?, size = ?, mtime_ns = ?, updated_at = julianday('now') "
+                "WHERE id = ?",
+                [(to_stored(r.path), r.size, r.mtime_ns, i) for i, r in moves],
+            )
+
     def delete_paths(self, paths: Iterable[str]) -> None:
         with self._db:
             self._db.executemany(

@@ -103,6 +103,16 @@ def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {value:g}")
+    return value
+
+
 def _sizes(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
@@ -188,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="trained head (from `lookalike train`) for preset v5; an indexed collection "
         "switches to it from its stored features, without reading the images again",
     )
+    p.add_argument(
+        "--moved-from",
+        type=Path,
+        metavar="OLD_FOLDER",
+        help="the folder the collection indexed before it was moved to FOLDER: files keep "
+        "their ids and vectors",
+    )
     p.add_argument("--batch-size", type=at_least(1), default=32, help="images per embedding batch")
     p.add_argument("--wait", action="store_true", help="wait if another run holds the collection")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -222,6 +239,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=at_least(1), default=4, help="number of results (default 4)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
+        "--min-score",
+        type=float,
+        help="leave out results under this cosine score (the score column); says so when "
+        "nothing passes",
+    )
+    p.add_argument(
+        "--min-probability",
+        type=_probability,
+        help="leave out results whose probability of showing the same character (the P(same) "
+        "column, calibrated per preset on the dev sets) is under this, from 0 to 1",
+    )
+    p.add_argument(
         "--sheet",
         type=Path,
         help="write a contact sheet, the query then its results, as .png, .jpg or .webp "
@@ -232,6 +261,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("collection", type=Path)
     p.add_argument("--errors", action="store_true", help="list the files that were skipped")
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser(
+        "export",
+        help="write ids, paths, sizes, faces, labels and vectors for other tools",
+        description="Write the collection's items as clip-retrieval lays out embeddings: "
+        "OUT/img_emb/img_emb_0.npy (the fused vectors, one row per item), OUT/ids.npy, and "
+        "OUT/metadata/metadata_0.parquet or .csv (id, path, root, width, height, bytes, "
+        "sha256, faces, head box, fallback, labels), rows in the order of the vectors.",
+    )
+    p.add_argument("collection", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="folder to write into")
+    p.add_argument(
+        "--format",
+        choices=["parquet", "csv", "npy"],  # export.FORMATS (not imported: start-up time)
+        default="csv",
+        help="metadata as parquet (needs pyarrow: pip install 'lookalike[export]'), csv "
+        "(default), or npy (the vectors and ids only)",
+    )
+    p.add_argument(
+        "--labels", help="add label columns: 'folders' (parent folder name) or a CSV with 'file'"
+    )
 
     p = sub.add_parser(
         "evaluate",
@@ -442,6 +492,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         engine=create_engine(args.engine, args.ray_address, args.ray_workers),
         processes=True,
+        moved_from=args.moved_from,
     )
     try:
         summary = indexer.run(wait=args.wait)
@@ -456,14 +507,15 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from lookalike.search import Searcher
+    from lookalike.search import Searcher, Threshold
 
     if args.sheet:
         from lookalike.render import check_sheet_target
 
         check_sheet_target(args.sheet)  # before the query: a bad target fails at once
     searcher = Searcher(args.collection)
-    result = searcher.query(args.query, k=args.k)
+    threshold = Threshold(args.min_score, args.min_probability)
+    result = searcher.query(args.query, k=args.k, threshold=threshold)
     unreadable = _write_sheet(searcher, result, args.sheet) if args.sheet else []
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
@@ -471,9 +523,12 @@ def cmd_query(args: argparse.Namespace) -> int:
         print(f"query: {safe_display(result.query)}")
         if result.query_fallback:
             print("head crop: no face found in the query, the fallback crop was used")
-        print(f"{'rank':>4}  {'score':>7}  {'id':>6}  path")
+        print(f"{'rank':>4}  {'score':>7}  {'P(same)':>7}  {'id':>6}  path")
         for rank, m in enumerate(result.matches, 1):
-            print(f"{rank:>4}  {m.score:7.4f}  {m.id:>6}  {safe_display(m.path)}")
+            p = "n/a" if m.probability is None else f"{m.probability:.2f}"
+            print(f"{rank:>4}  {m.score:7.4f}  {p:>7}  {m.id:>6}  {safe_display(m.path)}")
+        for note in result.notes():
+            print(note)
         if args.sheet:
             print(f"contact sheet: {safe_display(args.sheet)}")
     for path, reason in unreadable:
@@ -560,6 +615,14 @@ def _collection_and_labels(args: argparse.Namespace) -> tuple[Collection, Labels
     gen = coll.require_generation()
     paths = [r.path for r in coll.catalog.get_many(gen.ids.tolist()).values()]
     return coll, load_labels(args.labels, paths)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from lookalike.export import export_collection
+
+    summary = export_collection(args.collection, args.out, args.format, args.labels)
+    print("\n".join(safe_display(line) for line in summary.lines()))
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -713,6 +776,7 @@ COMMANDS = {
     "index": cmd_index,
     "query": cmd_query,
     "info": cmd_info,
+    "export": cmd_export,
     "evaluate": cmd_evaluate,
     "train": cmd_train,
     "duplicates": cmd_duplicates,

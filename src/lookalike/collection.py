@@ -230,6 +230,13 @@ class Collection:
     def root(self) -> Path:
         return Path(self.manifest["root"])
 
+    def move_root(self, root: Path) -> None:
+        """The indexed folder was moved to `root`: the catalog's paths, relative to the root,
+        name the same files there (the writer calls it, holding the lock)."""
+        self.manifest["root"] = str(Path(root).resolve())
+        atomic_write_json(self.path / MANIFEST, self.manifest)
+        fsync_dir(self.path)
+
     @property
     def config(self) -> PipelineConfig:
         return PipelineConfig.from_dict(self.manifest["config"])
@@ -297,15 +304,9 @@ class Collection:
             )
         return gen
 
-    def check_compatible(self, config: PipelineConfig, weights_hash: str) -> None:
-        stored = self.config
-        if stored != config:
-            diffs = [k for k, v in config.to_dict().items() if stored.to_dict().get(k) != v]
-            raise IncompatibleCollectionError(
-                f"{self.path}: was built with preset {stored.preset!r} "
-                f"(differs in: {', '.join(diffs)}); use a new --collection folder for "
-                "other settings, or omit the options to keep the stored ones"
-            )
+    def check_weights(self, weights_hash: str) -> None:
+        """Vectors of other weights (an upgraded model package) are not compared with the
+        stored ones. (Other settings are switched to by `index`, see switch.py.)"""
         if weights_hash != self.weights_hash:
             raise IncompatibleCollectionError(
                 f"{self.path}: was built with other backbone weights "

@@ -30,6 +30,13 @@ from lookalike.images import LoadLimits, file_sha256, iter_image_files, load_ima
 from lookalike.index import IncrementalIndex, VectorIndex
 from lookalike.names import safe_display
 from lookalike.staging import Staging
+from lookalike.switch import (
+    SwitchReport,
+    check_switchable,
+    redetect_reasons,
+    shared_backbone,
+    switch_settings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,9 @@ class IndexSummary:
     scanned: int = 0
     embedded: int = 0
     unchanged: int = 0
+    renamed: int = 0  # renamed or moved inside the root: kept their ids and vectors
+    moved_root: bool = False  # the collection now indexes its folder's new place
+    switch: SwitchReport | None = None  # the collection switched to other settings
     deleted: int = 0
     fallbacks: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
@@ -52,10 +62,15 @@ class IndexSummary:
         return self.embedded / self.seconds if self.seconds > 0 else 0.0
 
     def lines(self) -> list[str]:
-        out = [
-            f"collection: {safe_display(self.collection)}",
+        out = [f"collection: {safe_display(self.collection)}"]
+        if self.moved_root:
+            out.append("folder moved: the collection indexes the new folder, files kept their ids")
+        if self.switch is not None:
+            out += self.switch.lines()
+        out += [
             f"indexed: {self.total_indexed} images ({self.embedded} embedded now, "
-            f"{self.unchanged} unchanged, {self.deleted} removed)",
+            f"{self.unchanged} unchanged, {self.renamed} renamed or moved, "
+            f"{self.deleted} removed)",
             f"head crops from fallback (no face found): {self.fallbacks} of {self.embedded}",
             f"skipped: {len(self.skipped)}",
         ]
@@ -153,6 +168,7 @@ class Indexer:
         workers: int | None = None,
         engine: Engine | None = None,
         processes: bool = False,
+        moved_from: Path | None = None,
     ) -> None:
         self.root = Path(root).resolve()
         if not self.root.is_dir():
@@ -168,20 +184,24 @@ class Indexer:
         # (spawned workers re-import the caller's __main__); the CLI turns it on.
         self.processes = processes
         self.engine = engine  # None: this process, with a thread pool for decoding
+        # The folder the collection indexed before it was moved to `root`.
+        self.moved_from = Path(moved_from).resolve() if moved_from else None
+        self._moved = False
+        self._switch_to: PipelineConfig | None = None  # other settings than the stored ones
 
     # -- opening -----------------------------------------------------------------
     def _open(self) -> Collection:
         if Collection.exists(self.collection_path):
             coll = Collection.open(self.collection_path)
-            if coll.root != self.root:
-                raise LookalikeError(
-                    f"{self.collection_path}: indexes {coll.root}, not {self.root}; "
-                    "use another --collection folder"
-                )
+            self._moved = self._check_root(coll)
             config = self.requested or coll.config
-            coll.check_compatible(config, coll.weights_hash)  # other settings: refused unloaded
+            if config != coll.config:  # other settings: switched under the lock (switch.py)
+                check_switchable(coll, config)
+                self._switch_to = config
+                self._extractor_for(config)
+                return coll
             extractor = self._extractor_for(config)
-            coll.check_compatible(config, extractor.backbone_hash())
+            coll.check_weights(extractor.backbone_hash())
             return coll
         if next(iter_image_files(self.root), None) is None:
             raise LookalikeError(
@@ -192,9 +212,27 @@ class Indexer:
         extractor = self._extractor_for(config)
         return Collection.create(self.collection_path, self.root, config, extractor.backbone_hash())
 
+    def _check_root(self, coll: Collection) -> bool:
+        """Whether the collection's folder moved to `root` (--moved-from); other roots are
+        refused: a collection named by mistake would lose every file of its own folder."""
+        if coll.root == self.root:
+            return False
+        if self.moved_from == coll.root:
+            return True
+        if self.moved_from is not None:
+            raise LookalikeError(
+                f"--moved-from {self.moved_from}: {self.collection_path} indexes {coll.root}, "
+                "not that folder"
+            )
+        raise LookalikeError(
+            f"{self.collection_path}: indexes {coll.root}, not {self.root}; use another "
+            f"--collection folder, or add --moved-from {coll.root} if that folder moved here "
+            "(its files keep their vectors)"
+        )
+
     def _extractor_for(self, config: PipelineConfig) -> FeatureExtractor:
         if self._extractor is None or self._extractor.config != config:
-            backbone = self._extractor.loaded_backbone if self._extractor else None
+            backbone = shared_backbone(self._extractor, config) if self._extractor else None
             self._extractor = FeatureExtractor(config, backbone=backbone)
         return self._extractor
 
@@ -211,12 +249,27 @@ class Indexer:
         summary = IndexSummary(coll.path)
         with coll.write_lock(wait=wait):
             coll.reload()
-            gen, rederive = self._base(coll)
+            if self._moved and coll.root != self.root:
+                coll.move_root(self.root)
+                summary.moved_root = True
+            wanted = self._switch_to if self._switch_to != coll.config else None
+            redetect = wanted is not None and bool(redetect_reasons(coll, wanted))
+            if wanted is not None and redetect:  # every image is embedded again, below
+                summary.switch = switch_settings(
+                    coll, wanted, self._extractor_for(wanted), self.progress
+                )
+            else:  # new files of this run get the stored settings; the switch comes after
+                self._extractor_for(coll.config)
+            gen, rederive = (None, False) if redetect else self._base(coll)
             todo, deleted = self._plan(coll, gen, summary)
             self._embed(coll, todo, summary)
             changed = summary.embedded > 0 or bool(deleted) or gen is None or rederive
             if changed or Staging(coll.staging_dir).chunks():
                 self._commit(coll, gen, rederive, deleted, summary)
+            if wanted is not None and not redetect:
+                summary.switch = switch_settings(
+                    coll, wanted, self._extractor_for(wanted), self.progress
+                )
         if not summary.committed:
             summary.total_indexed = int(coll.manifest.get("counts", {}).get("indexed", 0))
         return summary
@@ -252,13 +305,15 @@ class Indexer:
     def _plan(
         self, coll: Collection, gen: Generation | None, summary: IndexSummary
     ) -> tuple[list[FileRecord], list[str]]:
-        """Which files to (re)process and which rows to drop, by size and mtime."""
+        """Which files to (re)process and which rows to drop: by size and mtime, then by
+        content, so that a file renamed, moved inside the root or only touched keeps its id
+        and its stored vectors."""
         catalog = coll.catalog
         known = {rec.path: rec for rec in catalog.all()}
         have = set(gen.ids.tolist()) if gen else set()
         have |= set(Staging(coll.staging_dir).load(coll.config.block_keys)[0])
         seen: set[str] = set()
-        todo: list[FileRecord] = []
+        changed: list[FileRecord] = []
         for path in iter_image_files(self.root):
             rec = _stat_record(path, self.root)
             seen.add(rec.path)
@@ -269,9 +324,15 @@ class Indexer:
             elif same_file and old.status == "error":
                 summary.skipped.append((old.path, old.error or "error"))
             else:
-                todo.append(rec)
+                changed.append(rec)
         summary.scanned = len(seen)
-        deleted = [p for p in known if p not in seen]
+        vanished = [rec for path, rec in known.items() if path not in seen]
+        todo, kept = match_by_content(changed, known, vanished, have, self.root)
+        catalog.move(kept)  # before the new rows: a moved file's path is taken by its old row
+        moved = {i for i, rec in kept if rec.path not in known}
+        summary.renamed = len(moved)
+        summary.unchanged += len(kept) - len(moved)
+        deleted = [rec.path for rec in vanished if rec.id not in moved]
         summary.deleted = len(deleted)
         catalog.upsert(todo)  # as 'pending': gives each new file its id
         return todo, deleted
@@ -442,6 +503,52 @@ class Indexer:
         ]
         index.update(ids, fused, metadata, fresh, np.setdiff1d(before, ids))
         return fuser, fused, index
+
+
+def match_by_content(
+    changed: Sequence[FileRecord],
+    known: dict[str, FileRecord],
+    vanished: Sequence[FileRecord],
+    have: set[int],
+    root: Path,
+) -> tuple[list[FileRecord], list[tuple[int, FileRecord]]]:
+    """Split new and changed files into those to embed and those whose content is stored.
+
+    Returns (to embed, kept): kept pairs a stored row's id with the file it is now: a new
+    path whose bytes (sha256) are those of a vanished file (renamed or moved; the vectors
+    are the same, since they depend on the bytes only), or a known path whose mtime
+    changed but not its bytes. Only files of a size some stored row has are hashed.
+    """
+    stored = [r for r in vanished if r.status == "ok" and r.id in have and r.sha256]
+    lost: dict[tuple[int, str], list[FileRecord]] = {}
+    for rec in stored:
+        lost.setdefault((rec.size, rec.sha256 or ""), []).append(rec)
+    sizes = {size for size, _ in lost}
+    todo: list[FileRecord] = []
+    kept: list[tuple[int, FileRecord]] = []
+    for rec in changed:
+        old = known.get(rec.path)
+        if old is not None:  # the same name: its own stored row, if the bytes did not change
+            same = old.status == "ok" and old.id in have and old.size == rec.size
+            match = old if same and old.sha256 and _sha256(root / rec.path) == old.sha256 else None
+        elif rec.size in sizes and (digest := _sha256(root / rec.path)):
+            candidates = lost.get((rec.size, digest))
+            match = candidates.pop() if candidates else None
+        else:
+            match = None
+        if match is None or match.id is None:
+            todo.append(rec)
+        else:
+            kept.append((match.id, rec))
+    return todo, kept
+
+
+def _sha256(path: Path) -> str | None:
+    """The file's sha256, or None when it cannot be read (its load then says why)."""
+    try:
+        return file_sha256(path)
+    except (ImageLoadError, OSError):
+        return None
 
 
 def merged_block(

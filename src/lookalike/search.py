@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from lookalike.calibration import GOOD_MATCH, calibration_for
 from lookalike.collection import Collection
-from lookalike.errors import ImageLoadError, QueryError
+from lookalike.errors import DamagedPartError, ImageLoadError, QueryError
 from lookalike.expansion import expand_query
 from lookalike.features import Analysis, FeatureExtractor
 from lookalike.images import file_sha256, load_image
+from lookalike.rerank import ViewScorer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -24,12 +30,22 @@ class Match:
     score: float
     head_box: tuple[int, int, int, int] | None
     fallback: bool
+    # P(same character) from the preset's calibration table (None: not calibrated).
+    probability: float | None = None
+    width: int | None = None
+    height: int | None = None
+    # Cosine of each view alone, as the web API gives them ({"head": ..., "whole": ...}).
+    view_scores: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "path": self.path,
             "score": round(self.score, 6),
+            "probability": None if self.probability is None else round(self.probability, 4),
+            "scores": {"fused": round(self.score, 6), **self.view_scores},
+            "width": self.width,
+            "height": self.height,
             "head_box": list(self.head_box) if self.head_box else None,
             "fallback": self.fallback,
         }
@@ -42,15 +58,92 @@ class QueryResult:
     query_head_box: tuple[int, int, int, int] | None
     query_fallback: bool
     matches: list[Match]
+    root: str = ""  # the indexed folder: each match's path is relative to it
+    k: int = 0  # how many results were asked for
+    size: int = 0  # items in the collection
+    candidates: int = 0  # how many of them could be results (all but the query itself)
+    threshold: Threshold = field(default_factory=lambda: Threshold())
+    left_out: list[Match] = field(default_factory=list)  # under the threshold
+    calibration: str | None = None  # the dev sets the probabilities were fitted on
+
+    @property
+    def no_good_match(self) -> bool:
+        """No result passed the threshold, or the best one is probably another character."""
+        if not self.matches:
+            return True
+        best = self.matches[0].probability
+        return best is not None and best < GOOD_MATCH
+
+    def notes(self) -> list[str]:
+        """What a user should know about this answer, one sentence each."""
+        out = []
+        found = len(self.matches) + len(self.left_out)
+        if found < self.k:
+            itself = " and the query is one of them" if self.candidates < self.size else ""
+            out.append(
+                f"found {found} of the {self.k} results asked: the collection has {self.size} "
+                f"images{itself}"
+            )
+        if self.left_out:
+            out.append(f"{len(self.left_out)} result(s) under {self.threshold} left out")
+        if self.no_good_match and not self.matches and self.left_out:
+            best = self.left_out[0]
+            out.append(
+                f"no good match: no result reaches {self.threshold} (the best: score "
+                f"{best.score:.3f}{_probability_text(best)})"
+            )
+        elif self.no_good_match and self.matches:
+            best = self.matches[0]
+            out.append(
+                f"no good match: the best result is probably not the same character (score "
+                f"{best.score:.3f}{_probability_text(best)})"
+            )
+        return out
 
     def to_json(self) -> dict[str, Any]:
         return {
             "query": self.query,
             "query_id": self.query_id,
+            "root": self.root,
             "query_head_box": list(self.query_head_box) if self.query_head_box else None,
             "query_fallback": self.query_fallback,
+            "k": self.k,
+            "found": len(self.matches),
+            "min_score": self.threshold.min_score,
+            "min_probability": self.threshold.min_probability,
+            "left_out": len(self.left_out),
+            "no_good_match": self.no_good_match,
+            "calibration": self.calibration,
+            "notes": self.notes(),
             "results": [m.to_json() for m in self.matches],
         }
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """What a result must reach to be shown: a cosine score, a calibrated probability."""
+
+    min_score: float | None = None
+    min_probability: float | None = None
+
+    def passes(self, match: Match) -> bool:
+        if self.min_score is not None and match.score < self.min_score:
+            return False
+        if self.min_probability is None:
+            return True
+        return match.probability is not None and match.probability >= self.min_probability
+
+    def __str__(self) -> str:
+        parts = []
+        if self.min_score is not None:
+            parts.append(f"score {self.min_score:g}")
+        if self.min_probability is not None:
+            parts.append(f"probability {self.min_probability:g}")
+        return "minimum " + " and ".join(parts)
+
+
+def _probability_text(match: Match) -> str:
+    return "" if match.probability is None else f", P(same) {match.probability:.2f}"
 
 
 class Searcher:
@@ -74,11 +167,34 @@ class Searcher:
         self.head_boxes = gen.head_boxes
         self.index = gen.index()
         self.fuser = gen.fuser()
+        self._gen = gen
+        self._views: ViewScorer | None = None
+        self.calibration = calibration_for(self.config)
         rows = {"ids.npy": len(self.ids), "fused.npy": len(self.fused), "index": self.index.count}
         gen.check_rows({**rows, "head_boxes.npy": len(self.head_boxes)})
         self.extractor = extractor or FeatureExtractor(self.config)
         self._extractor_lock = threading.Lock()
         self._weights_checked = False
+
+    @property
+    def views(self) -> ViewScorer:
+        """Per-view vectors of the stored blocks (memory-mapped on first use: only the rows
+        asked for are read); raises DamagedPartError when a block is missing or damaged."""
+        if self._views is None:
+            blocks = {k: self._gen.block(k) for k in self.config.block_keys}
+            self._views = ViewScorer(self.fuser, blocks)
+        return self._views
+
+    def _query_views(
+        self, make: Callable[[ViewScorer], dict[str, np.ndarray]]
+    ) -> dict[str, np.ndarray] | None:
+        """The query's per-view vectors; None where the stored blocks are damaged: the fused
+        vectors still answer, without per-view scores (`index` repairs the blocks)."""
+        try:
+            return make(self.views)
+        except DamagedPartError as exc:
+            log.warning("%s; results without per-view scores", exc.problem)
+            return None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -109,29 +225,60 @@ class Searcher:
         )
 
     # -- queries ------------------------------------------------------------------
-    def query(self, query: str, k: int = 4) -> QueryResult:
+    def query(self, query: str, k: int = 4, threshold: Threshold | None = None) -> QueryResult:
+        """The k items most like `query` (a file, a path in the root or an id), best first;
+        with a `threshold`, those under it are left out (and listed in `left_out`)."""
+        if threshold and threshold.min_probability is not None and self.calibration is None:
+            raise QueryError(
+                f"{self.collection.path}: preset {self.config.preset!r} with these settings "
+                "has no calibrated probabilities (benchmarks/calibration.md); use --min-score"
+            )
         item_id, path = self.resolve(query)
-        if item_id is not None:
-            row = self.row_of[item_id]
-            box = tuple(int(v) for v in self.head_boxes[row])
-            rec = self.collection.catalog.get_many([item_id]).get(item_id)
-            fallback = bool(rec.fallback) if rec else False
-            matches = self.search_vector(self.fused[row], k, exclude={item_id})
-            return QueryResult(query, item_id, box, fallback, matches)  # type: ignore[arg-type]
-        assert path is not None
-        return self.query_image(path, k)
+        if item_id is None:
+            assert path is not None
+            return self.query_image(path, k, threshold)
+        row = self.row_of[item_id]
+        box = tuple(int(v) for v in self.head_boxes[row])
+        rec = self.collection.catalog.get_many([item_id]).get(item_id)
+        fallback = bool(rec.fallback) if rec else False
+        views = self._query_views(lambda scorer: scorer.row_vectors(row))
+        matches = self.search_vector(self.fused[row], k, exclude={item_id}, views=views)
+        result = QueryResult(query, item_id, box, fallback, [])  # type: ignore[arg-type]
+        return self._finish(result, matches, k, {item_id}, threshold)
 
-    def query_image(self, path: Path, k: int = 4) -> QueryResult:
+    def query_image(
+        self, path: Path, k: int = 4, threshold: Threshold | None = None
+    ) -> QueryResult:
         try:
             image = load_image(path)
             sha = file_sha256(path)
         except ImageLoadError as exc:
             raise QueryError(f"{exc.path}: cannot use as a query: {exc.reason}") from exc
-        analysis, _, vector = self.embed_image(image)
+        analysis, blocks, vector = self.embed_image(image)
         # The same file indexed under another name is still the query itself.
         same = {r.id for r in self.collection.catalog.by_sha256(sha) if r.id is not None}
-        matches = self.search_vector(vector, k, exclude=same)
-        return QueryResult(str(path), None, analysis.head_box, analysis.fallback, matches)
+        views = self._query_views(lambda scorer: scorer.query_vectors(blocks))
+        matches = self.search_vector(vector, k, exclude=same, views=views)
+        result = QueryResult(str(path), None, analysis.head_box, analysis.fallback, [])
+        return self._finish(result, matches, k, same, threshold)
+
+    def _finish(
+        self,
+        result: QueryResult,
+        matches: list[Match],
+        k: int,
+        exclude: set[int],
+        threshold: Threshold | None,
+    ) -> QueryResult:
+        result.threshold = threshold or Threshold()
+        result.matches = [m for m in matches if result.threshold.passes(m)]
+        result.left_out = [m for m in matches if not result.threshold.passes(m)]
+        result.root = str(self.collection.root)
+        result.k = k
+        result.size = len(self.ids)
+        result.candidates = result.size - len(exclude & self.row_of.keys())
+        result.calibration = self.calibration.source if self.calibration else None
+        return result
 
     def embed_image(self, image: Image.Image) -> tuple[Analysis, dict[str, np.ndarray], np.ndarray]:
         """Detect, embed and fuse an outside image: (analysis, its blocks, its query vector)."""
@@ -139,7 +286,7 @@ class Searcher:
             if not self._weights_checked:
                 # Vectors from other weights (an upgraded model package) would be compared
                 # silently with the stored ones and give meaningless answers.
-                self.collection.check_compatible(self.config, self.extractor.backbone_hash())
+                self.collection.check_weights(self.extractor.backbone_hash())
                 self._weights_checked = True
             analysis = self.extractor.analyse(image)
             self.extractor.settle_fallbacks([analysis])
@@ -156,7 +303,15 @@ class Searcher:
         sims = self.fused[rows] @ vector
         return expand_query(vector, self.fused[rows], sims, fusion.expand_alpha)
 
-    def search_vector(self, vector: np.ndarray, k: int, exclude: set[int]) -> list[Match]:
+    def search_vector(
+        self,
+        vector: np.ndarray,
+        k: int,
+        exclude: set[int],
+        views: dict[str, np.ndarray] | None = None,
+    ) -> list[Match]:
+        """The k best items for a query vector; `views`: the query's per-view vectors, for
+        each match's per-view cosines."""
         if k < 1:
             raise QueryError(f"k must be at least 1, got {k}")
         # Ask the ANN index for more candidates than needed, then re-rank them exactly.
@@ -174,11 +329,29 @@ class Searcher:
             if len(picked) == k:
                 break
         records = self.collection.catalog.get_many(int(self.ids[r]) for r, _ in picked)
+        picked_rows = np.array([r for r, _ in picked], dtype=np.int64)
+        cosines = self.views.cosines(picked_rows, views) if views and picked else {}
         matches = []
-        for row, score in picked:
+        for pos, (row, score) in enumerate(picked):
             rec = records.get(int(self.ids[row]))
             if rec is None:  # deleted by a run that committed after we loaded
                 continue
             box = tuple(int(v) for v in self.head_boxes[row])
-            matches.append(Match(rec.id, rec.path, score, box, rec.fallback))  # type: ignore[arg-type]
+            matches.append(
+                Match(
+                    rec.id,  # type: ignore[arg-type]
+                    rec.path,
+                    score,
+                    box,  # type: ignore[arg-type]
+                    rec.fallback,
+                    self.probability(score),
+                    rec.width,
+                    rec.height,
+                    {view: round(float(c[pos]), 6) for view, c in cosines.items()},
+                )
+            )
         return matches
+
+    def probability(self, score: float) -> float | None:
+        """P(same character) of a fused score, where the preset is calibrated."""
+        return self.calibration.probability(score) if self.calibration else None

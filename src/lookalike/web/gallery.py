@@ -20,13 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from lookalike.calibration import GOOD_MATCH
 from lookalike.collection import Collection
 from lookalike.errors import ImageLoadError, IncompatibleCollectionError, LookalikeError
 from lookalike.features import FeatureExtractor
 from lookalike.images import LoadLimits, load_image
 from lookalike.labels import Labels, load_labels
+from lookalike.rerank import combine, default_head_weight, rank
 from lookalike.search import Searcher
-from lookalike.web.rerank import ViewScorer, combine, default_head_weight, rank
 
 EVALUATION_FILE = "evaluation.json"
 
@@ -99,9 +100,8 @@ class Gallery:
         self.collection = coll
         self.limits = limits
         self.searcher = Searcher(coll, extractor)
-        gen = coll.require_generation()
         self.fuser = self.searcher.fuser
-        self.views = ViewScorer(self.fuser, {k: gen.block(k) for k in coll.config.block_keys})
+        self.views = self.searcher.views
         self.default_head_weight = default_head_weight(self.fuser)
         self.root = coll.root.resolve()
         self.evaluation_path = Path(evaluation) if evaluation else coll.path / EVALUATION_FILE
@@ -301,7 +301,12 @@ class Gallery:
         return k, max(pool, k)
 
     def query_item(
-        self, item: Item, k: int, pool: int | None = None, head_weight: float | None = None
+        self,
+        item: Item,
+        k: int,
+        pool: int | None = None,
+        head_weight: float | None = None,
+        min_score: float | None = None,
     ) -> dict[str, Any]:
         k, pool = self.check_query_options(k, pool, head_weight)
         fused = np.asarray(self.searcher.fused[item.row])
@@ -309,7 +314,7 @@ class Gallery:
             fused, self.views.row_vectors(item.row), {item.id}, k, pool, head_weight
         )
         query = {"kind": "item", **item.to_json()}
-        return self._answer(query, results, k, pool, head_weight)
+        return self._answer(query, results, k, pool, head_weight, min_score)
 
     def query_upload(
         self,
@@ -318,6 +323,7 @@ class Gallery:
         k: int,
         pool: int | None = None,
         head_weight: float | None = None,
+        min_score: float | None = None,
     ) -> dict[str, Any]:
         k, pool = self.check_query_options(k, pool, head_weight)
         if len(data) > self.limits.max_upload_bytes:
@@ -356,7 +362,7 @@ class Gallery:
             "fallback": analysis.fallback,
             "same_as": sorted(exclude),
         }
-        return self._answer(query, results, k, pool, head_weight)
+        return self._answer(query, results, k, pool, head_weight, min_score)
 
     def _rank(
         self,
@@ -385,8 +391,14 @@ class Gallery:
             if item is None:
                 continue
             parts = {name: round(float(c[pos]), 6) for name, c in cosines.items()}
+            p = self.searcher.probability(float(cosines["fused"][pos]))  # of the fused score
             results.append(
-                {**item.to_json(), "score": round(float(scores[pos]), 6), "scores": parts}
+                {
+                    **item.to_json(),
+                    "score": round(float(scores[pos]), 6),
+                    "scores": parts,
+                    "probability": None if p is None else round(p, 4),
+                }
             )
         return results
 
@@ -397,7 +409,10 @@ class Gallery:
         k: int,
         pool: int,
         head_weight: float | None,
+        min_score: float | None = None,
     ) -> dict[str, Any]:
+        kept = [r for r in results if min_score is None or r["score"] >= min_score]
+        best = kept[0]["probability"] if kept else None
         return {
             "query": query,
             "k": k,
@@ -405,5 +420,10 @@ class Gallery:
             "head_weight": head_weight,
             "score": "fused" if head_weight is None else "head_weight",
             "views": self.views.views,
-            "results": results,
+            "min_score": min_score,
+            "left_out": len(results) - len(kept),
+            # Nothing reaches min_score, or the best result is probably another character.
+            "no_good_match": not kept or (best is not None and best < GOOD_MATCH),
+            "calibration": self.searcher.calibration.source if self.searcher.calibration else None,
+            "results": kept,
         }

@@ -45,6 +45,11 @@ _QUERY_OPTIONS = [
         "score = head_weight * cos(head) + (1 - head_weight) * cos(whole); "
         "omitted: the fused cosine the index ranks by",
     ),
+    _param(
+        "min_score",
+        {"type": "number"},
+        "leave out results whose score is under this; no_good_match says when none is left",
+    ),
 ]
 
 _ITEM = {
@@ -71,6 +76,11 @@ _RESULT = {
             "type": "object",
             "properties": {
                 "score": {"type": "number"},
+                "probability": {
+                    "type": ["number", "null"],
+                    "description": "P(same character) of the fused cosine, calibrated per "
+                    "preset on the dev sets; null where the preset's settings are not",
+                },
                 "scores": {
                     "type": "object",
                     "description": "cosine similarity per view ('head', 'whole') and 'fused'",
@@ -230,6 +240,17 @@ def openapi_spec() -> dict[str, Any]:
                         "head_weight": {"type": ["number", "null"]},
                         "score": {"type": "string", "enum": ["fused", "head_weight"]},
                         "views": {"type": "array", "items": {"type": "string"}},
+                        "min_score": {"type": ["number", "null"]},
+                        "left_out": {"type": "integer", "description": "under min_score"},
+                        "no_good_match": {
+                            "type": "boolean",
+                            "description": "no result reaches min_score, or the best one is "
+                            "probably not the same character (probability under 0.5)",
+                        },
+                        "calibration": {
+                            "type": ["string", "null"],
+                            "description": "the dev sets the probabilities were fitted on",
+                        },
                         "results": {
                             "type": "array",
                             "items": {"$ref": "#/components/schemas/Result"},

@@ -349,10 +349,12 @@ class Handler(BaseHTTPRequestHandler):
     def _query_options(self, params: dict[str, list[str]]) -> dict[str, Any]:
         pool = _one(params, "pool", None)
         weight = _one(params, "head_weight", None)
+        min_score = _one(params, "min_score", None)
         return {
             "k": _int(_one(params, "k", "4"), "k"),
             "pool": None if pool is None else _int(pool, "pool"),
             "head_weight": None if weight is None else _float(weight, "head_weight"),
+            "min_score": None if min_score is None else _float(min_score, "min_score"),
         }
 
     def _item_query(self, params: dict[str, list[str]]) -> dict[str, Any]:

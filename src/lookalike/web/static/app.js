@@ -195,17 +195,42 @@ function rerank(candidates, weight) {
   return scored;
 }
 
+// The minimum score typed in, or null when the box is empty.
+function minScore() {
+  const text = $("min-score").value.trim();
+  return text === "" || !Number.isFinite(Number(text)) ? null : Number(text);
+}
+
+// Why no shown result is a good match: none reaches the minimum, or the best is improbable.
+function noMatchNote(ranked, kept, min) {
+  if (!ranked.length) return "No good match: the collection has no other image.";
+  if (!kept.length) {
+    return `No good match: no result reaches the minimum score ${min} (the best scored ${ranked[0].score.toFixed(3)}).`;
+  }
+  const p = kept[0].item.probability;
+  if (typeof p === "number" && p < 0.5) {
+    return `No good match: the best result is probably not the same character (P(same) ${p.toFixed(2)}).`;
+  }
+  return "";
+}
+
 function renderResults() {
   const k = Number($("k").value);
   const weight = headWeight();
   $("weight-value").textContent = `head ${weight.toFixed(2)} / whole ${(1 - weight).toFixed(2)}`;
-  const ranked = rerank(state.candidates, weight).slice(0, k);
+  const min = minScore();
+  const all = rerank(state.candidates, weight);
+  const ranked = all.filter(({ score }) => min === null || score >= min).slice(0, k);
+  const note = noMatchNote(all, ranked, min);
+  $("no-match").textContent = note;
+  $("no-match").hidden = !note;
   $("results").replaceChildren(
     ...ranked.map(({ item, score }, i) => {
       const parts = state.views.map((v) => `${v} ${item.scores[v].toFixed(3)}`).join(" · ");
+      const p = typeof item.probability === "number" ? ` · P(same) ${item.probability.toFixed(2)}` : "";
       const caption = [
         el("div", {}, [el("span", { class: "score", text: `#${i + 1}  ${score.toFixed(3)}` })]),
-        el("div", { class: "muted", text: parts }),
+        el("div", { class: "muted", text: parts + p }),
         el("div", { text: item.path }),
         ...labelChips(item.labels),
       ];
@@ -327,6 +352,7 @@ function wire() {
   $("download-labels").addEventListener("click", downloadLabels);
   $("weight").addEventListener("input", renderResults);
   $("k").addEventListener("change", renderResults);
+  $("min-score").addEventListener("input", renderResults);
   $("show-boxes").addEventListener("change", (e) => {
     document.body.classList.toggle("hide-boxes", !e.target.checked);
   });
