@@ -15,6 +15,7 @@ from lookalike.errors import ImageLoadError, QueryError
 from lookalike.expansion import expand_query
 from lookalike.features import Analysis, FeatureExtractor
 from lookalike.images import file_sha256, load_image
+from lookalike.vectors import RowMap
 
 
 @dataclass
@@ -69,7 +70,7 @@ class Searcher:
         self.collection.catalog  # noqa: B018 - opened now: a missing one is an error at once
         self.config = self.collection.config
         self.ids = gen.ids
-        self.row_of = {int(i): row for row, i in enumerate(self.ids)}
+        self.row_of = RowMap(self.ids)
         self.fused = np.asarray(gen.fused())
         self.head_boxes = gen.head_boxes
         self.index = gen.index()
