@@ -4,7 +4,7 @@ The vectors are a real collection's fused vectors (for example anime-faces-dev i
 with the default preset), each copied N / n times with small Gaussian perturbations and
 made unit-length again. Every size is written through the real commit path: catalog rows
 (one per synthetic file), `Collection.commit` with the source's fitted fuser, the preset's
-index (`auto`: exact up to 20k, hnswlib above) built by the commit. The per-block sources
+index (`auto`: exact up to 10k, hnswlib above) built by the commit. The per-block sources
 are not synthesised (their size per picture is the source collection's, reported beside).
 
 Measured per size: commit (build) time; disk per item of the generation and the catalog;
@@ -64,7 +64,12 @@ def grow(source: Collection, path: Path, n: int, sigma: float) -> tuple[Collecti
         for first in range(0, n, CHUNK):
             coll.catalog.upsert(
                 FileRecord(
-                    f"synthetic/{i:07d}.jpg", 1000, 0, "ok", head_box=tuple(boxes[i]), sha256=""
+                    f"synthetic/{i:07d}.jpg",
+                    1000,
+                    0,
+                    "ok",
+                    head_box=tuple(int(v) for v in boxes[i]),
+                    sha256="",
                 )
                 for i in range(first, min(first + CHUNK, n))
             )

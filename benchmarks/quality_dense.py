@@ -22,7 +22,7 @@ from lookalike.blockstore import blocks_for
 from lookalike.collection import Collection
 from lookalike.config import PipelineConfig, get_preset
 from lookalike.demo_data import generate_sample
-from lookalike.evaluate import FEEL_BLOCK, labelled_rows, score_vectors
+from lookalike.evaluate import FEEL_BLOCK, labelled_rows, preset_like, score_vectors
 from lookalike.expansion import expand_collection
 from lookalike.features import FeatureExtractor
 from lookalike.fuse import Fuser
@@ -64,7 +64,8 @@ def rows_for(work: Path, name: str, folder: str, preset: str, labels: str, task,
     paths = [r.path for r in coll.catalog.by_status("ok")]
     spec = labels if labels == "folders" else str(root / labels)
     rows, y = labelled_rows(coll, load_labels(spec, paths), task)
-    stored = coll.config  # its detector, backbone and options; the fusion is what varies
+    # The preset as it is now, on the collection's own detector and backbone (as `evaluate`).
+    stored = preset_like(preset, coll.config)
     keys = list(dict.fromkeys([*stored.block_keys, FEEL_BLOCK]))
     blocks = blocks_for(
         coll, coll.require_generation(), keys, FeatureExtractor(stored), progress=False

@@ -96,7 +96,7 @@ def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", help="CNN backbone: efficientnet-lite0 (default), -lite1, -lite2")
     p.add_argument(
         "--index-backend",
-        help="ANN backend: auto (default: exact up to 20k items, hnswlib above), annoy, exact, "
+        help="ANN backend: auto (default: exact up to 10k items, hnswlib above), annoy, exact, "
         "hnswlib, faiss",
     )
     p.add_argument("--trees", type=at_least(1), help="Annoy: number of trees (build time knob)")
