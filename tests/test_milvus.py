@@ -1,5 +1,6 @@
 """The Milvus store, on embedded Milvus Lite files (no server), with the fake backbone."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -35,7 +36,11 @@ def folder(tmp_path):
 
 
 def config(index: IndexConfig):
-    return get_preset("default").with_options(backbone="fake", detector="none", index=index)
+    default = get_preset("default")
+    # Without the dense reduction (a PCA fitted on the data): a store keeps its first fuser,
+    # so only a preset that fits nothing answers exactly as a fresh exact collection does.
+    fusion = dataclasses.replace(default.fusion, out_dim=None)
+    return default.with_options(backbone="fake", detector="none", index=index, fusion=fusion)
 
 
 def run(folder, coll, index: IndexConfig):

@@ -433,9 +433,9 @@ DAMAGE: dict[str, Damage] = {
     ),
     "fuser.npz missing": Damage(remove(f"{GEN}/fuser.npz"), "fuser.npz"),
     "fuser.npz truncated": Damage(truncate(f"{GEN}/fuser.npz"), "fuser.npz"),
-    "index file truncated": Damage(truncate(f"{GEN}/index/annoy.ann"), "annoy.ann"),
-    "index metadata missing": Damage(remove(f"{GEN}/index/annoy.json"), "index"),
-    "index metadata garbage": Damage(write(f"{GEN}/index/annoy.json", b"{\x00"), "annoy.json"),
+    "index file truncated": Damage(truncate(f"{GEN}/index/exact.npy"), "exact.npy"),
+    "index metadata missing": Damage(remove(f"{GEN}/index/auto.json"), "index"),
+    "index metadata garbage": Damage(write(f"{GEN}/index/auto.json", b"{\x00"), "auto.json"),
     "staged chunk garbage": Damage(
         write("staging/chunk-0000000.npz", GARBAGE),
         "chunk-0000000.npz",

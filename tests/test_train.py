@@ -112,7 +112,8 @@ def test_a_head_trained_again_in_its_folder_is_switched_to(sample, tmp_path):
         keys = [f"{v}.{f}" for v in ("whole", "head") for f in trained.features]
         hashed = FeatureExtractor(stored.config).backbone_hash(keys)
         expected = head_blocks(trained, {k: gen.block(k) for k in keys}, hashed)
-        np.testing.assert_allclose(gen.block("head.v5"), expected["head.v5"], rtol=1e-5)
+        # Blocks are stored as float16 (collection.BLOCK_DTYPE): equal to its precision.
+        np.testing.assert_allclose(gen.block("head.v5"), expected["head.v5"], rtol=2e-3, atol=1e-3)
         blocks.append(np.asarray(gen.block("head.v5")))
     assert not np.allclose(blocks[0], blocks[1])
 

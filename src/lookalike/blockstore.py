@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from lookalike.collection import Collection, Generation
+from lookalike.collection import BLOCK_DTYPE, Collection, Generation
 from lookalike.errors import ImageLoadError, LookalikeError
 from lookalike.features import HEAD_FEATURE, FeatureExtractor, split_key
 from lookalike.fileio import atomic_save_npz
@@ -62,7 +62,7 @@ def blocks_for(
     missing: list[str] = []
     for key in keys:
         if not variant and gen.has_block(key) and _stored_fits(coll, extractor, key):
-            out[key] = np.asarray(gen.block(key))
+            out[key] = np.asarray(gen.block(key), np.float32)  # stored as float16
             continue
         cached = _cached(_cache_path(coll, extractor, key, variant), ids)
         if cached is not None:
@@ -76,8 +76,9 @@ def blocks_for(
         for key, vectors in fresh.items():
             path = _cache_path(coll, extractor, key, variant)
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_save_npz(path, {"ids": ids, "vectors": vectors})
-            out[key] = vectors
+            stored = vectors.astype(BLOCK_DTYPE)
+            atomic_save_npz(path, {"ids": ids, "vectors": stored})
+            out[key] = stored.astype(np.float32)  # what a later run reads from the cache
     return {key: out[key] for key in keys}
 
 
@@ -104,7 +105,7 @@ def _cached(path: Path, ids: np.ndarray) -> np.ndarray | None:
         with np.load(path, allow_pickle=False) as data:
             if not np.array_equal(data["ids"], ids):
                 return None
-            return data["vectors"]
+            return np.asarray(data["vectors"], np.float32)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         log.warning("%s: damaged cached features (%s); computing them again", path, exc)
         return None

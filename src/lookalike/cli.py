@@ -94,7 +94,11 @@ def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
         "CNN's feature map) or top (the top-centre square)",
     )
     p.add_argument("--backbone", help="CNN backbone: efficientnet-lite0 (default), -lite1, -lite2")
-    p.add_argument("--index-backend", help="ANN backend: annoy (default), exact, hnswlib, faiss")
+    p.add_argument(
+        "--index-backend",
+        help="ANN backend: auto (default: exact up to 10k items, hnswlib above), annoy, exact, "
+        "hnswlib, faiss",
+    )
     p.add_argument("--trees", type=at_least(1), help="Annoy: number of trees (build time knob)")
     p.add_argument(
         "--search-k",
@@ -446,7 +450,11 @@ def _config_from_args(args: argparse.Namespace):
         changes["detector_options"] = {"sizes": list(check_sizes(args.detector_size))}
     if args.index_backend or args.trees is not None or args.search_k is not None:
         params = dict(config.index.params)
-        backend = args.index_backend or config.index.backend
+        # The tree knobs alone choose Annoy (the default backend, auto, has no trees).
+        backend = args.index_backend or (
+            "annoy" if args.trees is not None or args.search_k is not None else None
+        )
+        backend = backend or config.index.backend
         if backend != config.index.backend:
             params = {}
         if args.trees is not None:

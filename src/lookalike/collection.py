@@ -49,7 +49,24 @@ from lookalike.fileio import atomic_save_npy, atomic_write_json, fsync_dir
 from lookalike.fuse import Fuser
 from lookalike.index import VectorIndex, create_index, load_index
 
-FORMAT_VERSION = 1
+# 2: feature blocks stored as float16, the dense default (issue 16). A version-1 collection
+# is refused with a message that says to re-index (its 8337-dim vectors and Annoy trees
+# take about 108 KB per picture).
+FORMAT_VERSION = 2
+# Feature blocks (the sources of re-fusion, `evaluate` and the web slider) are kept as
+# float16: half the disk, no change in precision@4 (benchmarks/README.md, "Dense").
+BLOCK_DTYPE = np.float16
+
+
+def round_to_stored(block: np.ndarray, rows: int = 65536) -> np.ndarray:
+    """`block` (float32) rounded in place to what the generation stores, so the fused vectors
+    are made from exactly the stored values (a later re-fusion, the web slider agree)."""
+    for start in range(0, len(block), rows):
+        part = block[start : start + rows]
+        part[...] = part.astype(BLOCK_DTYPE)
+    return block
+
+
 MANIFEST = "manifest.json"
 CATALOG = "catalog.sqlite"
 
@@ -397,7 +414,7 @@ class Collection:
         atomic_save_npy(tmp / "ids.npy", ids.astype(np.int64))
         atomic_save_npy(tmp / "head_boxes.npy", head_boxes.astype(np.int32))
         for key, array in blocks.items():
-            atomic_save_npy(tmp / "blocks" / f"{key}.npy", np.asarray(array, np.float32))
+            atomic_save_npy(tmp / "blocks" / f"{key}.npy", np.asarray(array, BLOCK_DTYPE))
         atomic_save_npy(tmp / "fused.npy", np.asarray(fused, np.float32))
         fuser.save(tmp / "fuser.npz")
         (tmp / "index").mkdir()
@@ -445,7 +462,12 @@ def read_manifest(path: Path) -> dict[str, Any]:
                 raise IncompatibleCollectionError(
                     f"{path}: collection format version {version}, this lookalike "
                     f"({__version__}) reads version {FORMAT_VERSION}; re-index into a new "
-                    "collection"
+                    f"collection: `lookalike index FOLDER --collection NEW_FOLDER`"
+                    + (
+                        " (version 2 stores dense 256-dim vectors, about 20 KB per picture)"
+                        if version == 1
+                        else ""
+                    )
                 )
         problem = _manifest_problem(manifest)
         if not problem:

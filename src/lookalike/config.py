@@ -47,14 +47,24 @@ class FusionConfig:
     # Pseudo-label LDA (pseudo_lda.py): one k-means + LDA per k, fitted on the collection
     # without labels, appended to the fused vector; () turns it off.
     pseudo_lda_ks: tuple[int, ...] = ()
+    # The dense final vector (fuse.DenseReducer): a PCA of the whole fused vector (after the
+    # pseudo-label LDA) to at most this many dims, with a second pseudo-label LDA round on
+    # it when `pseudo_lda_ks`; fitted on the collection without labels. None keeps it all.
+    out_dim: int | None = None
+    # With `out_dim`: this block (the whole picture's colour layout) reduced by PCA to
+    # `feel_dim`, weighted `feel_weight`, beside the dense vector (inside `out_dim`).
+    feel_block: str | None = None
+    feel_dim: int = 64
+    feel_weight: float = 0.2
 
 
 @dataclass(frozen=True)
 class IndexConfig:
-    backend: str = "annoy"
-    # search_k: Annoy's default (n_trees * k nodes) loses recall on vectors of a few
-    # thousand dimensions (benchmarks/README.md); 10000 nodes keeps it near exact.
-    params: dict[str, Any] = field(default_factory=lambda: {"n_trees": 50, "search_k": 10000})
+    # auto: exact search up to 10k items, hnswlib above (index/auto.py, benchmarks/README.md
+    # "Dense collections"). Annoy (the article's choice) stays selectable: its default
+    # search_k loses recall at a few thousand dims, `--search-k 10000` keeps it near exact.
+    backend: str = "auto"
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -138,8 +148,9 @@ def _v4() -> PipelineConfig:
 
 @PRESETS.register("default", "head: CNN features on a grid + soft colour layout, pseudo-label LDA")
 def _default() -> PipelineConfig:
-    # Measured without labels through `lookalike evaluate` (README): anime faces 0.906
-    # precision@4 against 0.443 for the article's v1; the built-in sample 0.832.
+    # Measured without labels (benchmarks/quality_dense.py, README): 256 dims hold or beat
+    # the 8337-dim vector before it on every dev set (anime faces 0.910 against 0.907
+    # precision@4, the article's v1 0.443; anime-full-dev 0.745; the built-in sample 0.841).
     blocks = (
         Block("head", "gem"),
         Block("head", "avg_g3_s4"),
@@ -150,7 +161,11 @@ def _default() -> PipelineConfig:
         Block("whole", "soft_grid3", 0.2),
     )
     return PipelineConfig(
-        "default", blocks, fusion=FusionConfig(pseudo_lda_ks=(10, 20, 30, 40, 50))
+        "default",
+        blocks,
+        fusion=FusionConfig(
+            pseudo_lda_ks=(10, 20, 30, 40, 50), out_dim=256, feel_block="whole.soft_grid3"
+        ),
     )
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lookalike.catalog import FileRecord
-from lookalike.collection import Collection, Generation, new_index
+from lookalike.collection import Collection, Generation, new_index, round_to_stored
 from lookalike.config import PipelineConfig, get_preset
 from lookalike.decode_pool import DecodePool
 from lookalike.errors import CollectionError, DamagedPartError, ImageLoadError, LookalikeError
@@ -577,7 +577,7 @@ def merged_block(
         inside = (chunk_rows >= start) & (chunk_rows < start + len(chunk))
         out[targets[inside]] = chunk[chunk_rows[inside] - start]
         start += len(chunk)
-    return out
+    return round_to_stored(out)
 
 
 def index_folder(

@@ -19,6 +19,7 @@ from lookalike.expansion import expand_query
 from lookalike.features import Analysis, FeatureExtractor
 from lookalike.images import file_sha256, load_image
 from lookalike.rerank import ViewScorer
+from lookalike.vectors import RowMap
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ class Searcher:
         self.collection.catalog  # noqa: B018 - opened now: a missing one is an error at once
         self.config = self.collection.config
         self.ids = gen.ids
-        self.row_of = {int(i): row for row, i in enumerate(self.ids)}
+        self.row_of = RowMap(self.ids)
         self.fused = np.asarray(gen.fused())
         self.head_boxes = gen.head_boxes
         self.index = gen.index()
@@ -276,7 +277,7 @@ class Searcher:
         result.root = str(self.collection.root)
         result.k = k
         result.size = len(self.ids)
-        result.candidates = result.size - len(exclude & self.row_of.keys())
+        result.candidates = result.size - sum(i in self.row_of for i in exclude)
         result.calibration = self.calibration.source if self.calibration else None
         return result
 

@@ -5,7 +5,7 @@ backend answers with cosine similarities of L2-normalised vectors, best first.
 """
 
 # Importing the backend modules registers them.
-from lookalike.index import annoy_index, exact, faiss_index, hnsw, milvus_index  # noqa: F401
+from lookalike.index import annoy_index, auto, exact, faiss_index, hnsw, milvus_index  # noqa: F401
 from lookalike.index.base import (
     INDEXES,
     VectorIndex,

@@ -1,0 +1,156 @@
+"""A collection grown to N items from real vectors, then queried (issue 16, item 4).
+
+The vectors are a real collection's fused vectors (for example anime-faces-dev indexed
+with the default preset), each copied N / n times with small Gaussian perturbations and
+made unit-length again. Every size is written through the real commit path: catalog rows
+(one per synthetic file), `Collection.commit` with the source's fitted fuser, the preset's
+index (`auto`: exact up to 10k, hnswlib above) built by the commit. The per-block sources
+are not synthesised (their size per picture is the source collection's, reported beside).
+
+Measured per size: commit (build) time; disk per item of the generation and the catalog;
+recall@10 of the index against exact search; top-10 query p50/p99 through a warm
+`Searcher` (stored items); a new `lookalike query COLL ID -k 10 --json` process: wall time
+and peak RSS.
+
+    python benchmarks/dense_scale.py --source /tmp/dense/final/anime-faces-dev.default \
+        --work /tmp/dense/scale --sizes 10000 100000 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lookalike.catalog import FileRecord
+from lookalike.collection import Collection, new_index
+from lookalike.index.exact import top_k_inner
+from lookalike.search import Searcher
+from lookalike.vectors import l2_normalize
+
+CHUNK = 100_000
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def perturbed(base: np.ndarray, n: int, sigma: float, seed: int) -> np.ndarray:
+    """n unit vectors: the base rows in turn, each plus N(0, sigma^2) noise per dim."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, base.shape[1]), np.float32)
+    for start in range(0, n, CHUNK):
+        rows = np.arange(start, min(start + CHUNK, n)) % len(base)
+        part = base[rows] + rng.normal(0, sigma, (len(rows), base.shape[1])).astype(np.float32)
+        out[start : start + len(rows)] = l2_normalize(part, in_place=True)
+    return out
+
+
+def grow(source: Collection, path: Path, n: int, sigma: float) -> tuple[Collection, float]:
+    gen = source.require_generation()
+    fused = perturbed(np.asarray(gen.fused(), np.float32), n, sigma, seed=n)
+    boxes = np.tile(gen.head_boxes, (n // len(gen.ids) + 1, 1))[:n]
+    shutil.rmtree(path, ignore_errors=True)
+    coll = Collection.create(path, source.root, source.config, source.weights_hash)
+    start = time.perf_counter()
+    with coll.write_lock():
+        for first in range(0, n, CHUNK):
+            coll.catalog.upsert(
+                FileRecord(
+                    f"synthetic/{i:07d}.jpg",
+                    1000,
+                    0,
+                    "ok",
+                    head_box=tuple(int(v) for v in boxes[i]),
+                    sha256="",
+                )
+                for i in range(first, min(first + CHUNK, n))
+            )
+        ids = np.array([r.id for r in coll.catalog.by_status("ok")], np.int64)
+        index = new_index(coll.config)
+        index.build(fused)
+        counts = {"indexed": n, **coll.catalog.counts()}
+        coll.commit(ids, boxes, {}, gen.fuser(), fused, index, counts)
+    return coll, time.perf_counter() - start
+
+
+def recall_at_10(searcher: Searcher, rows: np.ndarray) -> float:
+    queries = np.asarray(searcher.fused[rows])
+    truth, _ = top_k_inner(queries, np.asarray(searcher.fused), 10)
+    found, _ = searcher.index.query(queries, 10)
+    return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth, strict=True)]))
+
+
+def percentiles(times: list[float]) -> tuple[float, float]:
+    ms = np.array(times) * 1000
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+
+
+def new_process_query(path: Path, item_id: int) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one `lookalike query` in a fresh process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    cmd = [sys.executable, "-m", "lookalike", "query", str(path), str(item_id), "-k", "10"]
+    subprocess.run([*cmd, "--json"], check=True, capture_output=True, env=os.environ)
+    wall = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return wall, max(peak, before) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--source", type=Path, required=True, help="a committed collection")
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--sigma", type=float, default=0.02, help="noise per dim")
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--keep", action="store_true", help="keep the grown collections")
+    args = parser.parse_args()
+    source = Collection.open(args.source)
+    src_gen = source.require_generation()
+    blocks = folder_bytes(src_gen.path / "blocks") / len(src_gen.ids)
+    print(f"source {args.source}: {len(src_gen.ids)} items, blocks {blocks:.0f} B/item on disk")
+    print(
+        "| N | index | commit s | disk B/item (gen + catalog) | recall@10 | Searcher p50 ms "
+        "| p99 ms | new process s | new process peak RSS MiB |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for n in args.sizes:
+        path = args.work / f"n{n}"
+        coll, build_s = grow(source, path, n, args.sigma)
+        gen = coll.require_generation()
+        disk = (folder_bytes(gen.path) + (path / "catalog.sqlite").stat().st_size) / n
+        searcher = Searcher(coll)
+        rng = np.random.default_rng(0)
+        rows = rng.choice(n, min(args.queries, n), replace=False)
+        recall = recall_at_10(searcher, rows[:200])
+        ids = searcher.ids[rows]
+        searcher.query(str(ids[0]), k=10)  # warm
+        times = []
+        for item_id in ids:
+            start = time.perf_counter()
+            searcher.query(str(item_id), k=10)
+            times.append(time.perf_counter() - start)
+        p50, p99 = percentiles(times)
+        chosen = getattr(searcher.index, "chosen", searcher.index.name)
+        del searcher
+        coll.close_catalog()
+        wall, rss = new_process_query(path, int(ids[1]))
+        print(
+            f"| {n} | {chosen} | {build_s:.1f} | {disk:.0f} | {recall:.3f} | {p50:.2f} | "
+            f"{p99:.2f} | {wall:.2f} | {rss:.0f} |",
+            flush=True,
+        )
+        if not args.keep:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Dense vectors (issue 16): P@4 and feel of a preset at several final dims, on every dev set.
+
+Indexes each set (if its collection is not there yet) with the preset it is evaluated
+with, then fuses the stored (or cached) blocks as the preset does, with the final PCA
+(`FusionConfig.out_dim`, fitted on the collection without labels) at each dim asked, and
+with none (`full`: the vector before this issue). Each row is scored as `lookalike
+evaluate --labels folders` scores a preset: leave-one-out, exact cosine top-k.
+
+    python benchmarks/quality_dense.py --work /tmp/dense --dims full 64 128 256
+
+Sets: anime-faces-dev, orl-faces-dev (default and photo), anime-full-dev (from
+../shared/datasets; absent ones are skipped) and the built-in sample (drawn into WORK).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from lookalike.blockstore import blocks_for
+from lookalike.collection import Collection
+from lookalike.config import PipelineConfig, get_preset
+from lookalike.demo_data import generate_sample
+from lookalike.evaluate import FEEL_BLOCK, labelled_rows, preset_like, score_vectors
+from lookalike.expansion import expand_collection
+from lookalike.features import FeatureExtractor
+from lookalike.fuse import Fuser
+from lookalike.indexer import Indexer
+from lookalike.labels import load_labels
+
+DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+# (name, folder under DATASETS or "sample", preset, labels, task)
+SETS = [
+    ("anime-faces-dev", "anime-faces-dev", "default", "folders", None),
+    ("sample", "sample", "default", "labels.csv", "character"),
+    ("orl-faces-dev", "orl-faces-dev", "default", "folders", None),
+    ("orl-faces-dev", "orl-faces-dev", "photo", "folders", None),
+    ("anime-full-dev", "anime-full-dev", "default", "folders", None),
+]
+
+
+def folder_of(work: Path, folder: str) -> Path:
+    if folder != "sample":
+        return DATASETS / folder
+    sample = work / "sample"
+    if not (sample / "labels.csv").exists():
+        generate_sample(sample, n_characters=12, images_per_character=20, seed=0)
+    return sample
+
+
+def with_dim(config: PipelineConfig, dim: str) -> PipelineConfig:
+    out_dim = None if dim == "full" else int(dim)
+    return dataclasses.replace(config, fusion=dataclasses.replace(config.fusion, out_dim=out_dim))
+
+
+def rows_for(work: Path, name: str, folder: str, preset: str, labels: str, task, dims):
+    root = folder_of(work, folder)
+    coll_path = work / f"{name}.{preset}"
+    config = get_preset(preset)
+    if not Collection.exists(coll_path) or Collection.open(coll_path).generation() is None:
+        Indexer(root, coll_path, config, progress=False, processes=True).run()
+    coll = Collection.open(coll_path)
+    paths = [r.path for r in coll.catalog.by_status("ok")]
+    spec = labels if labels == "folders" else str(root / labels)
+    rows, y = labelled_rows(coll, load_labels(spec, paths), task)
+    # The preset as it is now, on the collection's own detector and backbone (as `evaluate`).
+    stored = preset_like(preset, coll.config)
+    keys = list(dict.fromkeys([*stored.block_keys, FEEL_BLOCK]))
+    blocks = blocks_for(
+        coll, coll.require_generation(), keys, FeatureExtractor(stored), progress=False
+    )
+    used = {k: blocks[k] for k in stored.block_keys}
+    for dim in dims:
+        config = with_dim(stored, dim)
+        fused = Fuser(config.blocks, config.fusion).fit_transform(used)
+        fused = expand_collection(fused, config)[rows]
+        score = score_vectors(preset, config, fused, y, blocks[FEEL_BLOCK][rows], 4)
+        yield name, preset, dim, score
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", type=Path, required=True, help="folder for the collections")
+    parser.add_argument("--dims", nargs="+", default=["full", "64", "128", "256"])
+    parser.add_argument("--sets", nargs="*", help="only these set names")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    print("| set | preset | out_dim | dims | P@4 | mAP@4 | ANN recall@4 | feel |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for name, folder, preset, labels, task in SETS:
+        if args.sets and name not in args.sets:
+            continue
+        if folder != "sample" and not (DATASETS / folder).is_dir():
+            print(f"| {name} | {preset} | (not in {DATASETS}) | | | | | |")
+            continue
+        for set_name, preset_name, dim, s in rows_for(
+            args.work, name, folder, preset, labels, task, args.dims
+        ):
+            print(
+                f"| {set_name} | {preset_name} | {dim} | {s.dims} | {s.precision_at_k:.3f} | "
+                f"{s.map_at_k:.3f} | {s.ann_recall_at_k:.3f} | {s.feel:.3f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""`auto`: exact search while it is fast enough, an HNSW graph (hnswlib) above.
+
+The choice is made at build time from the number of vectors and saved beside the chosen
+backend's own files, so a loaded index is the one that was built. Threshold measured by
+benchmarks/dense_scale.py (benchmarks/README.md, "Dense collections"): on 256 dims a
+`Searcher` top-10 query takes 6.7 ms p50 with exact search at 10k items (growing linearly
+with N) and 0.74 ms with hnswlib at 100k, recall@10 1.000; below 10k exact search needs
+no build and answers in a few ms.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from lookalike.errors import CollectionError, LookalikeError
+from lookalike.index.base import (
+    _CLASSES,
+    INDEXES,
+    BaseIndex,
+    atomic_write,
+    check_int,
+    index_class,
+)
+
+EXACT_MAX = 10_000
+
+
+class AutoIndex:
+    """Exact up to `exact_max` vectors, hnswlib (M, ef_construction, ef) above."""
+
+    name = "auto"
+    query_knobs: ClassVar[dict[str, int]] = {"ef": 1}
+
+    def __init__(
+        self, exact_max: int = EXACT_MAX, M: int = 16, ef_construction: int = 200, ef: int = 64
+    ) -> None:
+        self._params = {
+            "exact_max": check_int("exact_max", exact_max, 0),
+            "M": check_int("M", M, 2),
+            "ef_construction": check_int("ef_construction", ef_construction, 1),
+            "ef": check_int("ef", ef, 1),
+        }
+        self.inner: BaseIndex | None = None
+
+    @property
+    def dim(self) -> int | None:
+        return self.inner.dim if self.inner else None
+
+    @property
+    def count(self) -> int:
+        return self.inner.count if self.inner else 0
+
+    @property
+    def chosen(self) -> str | None:
+        return self.inner.name if self.inner else None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self._params)
+
+    def _make(self, n: int) -> BaseIndex:
+        if n <= self._params["exact_max"]:
+            return index_class("exact")()
+        p = self._params
+        return index_class("hnswlib")(M=p["M"], ef_construction=p["ef_construction"], ef=p["ef"])
+
+    def build(self, vectors: np.ndarray) -> None:
+        self.inner = self._make(len(vectors))
+        self.inner.build(vectors)
+
+    def query(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.inner is None:
+            raise LookalikeError("the auto index has not been built or loaded")
+        return self.inner.query(vectors, k)
+
+    def set_query_params(self, **params: int) -> None:
+        for key, value in params.items():
+            self._params[key] = check_int(key, value, 1)
+            if self.inner is not None and key in self.inner.query_knobs:
+                self.inner.set_query_params(**{key: value})
+
+    def save(self, folder: Path) -> None:
+        if self.inner is None:
+            raise LookalikeError("the auto index has not been built; nothing to save")
+        self.inner.save(folder)
+        meta = {"backend": self.name, "chosen": self.inner.name, "params": self.params}
+        atomic_write(Path(folder) / "auto.json", lambda p: p.write_text(json.dumps(meta)))
+
+    @classmethod
+    def load(cls, folder: Path, dim: int) -> AutoIndex:
+        path = Path(folder) / "auto.json"
+        try:
+            meta = json.loads(path.read_text())
+            chosen, params = str(meta["chosen"]), dict(meta["params"])
+        except FileNotFoundError:
+            raise CollectionError(f"{folder}: no saved auto index here") from None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CollectionError(f"{path}: unreadable index metadata ({e})") from e
+        if chosen not in ("exact", "hnswlib"):
+            raise CollectionError(f"{path}: unknown chosen backend {chosen!r}")
+        index = cls(**params)
+        index.inner = index_class(chosen).load(folder, dim)
+        return index
+
+
+INDEXES.register(AutoIndex.name)(AutoIndex)
+_CLASSES[AutoIndex.name] = AutoIndex  # type: ignore[assignment]
