@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.calibration import GOOD_MATCH, TABLE, Calibration, fingerprint, fit_isotonic
-from lookalike.collection import Collection
+from lookalike.collection import Collection, Generation
 from lookalike.config import get_preset
 from lookalike.evaluate import shared_labels
 from lookalike.indexer import index_folder
@@ -62,7 +62,7 @@ def scored_pairs(coll: Path) -> dict[str, np.ndarray]:
     paths = [records[int(i)].path for i in gen.ids]
     label_of = folder_labels(paths).column()
     y = np.array([label_of[p] for p in paths])
-    fused = np.asarray(gen.fused(), dtype=np.float32)
+    fused = calibration_space(gen)
     sims = fused @ fused.T
     np.fill_diagonal(sims, -np.inf)
     same = shared_labels(y)
@@ -74,6 +74,22 @@ def scored_pairs(coll: Path) -> dict[str, np.ndarray]:
     top_out = np.argsort(-others, axis=1)[:, :TOP]
     out_scores = np.take_along_axis(others, top_out, axis=1)
     return {"in": in_scores, "in_hits": in_hits, "out": out_scores}
+
+
+def calibration_space(gen: Generation) -> np.ndarray:
+    """Every item's vector in the space its scores are calibrated in: the fused vector, or,
+    for a dense reduction, the wide vector it starts from (`Fuser.wide_transform`, as
+    `Searcher.probabilities` scores the results)."""
+    fuser = gen.fuser()
+    if not fuser.reduces:
+        return np.asarray(gen.fused(), dtype=np.float32)
+    n = len(gen.ids)
+    parts = []
+    for start in range(0, n, 1024):
+        rows = slice(start, min(n, start + 1024))
+        blocks = {b.key: np.asarray(gen.block(b.key)[rows], np.float32) for b in fuser.blocks}
+        parts.append(fuser.wide_transform(blocks))
+    return np.concatenate(parts)
 
 
 def pooled(pairs: list[dict[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:

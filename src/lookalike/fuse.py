@@ -209,6 +209,22 @@ class Fuser:
             fused = l2_normalize(np.hstack([fused, feel]), in_place=True)
         return fused
 
+    @property
+    def reduces(self) -> bool:
+        """Whether the fused vector is a dense reduction of a wider one."""
+        return getattr(self, "final_", None) is not None
+
+    def wide_transform(self, vectors: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The unit-length vector the dense reduction starts from (the 8000-dim `default` of
+        before the reduction). Its cosines keep what the reduction drops: how far a picture
+        lies from the collection. The reduction keeps 0.93 of a collection picture's
+        (centred) energy and 0.69 of a cat photo's, so a cat scores 0.72 against anime faces
+        in the dense space and 0.52 in this one, where the score calibration is fitted."""
+        fused = self._unit(self._stack(vectors, fitting=False))
+        if self.lda_ is not None:
+            fused = self.lda_.transform(fused)
+        return l2_normalize(fused, in_place=True)
+
     def _unit(self, stacked: np.ndarray) -> np.ndarray:
         """The stacked blocks (a fresh array, scaled in place) reduced and unit-length."""
         if self.pca_ is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,7 +159,7 @@ class Searcher:
         self.collection = (
             collection if isinstance(collection, Collection) else Collection.open(collection)
         )
-        gen = self.collection.require_generation()
+        gen = self.generation = self.collection.require_generation()
         self.collection.catalog  # noqa: B018 - opened now: a missing one is an error at once
         self.config = self.collection.config
         self.ids = gen.ids
@@ -243,7 +243,8 @@ class Searcher:
         rec = self.collection.catalog.get_many([item_id]).get(item_id)
         fallback = bool(rec.fallback) if rec else False
         views = self._query_views(lambda scorer: scorer.row_vectors(row))
-        matches = self.search_vector(self.fused[row], k, exclude={item_id}, views=views)
+        wide = self.calibration_vector(self.stored_blocks(np.array([row])))
+        matches = self.search_vector(self.fused[row], k, {item_id}, views=views, wide=wide)
         result = QueryResult(query, item_id, box, fallback, [])  # type: ignore[arg-type]
         return self._finish(result, matches, k, {item_id}, threshold)
 
@@ -259,7 +260,8 @@ class Searcher:
         # The same file indexed under another name is still the query itself.
         same = {r.id for r in self.collection.catalog.by_sha256(sha) if r.id is not None}
         views = self._query_views(lambda scorer: scorer.query_vectors(blocks))
-        matches = self.search_vector(vector, k, exclude=same, views=views)
+        wide = self.calibration_vector(blocks)
+        matches = self.search_vector(vector, k, exclude=same, views=views, wide=wide)
         result = QueryResult(str(path), None, analysis.head_box, analysis.fallback, [])
         return self._finish(result, matches, k, same, threshold)
 
@@ -310,9 +312,10 @@ class Searcher:
         k: int,
         exclude: set[int],
         views: dict[str, np.ndarray] | None = None,
+        wide: np.ndarray | None = None,
     ) -> list[Match]:
         """The k best items for a query vector; `views`: the query's per-view vectors, for
-        each match's per-view cosines."""
+        each match's per-view cosines; `wide`: its `calibration_vector`."""
         if k < 1:
             raise QueryError(f"k must be at least 1, got {k}")
         # Ask the ANN index for more candidates than needed, then re-rank them exactly.
@@ -332,6 +335,7 @@ class Searcher:
         records = self.collection.catalog.get_many(int(self.ids[r]) for r, _ in picked)
         picked_rows = np.array([r for r, _ in picked], dtype=np.int64)
         cosines = self.views.cosines(picked_rows, views) if views and picked else {}
+        probabilities = self.probabilities(picked_rows, [s for _, s in picked], wide)
         matches = []
         for pos, (row, score) in enumerate(picked):
             rec = records.get(int(self.ids[row]))
@@ -345,7 +349,7 @@ class Searcher:
                     score,
                     box,  # type: ignore[arg-type]
                     rec.fallback,
-                    self.probability(score),
+                    probabilities[pos],
                     rec.width,
                     rec.height,
                     {view: round(float(c[pos]), 6) for view, c in cosines.items()},
@@ -353,6 +357,27 @@ class Searcher:
             )
         return matches
 
-    def probability(self, score: float) -> float | None:
-        """P(same character) of a fused score, where the preset is calibrated."""
-        return self.calibration.probability(score) if self.calibration else None
+    def stored_blocks(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The stored feature blocks of some rows (read from the memory-mapped arrays)."""
+        blocks = {}
+        for block in self.fuser.blocks:
+            blocks[block.key] = np.asarray(self.generation.block(block.key)[rows], np.float32)
+        return blocks
+
+    def calibration_vector(self, blocks: dict[str, np.ndarray]) -> np.ndarray | None:
+        """The query in the space its scores were calibrated in, when that is not the fused
+        vector's (a dense reduction: `Fuser.wide_transform`); None otherwise."""
+        if self.calibration is None or not self.fuser.reduces:
+            return None
+        return self.fuser.wide_transform(blocks)[0]
+
+    def probabilities(
+        self, rows: np.ndarray, scores: Sequence[float], wide: np.ndarray | None
+    ) -> list[float | None]:
+        """P(same character) of each result (rows, fused scores), where the preset is
+        calibrated: of the wide cosine when the query has a `calibration_vector`."""
+        if self.calibration is None:
+            return [None] * len(rows)
+        if wide is not None and len(rows):
+            scores = (self.fuser.wide_transform(self.stored_blocks(rows)) @ wide).tolist()
+        return [self.calibration.probability(float(s)) for s in scores]

@@ -310,8 +310,9 @@ class Gallery:
     ) -> dict[str, Any]:
         k, pool = self.check_query_options(k, pool, head_weight)
         fused = np.asarray(self.searcher.fused[item.row])
+        wide = self.searcher.calibration_vector(self.searcher.stored_blocks(np.array([item.row])))
         results = self._rank(
-            fused, self.views.row_vectors(item.row), {item.id}, k, pool, head_weight
+            fused, self.views.row_vectors(item.row), {item.id}, k, pool, head_weight, wide
         )
         query = {"kind": "item", **item.to_json()}
         return self._answer(query, results, k, pool, head_weight, min_score)
@@ -353,7 +354,9 @@ class Gallery:
             raise RequestError(409, str(exc)) from exc
         # The same bytes indexed under some name are the query itself.
         exclude = self.by_sha.get(hashlib.sha256(data).hexdigest(), set())
-        results = self._rank(fused, self.views.query_vectors(blocks), exclude, k, pool, head_weight)
+        wide = self.searcher.calibration_vector(blocks)
+        views = self.views.query_vectors(blocks)
+        results = self._rank(fused, views, exclude, k, pool, head_weight, wide)
         query = {
             "kind": "upload",
             "width": image.width,
@@ -372,6 +375,7 @@ class Gallery:
         k: int,
         pool: int,
         head_weight: float | None,
+        wide: np.ndarray | None = None,
     ) -> list[dict[str, Any]]:
         ids = self.searcher.ids
         n = min(len(ids), pool + len(exclude))
@@ -385,13 +389,15 @@ class Gallery:
         cosines["fused"] = np.asarray(self.searcher.fused[rows_arr]) @ fused
         scores = cosines["fused"] if head_weight is None else combine(cosines, head_weight)
         order = rank(scores, ids[rows_arr])[:k]
+        # Of the fused score (in the calibrated space), whatever the slider weighs.
+        fused_scores = [float(cosines["fused"][pos]) for pos in order]
+        probabilities = self.searcher.probabilities(rows_arr[order], fused_scores, wide)
         results = []
-        for pos in order:
+        for pos, p in zip(order, probabilities, strict=True):
             item = self.by_row.get(rows[pos])
             if item is None:
                 continue
             parts = {name: round(float(c[pos]), 6) for name, c in cosines.items()}
-            p = self.searcher.probability(float(cosines["fused"][pos]))  # of the fused score
             results.append(
                 {
                     **item.to_json(),
