@@ -204,13 +204,13 @@ def test_a_validation_split_chooses_the_epochs_then_trains_on_every_image(coll, 
     from lookalike.train import network
 
     calls = []
-    real = network._Run.train
+    real = network.TrainingRun.train
 
     def spy(self, rows, epochs, bar, val_rows=None):
         calls.append((len(rows), epochs, None if val_rows is None else len(val_rows)))
         return real(self, rows, epochs, bar, val_rows)
 
-    monkeypatch.setattr(network._Run, "train", spy)
+    monkeypatch.setattr(network.TrainingRun, "train", spy)
     options = TrainOptions(**{**QUICK.__dict__, "val_fraction": 0.34, "precision": "bf16"})
     head, result = train_head(
         coll, labels_of(coll, "folders"), options=options, out=coll.cache_dir / "h"
@@ -270,7 +270,7 @@ def test_cached_v5_blocks_depend_on_the_head(coll, head_dir, tmp_path):
             backbone="fake", detector="none", head_dir=str(folder)
         )
         ext = FeatureExtractor(config, head=load_head(folder).with_output(output))
-        paths.append(blockstore._cache_path(coll, ext, "head.v5", ""))
+        paths.append(blockstore._cache_path(coll, ext, "head.v5"))
     assert len(set(paths)) == 3
 
 

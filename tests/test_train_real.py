@@ -1,6 +1,7 @@
 """v5 with the real weights on real anime faces: a head trained on a labelled half beats the
 article's best untrained preset on the other half; what the training tunes and stores."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -144,3 +145,51 @@ def test_layers_all_trains_every_layer_but_the_stem():
     assert last < {id(p) for p in every}
     with pytest.raises(LookalikeError, match="unknown layers"):
         trainable_parameters(net, "some")
+
+
+# Real facts about the anime-full-dev characters, one column each: who, which series, and
+# (for the Pokemon only) the type; a picture may lack a label of a task.
+SERIES = {"ahagon_umiko": "new_game", "sakura_nene": "new_game", "suzukaze_aoba": "new_game"}
+SERIES |= {"yagami_kou": "new_game", "doraemon": "doraemon"}
+POKEMON_TYPE = {
+    "bulbasaur": "grass",
+    "charmander": "fire",
+    "squirtle": "water",
+    "pikachu": "electric",
+    "mewtwo": "psychic",
+}
+
+
+def test_one_network_learns_three_label_columns_and_evaluate_scores_each(
+    tmp_path, monkeypatch, capsys, shared_dataset
+):
+    full = shared_dataset("anime-full-dev")
+    root = _link_characters(full, tmp_path, 10, 4)
+    monkeypatch.setenv("LOOKALIKE_RUNTIME", "torch")
+    coll = tmp_path / "coll"
+    assert main(["index", str(root), "-c", str(coll), "-q"]) == 0
+    rows = ["file,character,series,type"]
+    for image in sorted(root.glob("*/*.jpg")):
+        who = image.parent.name
+        series = SERIES.get(who, "pokemon")
+        rows.append(f"{who}/{image.name},{who},{series},{POKEMON_TYPE.get(who, '')}")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("\n".join(rows) + "\n")
+    head = tmp_path / "head"
+    quick = ["--network", "efficientnet-lite0", "--input-size", "96", "--epochs", "2", "-q"]
+    assert main(["train", str(coll), "--labels", str(labels), *quick, "--out", str(head)]) == 0
+    tasks = {t.name: t.classes for t in load_head(head).config.tasks}
+    assert tasks == {
+        "character": tuple(sorted(p.name for p in root.iterdir())),
+        "series": ("doraemon", "new_game", "pokemon"),
+        "type": ("electric", "fire", "grass", "psychic", "water"),
+    }
+    assert main(["index", str(root), "-c", str(coll), "--head", str(head), "-q"]) == 0
+    expected = {"character": 40, "series": 40, "type": 20}  # only the Pokemon have a type
+    capsys.readouterr()
+    for task, labelled in expected.items():
+        args = ["evaluate", str(coll), "--labels", str(labels), "--task", task, "--json"]
+        assert main([*args, "--preset", "v5", "-q"]) == 0
+        (score,) = json.loads(capsys.readouterr().out)["presets"]
+        assert score["preset"] == "v5" and score["queries"] == labelled
+        assert 0.0 <= score["precision_at_k"] <= 1.0

@@ -156,7 +156,7 @@ def shrunk(image: Image.Image, size: int) -> Image.Image:
     return small
 
 
-class _Run:
+class TrainingRun:
     """One training run: a fresh ImageNet network and its classifiers, tuned on `rows`."""
 
     def __init__(
@@ -206,7 +206,7 @@ class _Run:
         best: tuple[float, float] = (-1.0, -np.inf)
         best_epoch, best_acc = epochs, {}
         for epoch in range(1, epochs + 1):
-            loss = self._epoch(rows, optimiser, schedule, bar)
+            loss = self.epoch(rows, optimiser, schedule, bar)
             line = f"epoch {epoch}/{epochs}  loss {loss:.3f}"
             if val_rows is None or not len(val_rows):
                 if self.options.progress:
@@ -224,7 +224,7 @@ class _Run:
                 break
         return best_epoch, best_acc
 
-    def _epoch(
+    def epoch(
         self,
         rows: np.ndarray,
         optimiser: torch.optim.Optimizer,
@@ -295,12 +295,12 @@ def train_network(
         disable=not options.progress,
         file=sys.stderr,
     )
-    run = _Run(views, targets, tasks, options)
+    run = TrainingRun(views, targets, tasks, options)
     epochs, accuracy = run.train(rows, options.epochs, bar, val_rows)
     if len(val_rows):
         # The final round: every labelled image, for the epochs the split chose.
         bar.total -= len(targets) * (options.epochs - epochs)
-        run = _Run(run.views, targets, tasks, options)  # shrunk already: a no-op
+        run = TrainingRun(run.views, targets, tasks, options)  # shrunk already: a no-op
         run.train(np.arange(len(targets)), epochs, bar)
     bar.close()
     state = {k: v.detach().cpu().contiguous() for k, v in run.net.state_dict().items()}
