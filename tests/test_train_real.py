@@ -32,7 +32,7 @@ def anime(shared_dataset) -> Path:
 def _link_characters(anime: Path, tmp_path: Path, characters: int, per_character: int) -> Path:
     """The first characters of the shared dataset, linked (not copied) into tmp_path/anime."""
     root = tmp_path / "anime"
-    for character in sorted(p.name for p in anime.iterdir())[:characters]:
+    for character in sorted(p.name for p in anime.iterdir() if p.is_dir())[:characters]:
         (root / character).mkdir(parents=True)
         for image in sorted((anime / character).glob("*.jpg"))[:per_character]:
             (root / character / image.name).symlink_to(image)
@@ -164,10 +164,11 @@ def test_one_network_learns_three_label_columns_and_evaluate_scores_each(
     tmp_path, monkeypatch, capsys, shared_dataset
 ):
     full = shared_dataset("anime-full-dev")
-    root = _link_characters(full, tmp_path, 10, 4)
+    root = _link_characters(full, tmp_path, 10, 3)
     monkeypatch.setenv("LOOKALIKE_RUNTIME", "torch")
     coll = tmp_path / "coll"
-    assert main(["index", str(root), "-c", str(coll), "-q"]) == 0
+    # No detector: what is learned from the labels is the point here, not the head boxes.
+    assert main(["index", str(root), "-c", str(coll), "--detector", "none", "-q"]) == 0
     rows = ["file,character,series,type"]
     for image in sorted(root.glob("*/*.jpg")):
         who = image.parent.name
@@ -185,7 +186,7 @@ def test_one_network_learns_three_label_columns_and_evaluate_scores_each(
         "type": ("electric", "fire", "grass", "psychic", "water"),
     }
     assert main(["index", str(root), "-c", str(coll), "--head", str(head), "-q"]) == 0
-    expected = {"character": 40, "series": 40, "type": 20}  # only the Pokemon have a type
+    expected = {"character": 30, "series": 30, "type": 15}  # only the Pokemon have a type
     capsys.readouterr()
     for task, labelled in expected.items():
         args = ["evaluate", str(coll), "--labels", str(labels), "--task", task, "--json"]

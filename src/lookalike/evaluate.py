@@ -103,10 +103,14 @@ def feel_score(feel_vectors: np.ndarray, neighbours: np.ndarray) -> float:
 
 
 def preset_like(name: str, base: PipelineConfig) -> PipelineConfig:
-    """Preset `name` on the collection's own detections and backbone: evaluated presets
-    differ only in what they fuse, so the stored boxes and vectors can be reused."""
+    """Preset `name` on the collection's own detections, backbone and trained head (v5 of a
+    collection switched to a head scores that head): evaluated presets differ only in what
+    they fuse, so the stored boxes and vectors can be reused."""
     return get_preset(name).with_options(
-        backbone=base.backbone, backbone_options=base.backbone_options, detector=base.detector
+        backbone=base.backbone,
+        backbone_options=base.backbone_options,
+        detector=base.detector,
+        head_dir=base.head_dir,
     )
 
 
