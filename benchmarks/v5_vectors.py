@@ -27,7 +27,7 @@ from lookalike.evaluate import (
 )
 from lookalike.features import HEAD_FEATURE, FeatureExtractor
 from lookalike.labels import load_labels
-from lookalike.train import base_extractor, load_head, stratified_split
+from lookalike.train import load_head, stratified_split
 
 
 def main() -> None:
@@ -54,7 +54,7 @@ def main() -> None:
     network = FeatureExtractor(v5, head=head.with_output(args.output))
     blocks = blocks_for(coll, gen, ["head.v5", "whole.v5"], network, progress=False)
     keys = dict.fromkeys([*default.block_keys, *(b.key for b in appearance), FEEL_BLOCK])
-    blocks |= blocks_for(coll, gen, list(keys), base_extractor(coll.config), progress=False)
+    blocks |= blocks_for(coll, gen, list(keys), FeatureExtractor(coll.config), progress=False)
     feel = blocks[FEEL_BLOCK][test_rows]
 
     def score(name: str, fused: Sequence[Block], fusion: FusionConfig | None = None) -> None:

@@ -11,12 +11,11 @@ import hashlib
 import logging
 import sys
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from lookalike.collection import BLOCK_DTYPE, Collection, Generation
@@ -27,18 +26,14 @@ from lookalike.images import load_image
 
 log = logging.getLogger(__name__)
 
-# A transform of an item's views before its features are computed (augmentation), given
-# the item id so that a random transform is the same every time for the same item.
-ViewTransform = Callable[[int, dict[str, Image.Image]], dict[str, Image.Image]]
 
-
-def _cache_path(coll: Collection, extractor: FeatureExtractor, key: str, variant: str) -> Path:
+def _cache_path(coll: Collection, extractor: FeatureExtractor, key: str) -> Path:
     fingerprint = extractor.backbone_hash([key])
     if split_key(key)[1] == HEAD_FEATURE:
         # v5 vectors depend on the trained head as much as on the backbone.
         fingerprint += f":{extractor.head.fingerprint}"
     tag = hashlib.sha256(fingerprint.encode()).hexdigest()[:16] if fingerprint else "descriptors"
-    return coll.cache_dir / tag / (f"{key}.{variant}.npz" if variant else f"{key}.npz")
+    return coll.cache_dir / tag / f"{key}.npz"
 
 
 def blocks_for(
@@ -48,23 +43,20 @@ def blocks_for(
     extractor: FeatureExtractor,
     batch_size: int = 32,
     progress: bool = True,
-    variant: str = "",
-    transform: ViewTransform | None = None,
     computed: list[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """Blocks `keys` for every item of `gen`: stored, cached, or computed and cached.
 
-    With a `transform` (named by `variant` in the cache), the blocks of the transformed views.
     The keys that had to be computed from the images are appended to `computed`.
     """
     ids = gen.ids
     out: dict[str, np.ndarray] = {}
     missing: list[str] = []
     for key in keys:
-        if not variant and gen.has_block(key) and _stored_fits(coll, extractor, key):
+        if gen.has_block(key) and _stored_fits(coll, extractor, key):
             out[key] = np.asarray(gen.block(key), np.float32)  # stored as float16
             continue
-        cached = _cached(_cache_path(coll, extractor, key, variant), ids)
+        cached = _cached(_cache_path(coll, extractor, key), ids)
         if cached is not None:
             out[key] = cached
             continue
@@ -72,9 +64,9 @@ def blocks_for(
     if computed is not None:
         computed.extend(missing)
     if missing:
-        fresh = _compute(coll, gen, missing, extractor, batch_size, progress, transform)
+        fresh = _compute(coll, gen, missing, extractor, batch_size, progress)
         for key, vectors in fresh.items():
-            path = _cache_path(coll, extractor, key, variant)
+            path = _cache_path(coll, extractor, key)
             path.parent.mkdir(parents=True, exist_ok=True)
             stored = vectors.astype(BLOCK_DTYPE)
             atomic_save_npz(path, {"ids": ids, "vectors": stored})
@@ -132,7 +124,6 @@ def _compute(
     extractor: FeatureExtractor,
     batch_size: int,
     progress: bool,
-    transform: ViewTransform | None,
 ) -> dict[str, np.ndarray]:
     ids = gen.ids
     boxes = gen.head_boxes
@@ -148,8 +139,7 @@ def _compute(
             raise LookalikeError(
                 f"{exc.path}: {exc.reason}; the folder changed since indexing, re-run index"
             ) from exc
-        views = extractor.views_from_box(image, boxes[row])
-        return transform(int(ids[row]), views) if transform else views
+        return extractor.views_from_box(image, boxes[row])
 
     parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     bar = tqdm(

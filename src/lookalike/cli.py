@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from lookalike.collection import Collection
     from lookalike.labels import Labels
     from lookalike.search import QueryResult, Searcher
-    from lookalike.train import TrainOptions
+    from lookalike.train.options import TrainOptions
 
 EXIT_SKIPPED = 1
 EXIT_INTERRUPTED = 130
@@ -124,49 +124,74 @@ def _sizes(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected sizes like 384,768, got {text!r}") from None
 
 
-def _add_training_mode(p: argparse.ArgumentParser, lead: str) -> None:
+def _add_training_options(p: argparse.ArgumentParser) -> None:
+    """How a v5 head trains (train, and evaluate --train-fraction); defaults measured in
+    docs/v5.md."""
+    defaults = _train_defaults()
     p.add_argument(
-        "--mode",
-        choices=["frozen", "finetune"],
-        default="frozen",
-        help=lead + "frozen: a head on the collection's cached features (minutes on a CPU); "
-        "finetune: a network tuned end to end on the labelled images (the best vectors; "
-        "about 8 minutes for 300 images on 2 CPU cores, much less on a GPU)",
+        "--network",
+        default=defaults.network,
+        help=f"the network tuned on the labels (default {defaults.network}; "
+        "efficientnet-lite0 and -lite1 are faster)",
     )
     p.add_argument(
-        "--finetune-backbone",
-        default="efficientnet-lite2",
-        help="the network finetune tunes (default efficientnet-lite2; -lite0, -lite1 are faster)",
+        "--epochs",
+        type=int,
+        default=defaults.epochs,
+        help=f"training epochs (default {defaults.epochs})",
     )
-    p.add_argument("--finetune-epochs", type=int, default=20, help="epochs of the finetune mode")
     p.add_argument(
-        "--finetune-layers",
+        "--layers",
         choices=["all", "last"],
-        default="all",
-        help="what finetune trains: every layer but the stem (default) or the last stage only",
+        default=defaults.layers,
+        help="what trains: every layer but the stem (default) or the last stage only",
+    )
+    p.add_argument(
+        "--input-size",
+        type=int,
+        default=defaults.input_size,
+        help="side of the training inputs (default: "
+        + (str(defaults.input_size) if defaults.input_size else "the network's own")
+        + "); the tuned network embeds at its own size",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default=defaults.precision,
+        help=f"training arithmetic (default {defaults.precision}; bf16: bfloat16 autocast, fast "
+        "on CPUs with AVX-512 BF16 and on GPUs)",
     )
     p.add_argument(
         "--val-fraction",
         type=float,
-        default=0.15,
-        help="share of the training images held out for validation and early stopping "
-        "(default 0.15; 0 trains on all of them for the full number of epochs)",
+        default=defaults.val_fraction,
+        help="share of the labelled images held out to print accuracy per epoch and choose the "
+        "number of epochs, after which a final round trains on all of them (default "
+        f"{defaults.val_fraction}: the fixed schedule, on all of them)",
     )
+    p.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda")
 
 
-def _training_options(args: argparse.Namespace, **extra: Any) -> TrainOptions:
-    """The TrainOptions of the options `_add_training_mode` added (train and evaluate)."""
-    from lookalike.train import TrainOptions
+def _train_defaults() -> TrainOptions:
+    from lookalike.train.options import TrainOptions
+
+    return TrainOptions()
+
+
+def _training_options(args: argparse.Namespace) -> TrainOptions:
+    """The TrainOptions of the options `_add_training_options` added (train and evaluate)."""
+    from lookalike.train.options import TrainOptions
 
     return TrainOptions(
-        seed=args.seed,
-        progress=not args.quiet,
-        mode=args.mode,
-        finetune_backbone=args.finetune_backbone,
-        finetune_epochs=args.finetune_epochs,
-        finetune_layers=args.finetune_layers,
+        network=args.network,
+        epochs=args.epochs,
+        layers=args.layers,
+        input_size=args.input_size,
+        precision=args.precision,
         val_fraction=args.val_fraction,
-        **extra,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.quiet,
     )
 
 
@@ -317,15 +342,14 @@ def build_parser() -> argparse.ArgumentParser:
         "every preset on the rest only (queries and gallery); adds v5 to the presets",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the training")
-    _add_training_mode(p, "how the v5 head of --train-fraction trains: ")
+    _add_training_options(p)
 
     p = sub.add_parser(
         "train",
         help="train a v5 head on your labels (multi-task)",
-        description="Train one classifier per label column (task) on both views (head crop "
-        "and whole image): on the collection's stored features (--mode frozen) or with a "
-        "network of its own tuned on the images (--mode finetune), with a validation split "
-        "and early stopping. The head is saved as safetensors + head.json; use it with "
+        description="Tune a network of its own on the labelled images, with one classifier per "
+        "label column (task), on both views (head crop and whole image). The head is saved as "
+        "safetensors + head.json; use it with "
         "`lookalike index FOLDER -c COLL --preset v5 --head HEAD_DIR`.",
     )
     p.add_argument("collection", type=Path)
@@ -336,17 +360,13 @@ def build_parser() -> argparse.ArgumentParser:
         "one column per task (an empty cell: no label)",
     )
     p.add_argument("--tasks", help="comma-separated label columns to learn (default: all)")
-    p.add_argument(
-        "--epochs", type=int, default=200, help="most epochs of a frozen head (early stopping)"
-    )
-    _add_training_mode(p, "")
-    p.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda")
+    _add_training_options(p)
     p.add_argument(
         "--output",
         choices=["probs", "logits", "embedding"],
         default="probs",
         help="the retrieval vector: task probabilities (default), logits, or the embedding "
-        "(the 64-d bottleneck of a frozen head, the tuned GeM of a finetune head)",
+        "(the tuned network's GeM)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="head folder (default: COLL/head)")
@@ -677,7 +697,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     coll, labels = _collection_and_labels(args)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
-    options = _training_options(args, epochs=args.epochs, device=args.device)
+    options = _training_options(args)
     out = args.out or coll.path / "head"
     head, result = train_head(coll, labels, tasks, options, output=args.output, out=out)
     save_head(out, head.config, head.model)
@@ -686,7 +706,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         shown = f"{accuracy:.3f}" if accuracy is not None else "n/a"
         print(f"task {task.name}: {len(task.classes)} classes, validation accuracy {shown}")
     head_dir, root, path = (safe_display(p) for p in (out, coll.root, coll.path))
-    print(f"best epoch {result.best_epoch}, {result.seconds:.1f} s; head saved in {head_dir}")
+    minutes, seconds = divmod(round(result.seconds), 60)
+    print(f"trained {result.epochs} epochs in {minutes} min {seconds} s; head saved in {head_dir}")
     print(f"use it: lookalike index {root} -c {path} --preset v5 --head {head_dir}")
     return 0
 

@@ -172,10 +172,9 @@ def _default() -> PipelineConfig:
 @PRESETS.register("v5", "head + whole through a head trained on your labels (needs --head)")
 def _v5() -> PipelineConfig:
     # Each view's task outputs (or embedding), L2-normalised, side by side (2 x 26 = 52 in
-    # the article), fused with the appearance blocks a frozen head reads (its base
-    # features): class evidence plus look. Measured on anime-faces-dev (held-out half,
-    # docs/v5.md): a frozen head 0.904 precision@4 fused, 0.873 its outputs alone; a
-    # finetune head 0.957 fused, 0.951 its embedding alone (the fusion keeps the feel).
+    # the article), fused with appearance blocks of both views: class evidence plus look.
+    # Measured on anime-faces-dev (held-out half, docs/v5.md): the tuned network 0.957
+    # fused, 0.951 its embedding alone (the fusion keeps the feel).
     blocks = (
         Block("head", "v5", 1.0),
         Block("whole", "v5", 1.0),

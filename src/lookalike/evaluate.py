@@ -30,7 +30,9 @@ from lookalike.labels import Labels, label_set
 from lookalike.vectors import l2_normalize
 
 if TYPE_CHECKING:
-    from lookalike.train import Head, Output, TrainOptions
+    from lookalike.train.head import Head
+    from lookalike.train.network import Output
+    from lookalike.train.options import TrainOptions
 
 # Feel: colour histograms of the whole images, compared by cosine similarity.
 FEEL_BLOCK = "whole.hsv"
@@ -101,10 +103,14 @@ def feel_score(feel_vectors: np.ndarray, neighbours: np.ndarray) -> float:
 
 
 def preset_like(name: str, base: PipelineConfig) -> PipelineConfig:
-    """Preset `name` on the collection's own detections and backbone: evaluated presets
-    differ only in what they fuse, so the stored boxes and vectors can be reused."""
+    """Preset `name` on the collection's own detections, backbone and trained head (v5 of a
+    collection switched to a head scores that head): evaluated presets differ only in what
+    they fuse, so the stored boxes and vectors can be reused."""
     return get_preset(name).with_options(
-        backbone=base.backbone, backbone_options=base.backbone_options, detector=base.detector
+        backbone=base.backbone,
+        backbone_options=base.backbone_options,
+        detector=base.detector,
+        head_dir=base.head_dir,
     )
 
 
@@ -201,16 +207,9 @@ def evaluate_held_out(
     scored on the held-out images alone, which are both the queries and the gallery, so a
     training image can neither ask nor be found. The unsupervised fusion (PCA) still sees
     the whole collection, as it does when indexing. A v5 preset gives one row per output
-    in `outputs`: "v5" for the head's own output (probs for a frozen head, the embedding for
-    a finetune head), "v5:<output>" for the others.
+    in `outputs`: "v5" for the head's own output, "v5:<output>" for the others.
     """
-    from lookalike.train import (
-        base_extractor,
-        load_head,
-        save_head,
-        stratified_split,
-        train_head,
-    )
+    from lookalike.train import load_head, save_head, stratified_split, train_head
 
     rows, y = labelled_rows(coll, labels, task)
     train_part, test_part = stratified_split(y.tolist(), train_fraction, seed)
@@ -219,7 +218,7 @@ def evaluate_held_out(
     records = coll.catalog.get_many(gen.ids.tolist())
     path_of = [records[int(i)].path for i in gen.ids]
     base = coll.config
-    ext = base_extractor(base)
+    ext = FeatureExtractor(base)
     head, seconds = None, None
     results = []
     for name in presets:
@@ -233,15 +232,13 @@ def evaluate_held_out(
             results.append(score_vectors(name, config, fused, y_test, feel, k))
             continue
         if head is None:
-            # Saved in the collection's cache: a finetune head's network is read from there.
+            # Saved in the collection's cache: its network is read from there.
             out = coll.cache_dir / "held-out-head"
-            head, trained = train_head(
-                coll, labels, options=options, rows=train_rows, extractor=ext, out=out
-            )
+            head, trained = train_head(coll, labels, options=options, rows=train_rows, out=out)
             seconds = trained.seconds
             head = load_head(save_head(out, head.config, head.model))
         keys = [key for key in config.block_keys if split_key(key)[1] == HEAD_FEATURE]
-        vectors = _head_outputs(coll, gen, head, config, ext, outputs, progress)
+        vectors = _head_outputs(coll, gen, head, config, outputs, progress)
         # The head's own output first, as "v5"; the others as "v5:<output>".
         for output in sorted(outputs, key=lambda o: o != head.config.output):
             used = {key: blocks[key] for key in plain} | {k: vectors[output][k] for k in keys}
@@ -262,19 +259,11 @@ def _head_outputs(
     gen: Generation,
     head: Head,
     config: PipelineConfig,
-    ext: FeatureExtractor,
     outputs: Sequence[Output],
     progress: bool,
 ) -> dict[str, dict[str, np.ndarray]]:
-    """The v5 block of each view for each output of `head` (saved), reading each input once:
-    a frozen head's base blocks, or a finetune head's embeddings of the views."""
-    from lookalike.train import head_blocks
-
-    if not head.reads_images:
-        keys = [f"{view}.{f}" for view in VIEWS for f in head.features]
-        base = blocks_for(coll, gen, keys, ext, progress=progress)
-        hashed = ext.backbone_hash(keys)
-        return {o: head_blocks(head.with_output(o), base, hashed) for o in outputs}
+    """The v5 block of each view for each output of `head` (saved), from one pass of its
+    network over the views (the outputs are computed from the embedding)."""
     v5 = [f"{view}.{HEAD_FEATURE}" for view in VIEWS]
     network = FeatureExtractor(
         config.with_options(head_dir=str(head.path)), head=head.with_output("embedding")

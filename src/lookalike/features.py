@@ -151,13 +151,7 @@ class FeatureExtractor:
         return self._head
 
     def _head_vectors(self, view: str, views: Sequence[dict[str, Image.Image]]) -> np.ndarray:
-        if self.head.reads_images:  # a finetune head: its own network reads the view
-            return self.head.image_vectors([v[view] for v in views])
-        keys = [f"{view}.{f}" for f in self.head.features]
-        base = self.compute(views, keys)
-        return self.head.vectors(
-            {split_key(k)[1]: v for k, v in base.items()}, self.backbone_hash(keys)
-        )
+        return self.head.image_vectors([v[view] for v in views])  # its own network reads them
 
     def needs_backbone(self, keys: Sequence[str]) -> bool:
         descriptors = set(list_descriptors())

@@ -1,44 +1,43 @@
-"""v5: a multi-task head trained on the collection's own labels (imports torch).
+"""v5: a network tuned on the collection's own labels, one classifier per task.
 
-data      labels -> tasks and class ids; stratified splits (numpy only)
-model     the frozen head: base features -> bottleneck embedding -> one classifier per task
-trainer   the frozen head's training loop (validation split, early stopping, progress)
-network   the finetune mode: an EfficientNet-Lite tuned with cosine task classifiers
-augment   augmented views (the frozen mode's cached ones, the finetune mode's strong ones)
+options   what a run is asked to do (TrainOptions; no torch)
+data      labels -> tasks and targets (several labels per picture); stratified splits (numpy only)
+trainer   the per-task loss and accuracy
+augment   the random views the network trains on
+network   the training: an EfficientNet-Lite tuned with cosine task classifiers
 head      save / load a trained head (safetensors + head.json) and apply it
 pipeline  from a collection to a head, and from a head to a collection's v5 vectors
+
+Names are imported on first use, so `lookalike.train.options` and `.data` load no torch.
 """
 
-from lookalike.train.data import Task, encode_targets, stratified_split
-from lookalike.train.head import Head, HeadConfig, HeadError, load_head, save_head
-from lookalike.train.model import OUTPUTS, MultiTaskHead, Output
-from lookalike.train.pipeline import (
-    base_extractor,
-    can_switch_in_place,
-    head_blocks,
-    switch_to_head,
-    train_head,
-)
-from lookalike.train.trainer import TrainOptions, TrainResult, fit_head
+from __future__ import annotations
 
-__all__ = [
-    "OUTPUTS",
-    "Head",
-    "HeadConfig",
-    "HeadError",
-    "MultiTaskHead",
-    "Output",
-    "Task",
-    "TrainOptions",
-    "TrainResult",
-    "base_extractor",
-    "can_switch_in_place",
-    "encode_targets",
-    "fit_head",
-    "head_blocks",
-    "load_head",
-    "save_head",
-    "stratified_split",
-    "switch_to_head",
-    "train_head",
-]
+import importlib
+from typing import Any
+
+_WHERE = {
+    "TrainOptions": "options",
+    "Targets": "data",
+    "Task": "data",
+    "encode_targets": "data",
+    "stratified_split": "data",
+    "Head": "head",
+    "HeadConfig": "head",
+    "HeadError": "head",
+    "load_head": "head",
+    "save_head": "head",
+    "OUTPUTS": "network",
+    "NetworkResult": "network",
+    "Output": "network",
+    "can_switch_in_place": "pipeline",
+    "switch_to_head": "pipeline",
+    "train_head": "pipeline",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)

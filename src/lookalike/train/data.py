@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lookalike.errors import LabelsError
-from lookalike.labels import Labels
+from lookalike.labels import Labels, label_set
 
 MISSING = -1  # the target of an image that has no label for a task
 
@@ -27,13 +27,38 @@ class Task:
         return {"name": self.name, "classes": list(self.classes)}
 
 
+@dataclass(frozen=True)
+class Targets:
+    """What each image should be classified as, task by task.
+
+    `hot[t]` is (N, classes of task t): 1 / (number of labels) on each label of the image
+    (a picture of two characters is half each), a zero row when it has none. `primary`
+    (N, tasks) is the first of them, or MISSING: what the splits are stratified by.
+    """
+
+    primary: np.ndarray
+    hot: tuple[np.ndarray, ...]
+
+    def __len__(self) -> int:
+        return len(self.primary)
+
+    def __getitem__(self, rows: np.ndarray) -> Targets:
+        return Targets(self.primary[rows], tuple(h[rows] for h in self.hot))
+
+    @property
+    def labelled(self) -> np.ndarray:
+        """(N,) bool: the images with a label for at least one task."""
+        return (self.primary != MISSING).any(axis=1)
+
+
 def encode_targets(
     labels: Labels, paths: Sequence[str], tasks: Sequence[str] | None = None
-) -> tuple[list[Task], np.ndarray]:
-    """Tasks (default: every label column) and the (len(paths), n_tasks) class ids.
+) -> tuple[list[Task], Targets]:
+    """Tasks (default: every label column) and the targets of `paths` for them.
 
-    Classes are counted among `paths` only (the images a head trains on), so a task whose
-    labelled images all share one class is an error: there is nothing to tell apart.
+    A cell `a|b` (several characters) labels the image with both classes. Classes are
+    counted among `paths` only (the images a head trains on), so a task whose labelled
+    images all share one class is an error: there is nothing to tell apart.
     """
     names = list(tasks) if tasks else list(labels.tasks)
     for name in names:
@@ -44,11 +69,12 @@ def encode_targets(
     if len(set(names)) != len(names):
         raise LabelsError(f"a task is named twice in {', '.join(names)}")
     specs: list[Task] = []
-    targets = np.full((len(paths), len(names)), MISSING, dtype=np.int64)
+    primary = np.full((len(paths), len(names)), MISSING, dtype=np.int64)
+    hot: list[np.ndarray] = []
     for t, name in enumerate(names):
         column = labels.column(name)
-        values = [column.get(p, "") for p in paths]
-        classes = tuple(sorted({v for v in values if v}))
+        sets = [sorted(label_set(column.get(p, ""))) for p in paths]
+        classes = tuple(sorted({c for labs in sets for c in labs}))
         if not classes:
             raise LabelsError(f"task {name!r}: none of the {len(paths)} images has a label")
         if len(classes) == 1:
@@ -57,9 +83,14 @@ def encode_targets(
                 "two classes to learn anything (drop it with --tasks)"
             )
         ids = {c: i for i, c in enumerate(classes)}
-        targets[:, t] = [ids[v] if v else MISSING for v in values]
+        share = np.zeros((len(paths), len(classes)), dtype=np.float32)
+        for row, labs in enumerate(sets):
+            if labs:
+                share[row, [ids[c] for c in labs]] = 1.0 / len(labs)
+                primary[row, t] = ids[labs[0]]
+        hot.append(share)
         specs.append(Task(name, classes))
-    return specs, targets
+    return specs, Targets(primary, tuple(hot))
 
 
 def stratified_split(

@@ -1,27 +1,28 @@
-"""The `finetune` mode: an EfficientNet-Lite tuned end to end on the collection's labels.
+"""v5's network: an EfficientNet-Lite tuned end to end on the collection's labels.
 
-This is the article's v5 network made reproducible on a CPU (docs/v5.md, round 4): every
-layer but the stem trains (`layers="all"`, or only the last stage with `"last"`), with one
-cosine classifier per task on the network's GeM features. The classifiers compare the
+This is the article's v5 network made reproducible on a CPU (docs/v5.md): every layer but
+the stem trains (`layers="all"`, or only the last stage with `"last"`), with one cosine
+classifier per task on the network's GeM features. The classifiers compare the
 L2-normalised GeM with normalised class weights and train with an additive margin (CosFace,
 Wang et al. 2018), so training separates the classes by the very angle that retrieval
-compares: the tuned GeM itself is the retrieval embedding. Batch-norm statistics stay as
-ImageNet set them (batches of 32 are too small to re-estimate them).
+compares. Batch-norm statistics stay as ImageNet set them (batches of 32 are too small to
+re-estimate them).
 
 Each epoch sees every training image once, through its head crop or its whole image at
 random, through a strong random view (`augment.strong_view`). AdamW with a one-cycle
-schedule; a stratified validation split gives per-task accuracy each epoch, and the epoch
-with the best one is kept (early stopping after `patience` epochs without progress).
+schedule over a fixed number of epochs. With a validation split, per-task accuracy is
+printed each epoch, the best epoch is found (early stopping after `patience` epochs without
+progress), and a final round trains on every labelled image for that many epochs: the split
+chooses the length without costing the images it held out.
 """
 
 from __future__ import annotations
 
-import copy
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import cast
+from dataclasses import dataclass, replace
+from typing import Literal, cast
 
 import numpy as np
 import torch
@@ -31,18 +32,22 @@ from tqdm import tqdm
 
 from lookalike.config import VIEWS
 from lookalike.embed import create_backbone
-from lookalike.embed.base import to_batch
+from lookalike.embed.base import Preprocess, to_batch
 from lookalike.embed.efficientnet_lite import EfficientNetLite
 from lookalike.errors import LookalikeError
 from lookalike.train.augment import strong_view
-from lookalike.train.data import MISSING, Task, stratified_split
-from lookalike.train.model import Output
-from lookalike.train.trainer import FINETUNE_LAYERS, TrainOptions, loss_of, task_accuracy
+from lookalike.train.data import Targets, Task, stratified_split
+from lookalike.train.options import LAYERS, PRECISIONS, TrainOptions
+from lookalike.train.trainer import loss_of, task_accuracy
 
+# The retrieval vector a head gives: task probabilities (the article's), logits, or the
+# tuned GeM itself.
+Output = Literal["probs", "logits", "embedding"]
+OUTPUTS: tuple[Output, ...] = ("probs", "logits", "embedding")
 # The network output that is trained and compared (GeM of the last feature map).
 EMBEDDING = "gem"
 BATCH = 32
-# CosFace: logits = SCALE * (cos - MARGIN on the true class); measured with these values.
+# CosFace: logits = SCALE * (cos - MARGIN on the true classes); measured with these values.
 SCALE, MARGIN = 16.0, 0.2
 # One-cycle peak learning rates: the pretrained layers move ten times slower.
 BACKBONE_LR, CLASSIFIER_LR = 3e-4, 3e-3
@@ -57,15 +62,16 @@ class TaskClassifiers(nn.Module):
             nn.Parameter(torch.randn(n, dim) / dim**0.5) for n in task_sizes
         )
 
-    def forward(self, z: torch.Tensor, targets: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """Each task's logits; with `targets` (training), the true class's cosine less MARGIN."""
+    def forward(
+        self, z: torch.Tensor, hot: Sequence[torch.Tensor] | None = None
+    ) -> list[torch.Tensor]:
+        """Each task's logits; with `hot` targets (training), the cosine of each true class
+        less MARGIN."""
         logits = []
         for t, w in enumerate(self.weights):
             cos = z @ nn.functional.normalize(w, dim=1).T
-            if targets is not None:
-                known = (targets[:, t] != MISSING).unsqueeze(1)
-                true = nn.functional.one_hot(targets[:, t].clamp(min=0), cos.shape[1])
-                cos = cos - MARGIN * true * known
+            if hot is not None:
+                cos = cos - MARGIN * (hot[t] > 0).to(cos.dtype)
             logits.append(SCALE * cos)
         return logits
 
@@ -83,17 +89,23 @@ class TaskClassifiers(nn.Module):
 class NetworkResult:
     classifiers: TaskClassifiers
     backbone_state: dict[str, torch.Tensor]
-    best_epoch: int
-    val_accuracy: dict[str, float]
+    epochs: int  # the epochs the returned network trained (the chosen ones, with a split)
+    val_accuracy: dict[str, float]  # per task at the chosen epoch (empty: no split)
     seconds: float
 
 
-def check_finetunable(backbone: str) -> None:
-    """Fail early (before any training) for a backbone this mode cannot train."""
-    if not backbone.startswith("efficientnet-lite"):
+def check_trainable(options: TrainOptions) -> None:
+    """Fail early (before any image is read) for options this training cannot follow."""
+    if not options.network.startswith("efficientnet-lite"):
         raise LookalikeError(
-            f"--mode finetune needs an EfficientNet-Lite backbone, not {backbone!r}"
+            f"training needs an EfficientNet-Lite network, not {options.network!r}"
         )
+    if options.layers not in LAYERS:
+        raise LookalikeError(f"unknown layers {options.layers!r}: use one of {LAYERS}")
+    if options.precision not in PRECISIONS:
+        raise LookalikeError(f"unknown precision {options.precision!r}: use one of {PRECISIONS}")
+    if options.epochs < 1:
+        raise LookalikeError(f"epochs must be at least 1, got {options.epochs}")
 
 
 def trainable_parameters(net: nn.Module, layers: str = "all") -> list[nn.Parameter]:
@@ -102,8 +114,8 @@ def trainable_parameters(net: nn.Module, layers: str = "all") -> list[nn.Paramet
     "all": every layer but the stem, which stays as ImageNet trained it; "last": the last
     stage and head conv only (with their batch-norm affine parameters).
     """
-    if layers not in FINETUNE_LAYERS:
-        raise LookalikeError(f"unknown finetune layers {layers!r}: use one of {FINETUNE_LAYERS}")
+    if layers not in LAYERS:
+        raise LookalikeError(f"unknown layers {layers!r}: use one of {LAYERS}")
     blocks = list(net._blocks)
     last = blocks[-1]._block_args
     # The last stage: the trailing blocks that share the last block's output width.
@@ -120,118 +132,177 @@ def trainable_parameters(net: nn.Module, layers: str = "all") -> list[nn.Paramet
 
 
 def embed(
-    backbone: EfficientNetLite, images: Sequence[Image.Image], device: torch.device
+    backbone: EfficientNetLite,
+    images: Sequence[Image.Image],
+    device: torch.device,
+    preprocess: Preprocess | None = None,
+    bf16: bool = False,
 ) -> torch.Tensor:
     """Unit-length GeM of each image, with autograd (the training-time forward pass)."""
-    x = torch.from_numpy(to_batch(images, backbone.preprocess)).permute(0, 3, 1, 2).to(device)
-    return nn.functional.normalize(backbone.outputs_of(x, [EMBEDDING])[EMBEDDING], dim=1)
+    batch = to_batch(images, preprocess or backbone.preprocess)
+    x = torch.from_numpy(batch).permute(0, 3, 1, 2).to(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        gem = backbone.outputs_of(x, [EMBEDDING])[EMBEDDING]
+    return nn.functional.normalize(gem.float(), dim=1)
 
 
-def finetune_network(
-    network: str,
-    views: Sequence[dict[str, Image.Image]],
-    targets: np.ndarray,
-    tasks: Sequence[Task],
-    options: TrainOptions,
-) -> NetworkResult:
-    """Tune a fresh ImageNet `network` and its task classifiers on the labelled images.
+def shrunk(image: Image.Image, size: int) -> Image.Image:
+    """`image` with its long side at most twice the input `size`: a random view keeps at
+    least half of each side, so it never needs more pixels, and every epoch's crops, turns
+    and colour changes then work on a small picture instead of a full illustration."""
+    small = image.convert("RGB")  # a copy: thumbnail works in place
+    if max(small.size) > 2 * size:
+        small.thumbnail((2 * size, 2 * size), Image.BICUBIC, reducing_gap=3.0)
+    return small
 
-    `views`: the views of each training image; `targets`: their (N, tasks) class ids.
-    """
-    check_finetunable(network)
-    start = time.perf_counter()
-    torch.manual_seed(options.seed)
-    rng = np.random.default_rng(options.seed)
-    device = torch.device(options.device)
-    backbone = cast(EfficientNetLite, create_backbone(network, runtime="torch"))
-    net = backbone.torch_model().to(device)
-    params = trainable_parameters(net, options.finetune_layers)
-    net.eval()  # batch-norm statistics stay as trained on ImageNet
-    classifiers = TaskClassifiers(backbone.outputs[EMBEDDING], [len(t.classes) for t in tasks])
-    classifiers = classifiers.to(device)
-    strata = [str(v) for v in targets[:, 0]]
-    if len(targets) >= 4 and options.val_fraction > 0:
-        val_rows, train_rows = stratified_split(strata, options.val_fraction, options.seed)
-    else:
-        train_rows, val_rows = np.arange(len(targets)), np.zeros(0, dtype=np.int64)
-    y_all = torch.from_numpy(targets).to(device)
-    optimiser = torch.optim.AdamW(
-        [{"params": params}, {"params": classifiers.parameters()}],
-        weight_decay=options.weight_decay,
-    )
-    steps = options.finetune_epochs * -(-len(train_rows) // BATCH)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser,
-        max_lr=[BACKBONE_LR, CLASSIFIER_LR],
-        # At least one warm-up step: below 7 steps the schedule would start at its end (~0).
-        total_steps=max(steps, 7),
-        pct_start=0.15,
-    )
 
-    def validate() -> tuple[dict[str, float], float]:
-        with torch.no_grad():  # in chunks: a large validation split must not fill the memory
-            z = torch.cat(
-                [
-                    embed(backbone, [views[r][v] for r in val_rows[i : i + 64]], device)
-                    for v in VIEWS
-                    for i in range(0, len(val_rows), 64)
-                ]
-            )
-            logits = classifiers(z)
-        y = torch.cat([y_all[torch.from_numpy(val_rows)]] * len(VIEWS))
-        return task_accuracy(logits, y, tasks), float(loss_of(logits, y, 0.0))
+class TrainingRun:
+    """One training run: a fresh ImageNet network and its classifiers, tuned on `rows`."""
 
-    def snapshot() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        return copy.deepcopy(net.state_dict()), copy.deepcopy(classifiers.state_dict())
+    def __init__(
+        self,
+        views: Sequence[dict[str, Image.Image]],
+        targets: Targets,
+        tasks: Sequence[Task],
+        options: TrainOptions,
+    ) -> None:
+        torch.manual_seed(options.seed)
+        self.rng = np.random.default_rng(options.seed)
+        self.options, self.tasks = options, tasks
+        self.device = torch.device(options.device)
+        self.backbone = cast(EfficientNetLite, create_backbone(options.network, runtime="torch"))
+        self.net = self.backbone.torch_model().to(self.device)
+        self.params = trainable_parameters(self.net, options.layers)
+        self.net.eval()  # batch-norm statistics stay as trained on ImageNet
+        # Training may see smaller inputs than the network embeds with (a speed knob).
+        own = self.backbone.preprocess
+        self.pre = replace(own, input_size=options.input_size or own.input_size)
+        self.bf16 = options.precision == "bf16"
+        self.views = [{v: shrunk(view[v], self.pre.input_size) for v in VIEWS} for view in views]
+        dim = self.backbone.outputs[EMBEDDING]
+        self.classifiers = TaskClassifiers(dim, [len(t.classes) for t in tasks]).to(self.device)
+        self.hot = [torch.from_numpy(h).to(self.device) for h in targets.hot]
 
-    # Without a validation split the last epoch is kept: no snapshot is needed. With one,
-    # the first epoch always beats this score, so a snapshot exists before it is loaded.
-    best: tuple[float, float] = (-1.0, -np.inf)
-    best_epoch, best_acc = 0, {}
-    best_state: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None
-    for epoch in range(1, options.finetune_epochs + 1):
-        order = rng.permutation(train_rows)
-        bar = tqdm(
-            total=len(order),
-            desc=f"fine-tuning {network}, epoch {epoch}/{options.finetune_epochs}",
-            unit="image",
-            disable=not options.progress,
-            file=sys.stderr,
+    def _targets(self, rows: np.ndarray) -> list[torch.Tensor]:
+        index = torch.from_numpy(rows).to(self.device)
+        return [h[index] for h in self.hot]
+
+    def train(
+        self, rows: np.ndarray, epochs: int, bar: tqdm, val_rows: np.ndarray | None = None
+    ) -> tuple[int, dict[str, float]]:
+        """Tune on `rows` over a one-cycle schedule of `epochs`; with `val_rows`, stop early
+        and return the best epoch and its accuracy (else the last epoch, no accuracy)."""
+        optimiser = torch.optim.AdamW(
+            [{"params": self.params}, {"params": self.classifiers.parameters()}],
+            weight_decay=self.options.weight_decay,
         )
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimiser,
+            max_lr=[BACKBONE_LR, CLASSIFIER_LR],
+            # At least one warm-up step: below 7 steps the schedule would start at its end.
+            total_steps=max(epochs * -(-len(rows) // BATCH), 7),
+            pct_start=0.15,
+        )
+        best: tuple[float, float] = (-1.0, -np.inf)
+        best_epoch, best_acc = epochs, {}
+        for epoch in range(1, epochs + 1):
+            loss = self.epoch(rows, optimiser, schedule, bar)
+            line = f"epoch {epoch}/{epochs}  loss {loss:.3f}"
+            if val_rows is None or not len(val_rows):
+                if self.options.progress:
+                    bar.write(line, file=sys.stderr)
+                continue
+            acc, val_loss = self.validate(val_rows)
+            if self.options.progress:
+                shown = " ".join(f"{k} {v:.3f}" for k, v in acc.items())
+                bar.write(f"{line}  val acc: {shown}", file=sys.stderr)
+            score = (float(np.mean(list(acc.values()))), -val_loss)
+            if score >= best:  # ties: the later epoch, further down the one-cycle schedule
+                best, best_epoch, best_acc = score, epoch, acc
+            if epoch - best_epoch >= self.options.patience:
+                bar.total -= (epochs - epoch) * len(rows)  # the ETA drops what is skipped
+                break
+        return best_epoch, best_acc
+
+    def epoch(
+        self,
+        rows: np.ndarray,
+        optimiser: torch.optim.Optimizer,
+        schedule: torch.optim.lr_scheduler.LRScheduler,
+        bar: tqdm,
+    ) -> float:
+        order = self.rng.permutation(rows)
         total = 0.0
         for i in range(0, len(order), BATCH):
             batch = order[i : i + BATCH]
-            images = [strong_view(views[r][VIEWS[rng.integers(len(VIEWS))]], rng) for r in batch]
-            y = y_all[torch.from_numpy(batch)]
-            loss = loss_of(
-                classifiers(embed(backbone, images, device), y), y, options.label_smoothing
-            )
+            images = [
+                strong_view(self.views[r][VIEWS[self.rng.integers(len(VIEWS))]], self.rng)
+                for r in batch
+            ]
+            hot = self._targets(batch)
+            z = embed(self.backbone, images, self.device, self.pre, self.bf16)
+            loss = loss_of(self.classifiers(z, hot), hot, self.options.label_smoothing)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             schedule.step()
             total += float(loss.detach()) * len(batch)
             bar.update(len(batch))
-        bar.close()
-        line = f"epoch {epoch}  loss {total / len(order):.3f}"
-        if not len(val_rows):
-            if options.progress:
-                print(f"{line}  (no validation split)", file=sys.stderr)
-            best_epoch = epoch
-            continue
-        acc, val_loss = validate()
-        if options.progress:
-            shown = " ".join(f"{k} {v:.3f}" for k, v in acc.items())
-            print(f"{line}  val acc: {shown}", file=sys.stderr)
-        score = (float(np.mean(list(acc.values()))), -val_loss)
-        if score >= best:  # ties: the later epoch, further down the one-cycle schedule
-            best, best_epoch, best_acc, best_state = score, epoch, acc, snapshot()
-        if epoch - best_epoch >= options.patience:
-            break
-    if best_state is not None:
-        net.load_state_dict(best_state[0])
-        classifiers.load_state_dict(best_state[1])
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    return NetworkResult(
-        classifiers.cpu().eval(), state, best_epoch, best_acc, time.perf_counter() - start
+        return total / len(order)
+
+    def validate(self, rows: np.ndarray) -> tuple[dict[str, float], float]:
+        with torch.no_grad():  # in chunks: a large validation split must not fill the memory
+            z = torch.cat(
+                [
+                    embed(
+                        self.backbone,
+                        [self.views[r][v] for r in rows[i : i + 64]],
+                        self.device,
+                        self.pre,
+                        self.bf16,
+                    )
+                    for v in VIEWS
+                    for i in range(0, len(rows), 64)
+                ]
+            )
+            logits = self.classifiers(z)
+        hot = [torch.cat([h] * len(VIEWS)) for h in self._targets(rows)]
+        return task_accuracy(logits, hot, self.tasks), float(loss_of(logits, hot, 0.0))
+
+
+def train_network(
+    views: Sequence[dict[str, Image.Image]],
+    targets: Targets,
+    tasks: Sequence[Task],
+    options: TrainOptions,
+) -> NetworkResult:
+    """Tune a fresh ImageNet network and its task classifiers on the labelled images.
+
+    `views`: the views of each training image; `targets`: what each should be classified as.
+    """
+    check_trainable(options)
+    start = time.perf_counter()
+    rows = np.arange(len(targets))
+    val_rows = np.zeros(0, dtype=np.int64)
+    if len(targets) >= 4 and options.val_fraction > 0:
+        strata = [str(v) for v in targets.primary[:, 0]]
+        val_rows, rows = stratified_split(strata, options.val_fraction, options.seed)
+    final = len(targets) * options.epochs if len(val_rows) else 0
+    bar = tqdm(
+        total=len(rows) * options.epochs + final,
+        desc=f"training {options.network}",
+        unit="image",
+        disable=not options.progress,
+        file=sys.stderr,
     )
+    run = TrainingRun(views, targets, tasks, options)
+    epochs, accuracy = run.train(rows, options.epochs, bar, val_rows)
+    if len(val_rows):
+        # The final round: every labelled image, for the epochs the split chose.
+        bar.total -= len(targets) * (options.epochs - epochs)
+        run = TrainingRun(run.views, targets, tasks, options)  # shrunk already: a no-op
+        run.train(np.arange(len(targets)), epochs, bar)
+    bar.close()
+    state = {k: v.detach().cpu().contiguous() for k, v in run.net.state_dict().items()}
+    classifiers = run.classifiers.cpu().eval()
+    return NetworkResult(classifiers, state, epochs, accuracy, time.perf_counter() - start)

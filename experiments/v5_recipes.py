@@ -7,7 +7,7 @@ outputs alone and fused with the base appearance vector (the v5 preset's other b
 Features come from `blocks_for` (cached in the collection), augmented ones from
 `augmented_blocks`.
 
-    .venv/bin/python benchmarks/v5_recipes.py COLL --labels folders
+    .venv/bin/python experiments/v5_recipes.py COLL --labels folders   (at commit 5014312)
 """
 
 from __future__ import annotations

@@ -1,0 +1,85 @@
+"""How fast v5 trains, recipe against recipe, in one process (a ratio, not a stopwatch).
+
+On an indexed collection, the views of `--images` labelled pictures (from their stored head
+boxes, as `lookalike train` makes them) go through real training epochs of each recipe in
+turn, `--repeats` times, alternating, so a busy machine slows every recipe alike. Printed:
+seconds per trained image (median over the repeats, the first epoch of each recipe
+excluded as a warm-up), the projected training time for `--labelled` pictures at that
+recipe's epochs, and its ratio to the first recipe (the baseline).
+
+    python benchmarks/train_speed.py COLL --labels folders
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from lookalike.collection import Collection
+from lookalike.features import FeatureExtractor
+from lookalike.images import load_image
+from lookalike.labels import load_labels
+from lookalike.train import TrainOptions, encode_targets
+from lookalike.train.network import TrainingRun
+
+# name -> the options that differ from TrainOptions(); the first is the baseline.
+RECIPES = {
+    "lite2 260px fp32 x20 (until 2026-12-01)": {"epochs": 20},
+    "lite2 260px bf16 x20": {"epochs": 20, "precision": "bf16"},
+    "lite2 224px bf16 x12": {"epochs": 12, "precision": "bf16", "input_size": 224},
+    "lite2 224px fp32 x12": {"epochs": 12, "input_size": 224},
+    "lite0 224px fp32 x20": {"epochs": 20, "network": "efficientnet-lite0"},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("collection", type=Path)
+    parser.add_argument("--labels", default="folders")
+    parser.add_argument("--images", type=int, default=64, help="pictures per timed epoch")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--labelled", type=int, default=300, help="pictures to project to")
+    parser.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES))
+    args = parser.parse_args()
+
+    coll = Collection.open(args.collection)
+    gen = coll.require_generation()
+    records = coll.catalog.get_many(gen.ids.tolist())
+    paths = [records[int(i)].path for i in gen.ids]
+    rows = np.random.default_rng(0).permutation(len(paths))[: args.images]
+    labels = load_labels(args.labels, paths)
+    tasks, targets = encode_targets(labels, [paths[r] for r in rows])
+    ext = FeatureExtractor(coll.config)
+    views = [ext.views_from_box(load_image(coll.root / paths[r]), gen.head_boxes[r]) for r in rows]
+    runs = {}
+    for name in args.recipes:
+        options = TrainOptions(**{**RECIPES[name], "progress": False})
+        runs[name] = (options, TrainingRun(views, targets, tasks, options))
+    seconds: dict[str, list[float]] = {name: [] for name in args.recipes}
+    everything = np.arange(len(rows))
+    for repeat in range(args.repeats + 1):
+        for name, (_, run) in runs.items():
+            optimiser = torch.optim.AdamW(run.params, lr=1e-5)
+            schedule = torch.optim.lr_scheduler.ConstantLR(optimiser, 1.0)
+            start = time.perf_counter()
+            run.epoch(everything, optimiser, schedule, tqdm(disable=True))
+            if repeat:  # the first round warms caches and allocators up
+                seconds[name].append((time.perf_counter() - start) / len(rows))
+    base = None
+    print(f"| recipe | s per image | {args.labelled} pictures x epochs | ratio |")
+    print("| --- | ---: | ---: | ---: |")
+    for name in args.recipes:
+        per_image = statistics.median(seconds[name])
+        total = per_image * args.labelled * runs[name][0].epochs
+        base = base or total
+        print(f"| {name} | {per_image:.3f} | {total:.0f} s | {total / base:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

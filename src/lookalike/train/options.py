@@ -1,0 +1,31 @@
+"""What a training run is asked to do (no torch: the CLI reads the defaults at start-up)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LAYERS = ("last", "all")
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    # The network tuned on the labelled images (network.py), whatever backbone the
+    # collection was indexed with; Lite2 measured best (docs/v5.md).
+    network: str = "efficientnet-lite2"
+    epochs: int = 20
+    # What trains: "all" (every layer but the stem) or "last" (the last stage and head conv).
+    layers: str = "all"
+    # The training input side (0: the network's own) and arithmetic ("bf16": bfloat16
+    # autocast, fast on CPUs with AVX-512 BF16 and on GPUs): speed knobs.
+    input_size: int = 0
+    precision: str = "fp32"
+    weight_decay: float = 1e-2
+    label_smoothing: float = 0.1
+    # A stratified share held out to report per-epoch accuracy and choose the epoch; a final
+    # round then trains on every labelled image for that many epochs (docs/v5.md).
+    val_fraction: float = 0.0
+    patience: int = 30
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
