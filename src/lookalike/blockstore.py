@@ -82,7 +82,7 @@ def keep_in_cache(coll: Collection, gen: Generation, extractor: FeatureExtractor
             continue  # v5 blocks: the trained head's folder keeps what computes them
         if not _stored_fits(coll, extractor, key):
             continue  # computed by other weights than the extractor's: not its vectors
-        path = _cache_path(coll, extractor, key, "")
+        path = _cache_path(coll, extractor, key)
         if _cached(path, gen.ids) is None:
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_save_npz(path, {"ids": gen.ids, "vectors": np.asarray(gen.block(key))})
