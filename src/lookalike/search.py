@@ -243,7 +243,7 @@ class Searcher:
         rec = self.collection.catalog.get_many([item_id]).get(item_id)
         fallback = bool(rec.fallback) if rec else False
         views = self._query_views(lambda scorer: scorer.row_vectors(row))
-        wide = self.calibration_vector(self.stored_blocks(np.array([row])))
+        wide = self.stored_calibration_vector(row)
         matches = self.search_vector(self.fused[row], k, {item_id}, views=views, wide=wide)
         result = QueryResult(query, item_id, box, fallback, [])  # type: ignore[arg-type]
         return self._finish(result, matches, k, {item_id}, threshold)
@@ -364,6 +364,16 @@ class Searcher:
             blocks[block.key] = np.asarray(self.generation.block(block.key)[rows], np.float32)
         return blocks
 
+    def stored_calibration_vector(self, row: int) -> np.ndarray | None:
+        """`calibration_vector` of a stored item; None where its stored blocks are damaged."""
+        if self.calibration is None or not self.fuser.reduces:
+            return None
+        try:
+            return self.calibration_vector(self.stored_blocks(np.array([row])))
+        except DamagedPartError as exc:
+            log.warning("%s; results without probabilities", exc.problem)
+            return None
+
     def calibration_vector(self, blocks: dict[str, np.ndarray]) -> np.ndarray | None:
         """The query in the space its scores were calibrated in, when that is not the fused
         vector's (a dense reduction: `Fuser.wide_transform`); None otherwise."""
@@ -379,5 +389,9 @@ class Searcher:
         if self.calibration is None:
             return [None] * len(rows)
         if wide is not None and len(rows):
-            scores = (self.fuser.wide_transform(self.stored_blocks(rows)) @ wide).tolist()
+            try:
+                scores = (self.fuser.wide_transform(self.stored_blocks(rows)) @ wide).tolist()
+            except DamagedPartError as exc:  # the fused vectors still answer (index repairs)
+                log.warning("%s; results without probabilities", exc.problem)
+                return [None] * len(rows)
         return [self.calibration.probability(float(s)) for s in scores]

@@ -310,7 +310,7 @@ class Gallery:
     ) -> dict[str, Any]:
         k, pool = self.check_query_options(k, pool, head_weight)
         fused = np.asarray(self.searcher.fused[item.row])
-        wide = self.searcher.calibration_vector(self.searcher.stored_blocks(np.array([item.row])))
+        wide = self.searcher.stored_calibration_vector(item.row)
         results = self._rank(
             fused, self.views.row_vectors(item.row), {item.id}, k, pool, head_weight, wide
         )
