@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU build of torch; a plain `torch` requirement would pull a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test,ann,ray,milvus]'
+	$(PY) -m pip install -q -e '.[test,ann,ray,milvus,export]'
 	touch $(STAMP)
 
 demo: $(STAMP)
