@@ -167,11 +167,14 @@ class Fuser:
         if self.fusion.pseudo_lda_ks:
             self.lda_ = PseudoLabelLDA(self.fusion.pseudo_lda_ks).fit(unit)
         self.final_ = self.feel_ = None
-        if self.fusion.out_dim:
-            dim = self.fusion.out_dim
+        dim = (self.fusion.out_dim or 0) - (self.fusion.feel_dim if self.fusion.feel_block else 0)
+        # A PCA to `dim` needs more pictures than `dim` to fit: a smaller collection (the
+        # article's 7 cards) keeps the wide vector, where the reduction fitted on 7 rows
+        # made a cat photo Saber's closest look-alike.
+        if self.fusion.out_dim and len(fused) > dim:
             if self.fusion.feel_block:
                 self.feel_ = PCA(self.fusion.feel_dim).fit(self._feel_input(sample))
-                dim -= int(self.feel_.components_.shape[0])
+                dim = self.fusion.out_dim - int(self.feel_.components_.shape[0])
             reduced = unit if self.lda_ is None else self.lda_.transform(unit)
             self.final_ = DenseReducer(dim, self.fusion.pseudo_lda_ks).fit(reduced)
         return self
