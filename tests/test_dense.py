@@ -39,6 +39,18 @@ def test_dense_vector_has_out_dim_and_survives_save_and_load(ks, tmp_path):
     assert np.allclose(loaded.transform(outside), fuser.transform(outside), atol=1e-6)
 
 
+def test_a_collection_with_fewer_pictures_than_dims_keeps_the_wide_vector(tmp_path):
+    # The dense reduction fitted on the 7 seed cards made a cat Saber's closest look-alike.
+    fusion = FusionConfig(pseudo_lda_ks=(4, 8), out_dim=16)
+    small, wide = _blocks(16), Fuser(BLOCKS, FusionConfig(pseudo_lda_ks=(4, 8)))
+    fuser = Fuser(BLOCKS, fusion).fit(small)
+    assert not fuser.reduces and fuser.output_dim == wide.fit(small).output_dim
+    np.testing.assert_allclose(fuser.transform(small), wide.transform(small), atol=1e-6)
+    fuser.save(tmp_path / "fuser.npz")
+    assert not Fuser.load(tmp_path / "fuser.npz", BLOCKS, fusion).reduces
+    assert Fuser(BLOCKS, fusion).fit(_blocks(17)).reduces
+
+
 def test_dense_vector_keeps_the_neighbours_of_the_full_one():
     blocks = _blocks()
     full = Fuser(BLOCKS, FusionConfig(pseudo_lda_ks=(4, 8))).fit_transform(blocks)
