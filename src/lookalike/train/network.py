@@ -150,8 +150,9 @@ def shrunk(image: Image.Image, size: int) -> Image.Image:
     """`image` with its long side at most twice the input `size`: a random view keeps at
     least half of each side, so it never needs more pixels, and every epoch's crops, turns
     and colour changes then work on a small picture instead of a full illustration."""
-    small = image.convert("RGB")  # a copy: thumbnail works in place
+    small = image if image.mode == "RGB" else image.convert("RGB")
     if max(small.size) > 2 * size:
+        small = small.copy() if small is image else small  # thumbnail works in place
         small.thumbnail((2 * size, 2 * size), Image.BICUBIC, reducing_gap=3.0)
     return small
 
@@ -300,7 +301,7 @@ def train_network(
     if len(val_rows):
         # The final round: every labelled image, for the epochs the split chose.
         bar.total -= len(targets) * (options.epochs - epochs)
-        run = TrainingRun(run.views, targets, tasks, options)  # shrunk already: a no-op
+        run = TrainingRun(run.views, targets, tasks, options)  # shrunk already: kept as is
         run.train(np.arange(len(targets)), epochs, bar)
     bar.close()
     state = {k: v.detach().cpu().contiguous() for k, v in run.net.state_dict().items()}
