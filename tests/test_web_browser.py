@@ -108,6 +108,7 @@ def test_gallery_click_slider_upload_and_evaluation(site, browser, tmp_path):
         slider.focus()
         page.keyboard.press(key)
         expect(page.locator("#weight-value")).to_contain_text(f"head {weight:.2f}")
+        expect(page.locator(f"#results[data-head-weight='{weight:.2f}']")).to_have_count(1)
         want = api(running, f"/api/query?id={query_id}&k=8&pool=100&head_weight={weight}")
         assert shown_ids(page) == [r["id"] for r in want["results"]]
 

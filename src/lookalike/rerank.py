@@ -8,7 +8,9 @@ candidate's score is then ``w * cos(head) + (1 - w) * cos(whole)``.
 
 For a "weighted" preset without a global PCA the fused cosine is exactly this
 score at ``w = head share of the squared block weights`` (`default_head_weight`),
-so the slider starts where the index ranks.
+so the slider starts where the index ranks. With a dense reduction (the `default`
+preset's final PCA) no weight reproduces the fused cosine: the page shows the index's
+ranking until the slider is moved (docs/web.md, "Ranking").
 """
 
 from __future__ import annotations
@@ -75,5 +77,6 @@ def combine(cosines: Mapping[str, np.ndarray], head_weight: float) -> np.ndarray
 
 
 def rank(scores: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Positions of `scores` best first; equal scores by ascending id (as the page does)."""
+    """Positions of `scores` best first; equal scores by ascending id (`Searcher.search_vector`,
+    so `query` and the page order ties alike)."""
     return np.lexsort((ids, -scores))

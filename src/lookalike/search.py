@@ -18,7 +18,7 @@ from lookalike.errors import DamagedPartError, ImageLoadError, QueryError
 from lookalike.expansion import expand_query
 from lookalike.features import Analysis, FeatureExtractor
 from lookalike.images import file_sha256, load_image
-from lookalike.rerank import ViewScorer
+from lookalike.rerank import ViewScorer, combine, rank
 from lookalike.vectors import RowMap
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,12 @@ class Match:
     height: int | None = None
     # Cosine of each view alone, as the web API gives them ({"head": ..., "whole": ...}).
     view_scores: dict[str, float] = field(default_factory=dict)
+    # The fused cosine; differs from `score` when a head weight ranked (None: the same).
+    fused_score: float | None = None
+
+    @property
+    def fused(self) -> float:
+        return self.score if self.fused_score is None else self.fused_score
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -44,7 +50,7 @@ class Match:
             "path": self.path,
             "score": round(self.score, 6),
             "probability": None if self.probability is None else round(self.probability, 4),
-            "scores": {"fused": round(self.score, 6), **self.view_scores},
+            "scores": {"fused": round(self.fused, 6), **self.view_scores},
             "width": self.width,
             "height": self.height,
             "head_box": list(self.head_box) if self.head_box else None,
@@ -120,6 +126,20 @@ class QueryResult:
         }
 
 
+def candidate_count(
+    size: int, k: int, excluded: int, pool: int | None, head_weight: float | None
+) -> int:
+    """How many candidates to ask the (approximate) index for before ranking them exactly.
+
+    `pool` counts only when a head weight re-ranks: without one the answer must not depend
+    on it, so that the page's first view is `query`'s answer for the same k.
+    """
+    wanted = max(4 * (k + excluded), 50)
+    if head_weight is not None and pool is not None:
+        wanted = max(wanted, pool + excluded)
+    return min(size, wanted)
+
+
 @dataclass(frozen=True)
 class Threshold:
     """What a result must reach to be shown: a cosine score, a calibrated probability."""
@@ -186,7 +206,7 @@ class Searcher:
             self._views = ViewScorer(self.fuser, blocks)
         return self._views
 
-    def _query_views(
+    def query_views(
         self, make: Callable[[ViewScorer], dict[str, np.ndarray]]
     ) -> dict[str, np.ndarray] | None:
         """The query's per-view vectors; None where the stored blocks are damaged: the fused
@@ -242,7 +262,7 @@ class Searcher:
         box = tuple(int(v) for v in self.head_boxes[row])
         rec = self.collection.catalog.get_many([item_id]).get(item_id)
         fallback = bool(rec.fallback) if rec else False
-        views = self._query_views(lambda scorer: scorer.row_vectors(row))
+        views = self.query_views(lambda scorer: scorer.row_vectors(row))
         wide = self.stored_calibration_vector(row)
         matches = self.search_vector(self.fused[row], k, {item_id}, views=views, wide=wide)
         result = QueryResult(query, item_id, box, fallback, [])  # type: ignore[arg-type]
@@ -259,7 +279,7 @@ class Searcher:
         analysis, blocks, vector = self.embed_image(image)
         # The same file indexed under another name is still the query itself.
         same = {r.id for r in self.collection.catalog.by_sha256(sha) if r.id is not None}
-        views = self._query_views(lambda scorer: scorer.query_vectors(blocks))
+        views = self.query_views(lambda scorer: scorer.query_vectors(blocks))
         wide = self.calibration_vector(blocks)
         matches = self.search_vector(vector, k, exclude=same, views=views, wide=wide)
         result = QueryResult(str(path), None, analysis.head_box, analysis.fallback, [])
@@ -313,31 +333,41 @@ class Searcher:
         exclude: set[int],
         views: dict[str, np.ndarray] | None = None,
         wide: np.ndarray | None = None,
+        head_weight: float | None = None,
+        pool: int | None = None,
     ) -> list[Match]:
-        """The k best items for a query vector; `views`: the query's per-view vectors, for
-        each match's per-view cosines; `wide`: its `calibration_vector`."""
+        """The k best items for a query vector: THE ranking, that `query` and the web page
+        both call, so the two always agree (ids, order and ties).
+
+        `views`: the query's per-view vectors, for each match's per-view cosines; `wide`:
+        its `calibration_vector`. Without `head_weight` the score is the fused cosine (the
+        index's ranking). With it, the index's best candidates (at least `pool` of them)
+        are re-ranked by ``w * cos(head) + (1 - w) * cos(whole)`` of the per-view vectors
+        (`rerank.combine`), which leave out what the fused vector learned across views (a
+        dense reduction): a different ranking on purpose, asked for by moving the slider.
+        Equal scores go by ascending id.
+        """
         if k < 1:
             raise QueryError(f"k must be at least 1, got {k}")
-        # Ask the ANN index for more candidates than needed, then re-rank them exactly.
-        n_candidates = min(len(self.ids), max(4 * (k + len(exclude)), 50))
+        if head_weight is not None and not views:
+            raise QueryError("head_weight needs the query's per-view vectors (head and whole)")
+        n_candidates = candidate_count(len(self.ids), k, len(exclude), pool, head_weight)
         rows, _ = self.index.query(vector[None, :].astype(np.float32), n_candidates)
-        rows = rows[0][rows[0] >= 0]
-        scores = self.fused[rows] @ vector
-        order = np.argsort(-scores, kind="stable")
-        picked: list[tuple[int, float]] = []
-        for i in order:
-            item_id = int(self.ids[rows[i]])
-            if item_id in exclude:
-                continue
-            picked.append((int(rows[i]), float(scores[i])))
-            if len(picked) == k:
-                break
-        records = self.collection.catalog.get_many(int(self.ids[r]) for r, _ in picked)
-        picked_rows = np.array([r for r, _ in picked], dtype=np.int64)
-        cosines = self.views.cosines(picked_rows, views) if views and picked else {}
-        probabilities = self.probabilities(picked_rows, [s for _, s in picked], wide)
+        rows = np.array([r for r in rows[0] if r >= 0 and int(self.ids[r]) not in exclude])
+        rows = rows.astype(np.int64)
+        fused = self.fused[rows] @ vector if len(rows) else np.zeros(0)
+        cosines: dict[str, np.ndarray] = {}
+        if views and len(rows):
+            cosines = self.views.cosines(rows, views)
+        scores = fused if head_weight is None else combine(cosines, head_weight)
+        order = rank(scores, self.ids[rows])[:k]
+        picked_rows = rows[order]
+        records = self.collection.catalog.get_many(int(self.ids[r]) for r in picked_rows)
+        # Probabilities are of the fused score (the calibrated one), whatever ranks.
+        probabilities = self.probabilities(picked_rows, fused[order].tolist(), wide)
         matches = []
-        for pos, (row, score) in enumerate(picked):
+        for n, pos in enumerate(order):
+            row = int(rows[pos])
             rec = records.get(int(self.ids[row]))
             if rec is None:  # deleted by a run that committed after we loaded
                 continue
@@ -346,13 +376,14 @@ class Searcher:
                 Match(
                     rec.id,  # type: ignore[arg-type]
                     rec.path,
-                    score,
+                    float(scores[pos]),
                     box,  # type: ignore[arg-type]
                     rec.fallback,
-                    probabilities[pos],
+                    probabilities[n],
                     rec.width,
                     rec.height,
                     {view: round(float(c[pos]), 6) for view, c in cosines.items()},
+                    float(fused[pos]),
                 )
             )
         return matches

@@ -26,7 +26,8 @@ from lookalike.errors import ImageLoadError, IncompatibleCollectionError, Lookal
 from lookalike.features import FeatureExtractor
 from lookalike.images import LoadLimits, load_image
 from lookalike.labels import Labels, load_labels
-from lookalike.rerank import combine, default_head_weight, rank
+from lookalike.render import DETECTED_BOX, FALLBACK_BOX
+from lookalike.rerank import default_head_weight
 from lookalike.search import Searcher
 
 EVALUATION_FILE = "evaluation.json"
@@ -40,6 +41,10 @@ UPLOAD_TYPES = {
     "image/bmp": ".bmp",
     "image/tiff": ".tif",
 }
+
+
+def css_colour(rgb: tuple[int, int, int]) -> str:
+    return "#" + "".join(f"{c:02x}" for c in rgb)
 
 
 class RequestError(LookalikeError):
@@ -109,6 +114,7 @@ class Gallery:
         self._weights_checked = False
         self._reports_lock = threading.Lock()  # groups and duplicates: computed once
         self._reports: dict[str, dict[str, Any]] = {}
+        self._evaluation: tuple[tuple[int, int], dict[str, Any]] | None = None
 
         ids = self.searcher.ids
         records = coll.catalog.get_many(ids.tolist())
@@ -146,6 +152,7 @@ class Gallery:
             "generation": self.collection.manifest.get("generation"),
             "count": len(self.items),
             "preset": config.preset,
+            "dims": int(self.searcher.fused.shape[1]),
             "blocks": config.block_keys,
             "backbone": config.backbone,
             "detector": config.detector,
@@ -154,6 +161,11 @@ class Gallery:
             "default_head_weight": self.default_head_weight,
             "labels": self.label_values(),
             "has_evaluation": self.evaluation_path.is_file(),
+            # The contact sheets' head-box colours, so page and sheets agree.
+            "box_colours": {
+                "detected": css_colour(DETECTED_BOX),
+                "fallback": css_colour(FALLBACK_BOX),
+            },
             "limits": {
                 "max_upload_bytes": self.limits.max_upload_bytes,
                 "upload_types": sorted(UPLOAD_TYPES),
@@ -176,15 +188,29 @@ class Gallery:
         return {t: dict(sorted(v.items())) for t, v in out.items()}
 
     def evaluation(self) -> dict[str, Any]:
+        """The saved `evaluate` report, re-read whenever its file changes (a run made after
+        the server started shows without a restart)."""
         path = self.evaluation_path
-        if not path.is_file():
+        try:
+            stat = path.stat()
+        except OSError:
+            stat = None
+        if stat is None or not path.is_file():
             raise RequestError(
                 404, f"no evaluation yet: run `lookalike evaluate {self.collection.path}`"
             )
+        version = (stat.st_mtime_ns, stat.st_size)
+        with self._reports_lock:
+            cached = self._evaluation
+            if cached is not None and cached[0] == version:
+                return cached[1]
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            report = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise RequestError(404, f"{path.name}: unreadable evaluation ({exc})") from exc
+        with self._reports_lock:
+            self._evaluation = (version, report)
+        return report
 
     # -- groups and near duplicates (computed on the first request, then kept) ----------
     def groups(self) -> dict[str, Any]:
@@ -212,8 +238,14 @@ class Gallery:
 
     # -- listing -----------------------------------------------------------------------
     def list_items(
-        self, offset: int, limit: int, filters: dict[str, str] | None = None
+        self,
+        offset: int,
+        limit: int,
+        filters: dict[str, str] | None = None,
+        name: str | None = None,
     ) -> dict[str, Any]:
+        """A page of the items in path order; `filters`: task -> label; `name`: a part of the
+        path, matched case-insensitively (the page's search box)."""
         if offset < 0:
             raise RequestError(400, f"offset must be 0 or more, got {offset}")
         if not 1 <= limit <= self.limits.max_per_page:
@@ -228,12 +260,18 @@ class Gallery:
                     400,
                     f"no label {task!r} to filter by; labels: {', '.join(known) or 'none'}",
                 )
-        matching = [i for i in self.items if all(i.labels.get(t) == v for t, v in filters.items())]
+        needle = (name or "").strip().casefold()
+        matching = [
+            i
+            for i in self.items
+            if all(i.labels.get(t) == v for t, v in filters.items()) and needle in i.path.casefold()
+        ]
         page = matching[offset : offset + limit]
         return {
             "total": len(matching),
             "offset": offset,
             "limit": limit,
+            "name": needle or None,
             "items": [i.to_json() for i in page],
         }
 
@@ -310,10 +348,9 @@ class Gallery:
     ) -> dict[str, Any]:
         k, pool = self.check_query_options(k, pool, head_weight)
         fused = np.asarray(self.searcher.fused[item.row])
+        views = self.searcher.query_views(lambda scorer: scorer.row_vectors(item.row))
         wide = self.searcher.stored_calibration_vector(item.row)
-        results = self._rank(
-            fused, self.views.row_vectors(item.row), {item.id}, k, pool, head_weight, wide
-        )
+        results = self._rank(fused, views, {item.id}, k, pool, head_weight, wide)
         query = {"kind": "item", **item.to_json()}
         return self._answer(query, results, k, pool, head_weight, min_score)
 
@@ -355,7 +392,7 @@ class Gallery:
         # The same bytes indexed under some name are the query itself.
         exclude = self.by_sha.get(hashlib.sha256(data).hexdigest(), set())
         wide = self.searcher.calibration_vector(blocks)
-        views = self.views.query_vectors(blocks)
+        views = self.searcher.query_views(lambda scorer: scorer.query_vectors(blocks))
         results = self._rank(fused, views, exclude, k, pool, head_weight, wide)
         query = {
             "kind": "upload",
@@ -370,40 +407,32 @@ class Gallery:
     def _rank(
         self,
         fused: np.ndarray,
-        views: dict[str, np.ndarray],
+        views: dict[str, np.ndarray] | None,
         exclude: set[int],
         k: int,
         pool: int,
         head_weight: float | None,
         wide: np.ndarray | None = None,
     ) -> list[dict[str, Any]]:
-        ids = self.searcher.ids
-        n = min(len(ids), pool + len(exclude))
-        with self._model_lock:
-            found, _ = self.searcher.index.query(fused[None, :].astype(np.float32), n)
-        rows = [int(r) for r in found[0] if r >= 0 and int(ids[r]) not in exclude][:pool]
-        if not rows:
-            return []
-        rows_arr = np.asarray(rows, dtype=np.int64)
-        cosines = self.views.cosines(rows_arr, views)
-        cosines["fused"] = np.asarray(self.searcher.fused[rows_arr]) @ fused
-        scores = cosines["fused"] if head_weight is None else combine(cosines, head_weight)
-        order = rank(scores, ids[rows_arr])[:k]
-        # Of the fused score (in the calibrated space), whatever the slider weighs.
-        fused_scores = [float(cosines["fused"][pos]) for pos in order]
-        probabilities = self.searcher.probabilities(rows_arr[order], fused_scores, wide)
+        """The Searcher's own ranking (`query`'s answer), as tiles: never a second one here."""
+        if head_weight is not None and views is None:
+            raise RequestError(409, "head_weight: the stored per-view blocks are damaged")
+        with self._model_lock:  # the ANN index is not thread-safe everywhere
+            matches = self.searcher.search_vector(
+                fused, k, exclude, views=views, wide=wide, head_weight=head_weight, pool=pool
+            )
         results = []
-        for pos, p in zip(order, probabilities, strict=True):
-            item = self.by_row.get(rows[pos])
+        for match in matches:
+            item = self.by_id.get(match.id)
             if item is None:
                 continue
-            parts = {name: round(float(c[pos]), 6) for name, c in cosines.items()}
+            answer = match.to_json()
             results.append(
                 {
                     **item.to_json(),
-                    "score": round(float(scores[pos]), 6),
-                    "scores": parts,
-                    "probability": None if p is None else round(p, 4),
+                    "score": answer["score"],
+                    "scores": answer["scores"],
+                    "probability": answer["probability"],
                 }
             )
         return results

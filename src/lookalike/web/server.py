@@ -344,7 +344,8 @@ class Handler(BaseHTTPRequestHandler):
             filters[task] = value
         offset = _int(_one(params, "offset", "0"), "offset")
         limit = _int(_one(params, "limit", "48"), "limit")
-        return self.server.gallery.list_items(offset, limit, filters)
+        name = _one(params, "name", None)
+        return self.server.gallery.list_items(offset, limit, filters, name)
 
     def _query_options(self, params: dict[str, list[str]]) -> dict[str, Any]:
         pool = _one(params, "pool", None)

@@ -5,13 +5,12 @@ const PER_PAGE = 30;
 
 const state = {
   info: null,
-  offset: 0,
-  total: 0,
-  filters: {},
-  candidates: [], // the last query's candidate pool, with per-view scores
-  views: [],
-  uploadUrl: null,
   groups: null, // the last /api/groups answer
+  route: null, // the parsed location.hash now shown
+  page: 1,
+  galleryParams: null, // the gallery view last shown, for "back to the gallery"
+  answer: null, // the last /api/query answer, in the server's order
+  uploads: [], // {file, url} of each picture uploaded in this tab (#/upload/N)
 };
 
 const $ = (id) => document.getElementById(id);
@@ -84,27 +83,108 @@ function itemTile(item, size, caption) {
   ]);
 }
 
-// -- gallery --------------------------------------------------------------------------------
-async function loadPage() {
-  const params = new URLSearchParams({ offset: state.offset, limit: PER_PAGE });
-  for (const [task, value] of Object.entries(state.filters)) {
-    if (value) params.append("label", `${task}:${value}`);
+// -- links: every view is a hash route, so Back/Forward, reload and bookmarks work ----------
+// #/gallery?page=N&name=TEXT&label=task:value   a page of the gallery
+// #/item/ID?k=K&w=W                             an item and its look-alikes (w: slider moved)
+// #/upload/N?k=K&w=W                            an uploaded picture's look-alikes (this tab only)
+// #/groups, #/duplicates                        the reports
+function parseRoute(hash) {
+  const [path, query] = (hash.replace(/^#/, "") || "/gallery").split("?");
+  const parts = path.split("/").filter(Boolean);
+  return { view: parts[0] || "gallery", arg: parts[1], params: new URLSearchParams(query || "") };
+}
+
+function routeHash(view, arg, params) {
+  const query = params && params.toString();
+  return `#/${view}${arg === undefined ? "" : `/${arg}`}${query ? `?${query}` : ""}`;
+}
+
+// A new view is a new history entry; `replace` (typing, the slider) edits the current one.
+function go(view, arg, params, replace = false) {
+  const hash = routeHash(view, arg, params);
+  if (replace) {
+    history.replaceState(null, "", hash);
+    render().catch((e) => showError(e.message));
+  } else if (hash === location.hash) {
+    render().catch((e) => showError(e.message));
+  } else {
+    location.hash = hash;
   }
-  const page = await api(`/api/items?${params}`);
-  state.total = page.total;
+}
+
+function showOnly(view) {
+  $("detail").hidden = !["item", "upload"].includes(view);
+  $("gallery-section").hidden = view !== "gallery";
+  $("groups").hidden = view !== "groups";
+  $("duplicates").hidden = view !== "duplicates";
+  for (const name of ["gallery", "groups", "duplicates"]) {
+    $(`show-${name}`).classList.toggle("current", name === view);
+  }
+}
+
+async function render() {
+  showError("");
+  const route = parseRoute(location.hash);
+  state.route = route;
+  showOnly(route.view);
+  if (route.view === "item") await showItem(Number(route.arg), route.params);
+  else if (route.view === "upload") await showUpload(route.arg, route.params);
+  else if (route.view === "groups") await showGroups();
+  else if (route.view === "duplicates") await showDuplicates();
+  else await loadPage(route.params);
+}
+
+// -- gallery --------------------------------------------------------------------------------
+function galleryParams(changes) {
+  const params = new URLSearchParams(state.route && state.route.view === "gallery" ? state.route.params : "");
+  for (const [key, value] of Object.entries(changes)) {
+    if (key === "label") continue;
+    if (value === "" || value === null || value === undefined) params.delete(key);
+    else params.set(key, value);
+  }
+  if ("label" in changes) {
+    params.delete("label");
+    for (const [task, value] of Object.entries(changes.label)) if (value) params.append("label", `${task}:${value}`);
+  }
+  return params;
+}
+
+function currentLabels(params) {
+  const out = {};
+  for (const spec of params.getAll("label")) {
+    const [task, ...rest] = spec.split(":");
+    out[task] = rest.join(":");
+  }
+  return out;
+}
+
+async function loadPage(params) {
+  const current = Math.max(1, Number(params.get("page")) || 1);
+  const name = params.get("name") || "";
+  const labels = currentLabels(params);
+  // The controls follow the URL (a reload, Back).
+  if ($("name-filter").value !== name && document.activeElement !== $("name-filter")) $("name-filter").value = name;
+  for (const select of document.querySelectorAll("#filters select")) select.value = labels[select.dataset.task] || "";
+  const query = new URLSearchParams({ offset: (current - 1) * PER_PAGE, limit: PER_PAGE });
+  if (name) query.set("name", name);
+  for (const spec of params.getAll("label")) query.append("label", spec);
+  const page = await api(`/api/items?${query}`);
+  if (parseRoute(location.hash).view !== "gallery") return; // the user moved on meanwhile
   const gallery = $("gallery");
   gallery.replaceChildren(
     ...page.items.map((item) => {
       const tile = itemTile(item, 256, [el("div", { text: item.path }), ...labelChips(item.labels)]);
-      tile.addEventListener("click", () => queryItem(item));
+      tile.addEventListener("click", () => go("item", item.id));
       return tile;
     }),
   );
   const pages = Math.max(1, Math.ceil(page.total / PER_PAGE));
-  const current = Math.floor(state.offset / PER_PAGE) + 1;
-  $("page").textContent = `page ${current} of ${pages} (${page.total} images)`;
-  $("prev").disabled = state.offset === 0;
-  $("next").disabled = state.offset + PER_PAGE >= page.total;
+  const found = name ? ` matching "${name}"` : "";
+  $("page").textContent = `page ${current} of ${pages} (${page.total} images${found})`;
+  $("prev").disabled = current <= 1;
+  $("next").disabled = current >= pages;
+  state.page = current;
+  state.galleryParams = params;
 }
 
 function buildFilters(labels) {
@@ -116,32 +196,89 @@ function buildFilters(labels) {
       select.append(el("option", { value, text: `${value} (${count})` }));
     }
     select.addEventListener("change", () => {
-      state.filters[task] = select.value;
-      state.offset = 0;
-      loadPage().catch((e) => showError(e.message));
+      const chosen = currentLabels(galleryParams({}));
+      chosen[task] = select.value;
+      go("gallery", undefined, galleryParams({ label: chosen, page: "" }));
     });
     holder.append(el("label", {}, [`${task} `, select]));
   }
 }
 
-// -- queries and live re-ranking --------------------------------------------------------------
+// -- queries: the first view is the server's (= `lookalike query`'s) ranking ------------------
+// Without w the page shows the index's ranking exactly as `lookalike query` gives it; moving
+// the slider asks the server to re-rank its candidates by w * head + (1 - w) * whole.
+function queryParams(params) {
+  const k = Number(params.get("k")) || Number($("k").value);
+  const w = params.get("w");
+  const query = new URLSearchParams({ k });
+  if (w !== null) query.set("head_weight", w);
+  if (w !== null) query.set("pool", poolSize());
+  return { k, w: w === null ? null : Number(w), query };
+}
+
 function poolSize() {
   return Math.min(state.info.limits.default_pool, state.info.count);
 }
 
-async function queryItem(item) {
-  showError("");
-  const pool = poolSize();
-  const answer = await api(`/api/query?id=${item.id}&k=${pool}&pool=${pool}`).catch((e) => {
-    showError(e.message);
-    return null;
-  });
-  if (!answer) return;
-  const caption = [el("div", { text: item.path }), ...labelChips(item.labels)];
-  showQuery(itemTile(item, 512, caption), answer);
+function setControls(k, w) {
+  $("k").value = String(k);
+  const moved = w !== null;
+  const weight = $("weight");
+  if (!weight.disabled) weight.value = String(moved ? w : state.info.default_head_weight ?? 0.5);
+  $("weight-value").textContent = moved
+    ? `head ${w.toFixed(2)} / whole ${(1 - w).toFixed(2)}`
+    : "as the index ranks (lookalike query)";
+  $("reset-weight").hidden = !moved;
 }
 
-async function queryUpload(file) {
+let querySeq = 0; // answers to an older request than the newest are dropped
+
+async function showItem(id, params) {
+  const { k, w, query } = queryParams(params);
+  setControls(k, w);
+  query.set("id", id);
+  const seq = ++querySeq;
+  $("query-caption").textContent = "finding look-alikes…";
+  const answer = await api(`/api/query?${query}`);
+  if (seq !== querySeq) return;
+  const item = answer.query;
+  if (!$("query-tile").firstChild || $("query-tile").firstChild.dataset.id !== String(item.id)) {
+    const caption = [el("div", { text: item.path }), ...labelChips(item.labels)];
+    $("query-tile").replaceChildren(itemTile(item, 512, caption));
+  }
+  showAnswer(answer, w);
+}
+
+async function showUpload(n, params) {
+  const upload = state.uploads[n];
+  if (!upload) {
+    $("query-tile").replaceChildren();
+    $("results").replaceChildren();
+    $("query-caption").textContent = "";
+    throw new Error("uploaded pictures are not kept across reloads: drop the picture again");
+  }
+  const { k, w, query } = queryParams(params);
+  setControls(k, w);
+  const seq = ++querySeq;
+  $("query-caption").textContent = "finding look-alikes…";
+  const answer = await api(`/api/query?${query}`, {
+    method: "POST",
+    headers: { "Content-Type": upload.file.type || "application/octet-stream" },
+    body: upload.file,
+  });
+  if (seq !== querySeq) return;
+  const q = answer.query;
+  const same = q.same_as.length ? " (this very file is in the collection)" : "";
+  $("query-tile").replaceChildren(
+    el("figure", { class: "tile" }, [
+      frame(upload.url, q.width, q.height, q.head_box, q.fallback, upload.file.name),
+      el("figcaption", { text: `uploaded: ${upload.file.name}${same}` }),
+    ]),
+  );
+  showAnswer(answer, w);
+}
+
+function queryUpload(file) {
   showError("");
   // The server refuses larger bodies unread; say it here rather than as a broken connection.
   const limit = state.info.limits.max_upload_bytes;
@@ -149,50 +286,28 @@ async function queryUpload(file) {
     showError(`${file.name}: ${file.size} bytes; uploads are limited to ${limit} bytes`);
     return;
   }
-  const pool = poolSize();
-  const answer = await api(`/api/query?k=${pool}&pool=${pool}`, {
-    method: "POST",
-    headers: { "Content-Type": file.type || "application/octet-stream" },
-    body: file,
-  }).catch((e) => {
-    showError(e.message);
-    return null;
-  });
-  if (!answer) return;
-  if (state.uploadUrl) URL.revokeObjectURL(state.uploadUrl);
-  state.uploadUrl = URL.createObjectURL(file);
-  const q = answer.query;
-  const same = q.same_as.length ? " (this very file is in the collection)" : "";
-  const tile = el("figure", { class: "tile" }, [
-    frame(state.uploadUrl, q.width, q.height, q.head_box, q.fallback, file.name),
-    el("figcaption", { text: `uploaded: ${file.name}${same}` }),
-  ]);
-  showQuery(tile, answer);
+  const n = String(state.uploads.length);
+  state.uploads.push({ file, url: URL.createObjectURL(file) });
+  go("upload", n);
 }
 
-function showQuery(tile, answer) {
-  state.candidates = answer.results;
-  state.views = answer.views;
-  $("query-tile").replaceChildren(tile);
-  $("query-caption").textContent = `${answer.results.length} candidates from the index, re-ranked exactly`;
-  $("detail").hidden = false;
+function showAnswer(answer, w) {
+  state.answer = answer;
+  const how = w === null ? "ranked as the index ranks (as lookalike query does)" : `re-ranked at head weight ${w.toFixed(2)}`;
+  $("query-caption").textContent = `${answer.results.length} look-alikes, ${how}`;
   renderResults();
-  $("detail").scrollIntoView({ block: "start" });
+  $("results").dataset.headWeight = w === null ? "index" : w.toFixed(2);
 }
 
-function headWeight() {
-  return Number($("weight").value);
-}
-
-// score = w * cos(head) + (1 - w) * cos(whole), as the API's head_weight; ties by id.
-function rerank(candidates, weight) {
-  const both = state.views.includes("head") && state.views.includes("whole");
-  const scored = candidates.map((c) => ({
-    item: c,
-    score: both ? weight * c.scores.head + (1 - weight) * c.scores.whole : c.scores.fused,
-  }));
-  scored.sort((a, b) => b.score - a.score || a.item.id - b.item.id);
-  return scored;
+// Slider, k and minimum score change the current route (one history entry per view).
+function changeQuery(changes) {
+  const route = parseRoute(location.hash);
+  const params = new URLSearchParams(route.params);
+  for (const [key, value] of Object.entries(changes)) {
+    if (value === null) params.delete(key);
+    else params.set(key, value);
+  }
+  go(route.view, route.arg, params, true);
 }
 
 // The minimum score typed in, or null when the box is empty.
@@ -202,41 +317,41 @@ function minScore() {
 }
 
 // Why no shown result is a good match: none reaches the minimum, or the best is improbable.
-function noMatchNote(ranked, kept, min) {
-  if (!ranked.length) return "No good match: the collection has no other image.";
+function noMatchNote(all, kept, min) {
+  if (!all.length) return "No good match: the collection has no other image.";
   if (!kept.length) {
-    return `No good match: no result reaches the minimum score ${min} (the best scored ${ranked[0].score.toFixed(3)}).`;
+    return `No good match: no result reaches the minimum score ${min} (the best scored ${all[0].score.toFixed(3)}).`;
   }
-  const p = kept[0].item.probability;
+  const p = kept[0].probability;
   if (typeof p === "number" && p < 0.5) {
     return `No good match: the best result is probably not the same character (P(same) ${p.toFixed(2)}).`;
   }
   return "";
 }
 
+// The server's answer in the server's order; the minimum score only hides, as `query` does.
 function renderResults() {
-  const k = Number($("k").value);
-  const weight = headWeight();
-  $("weight-value").textContent = `head ${weight.toFixed(2)} / whole ${(1 - weight).toFixed(2)}`;
+  const answer = state.answer;
+  if (!answer) return;
   const min = minScore();
-  const all = rerank(state.candidates, weight);
-  const ranked = all.filter(({ score }) => min === null || score >= min).slice(0, k);
-  const note = noMatchNote(all, ranked, min);
+  const all = answer.results;
+  const kept = all.filter((r) => min === null || r.score >= min);
+  const note = noMatchNote(all, kept, min);
   $("no-match").textContent = note;
   $("no-match").hidden = !note;
   $("results").replaceChildren(
-    ...ranked.map(({ item, score }, i) => {
-      const parts = state.views.map((v) => `${v} ${item.scores[v].toFixed(3)}`).join(" · ");
+    ...kept.map((item, i) => {
+      const parts = answer.views.filter((v) => v in item.scores).map((v) => `${v} ${item.scores[v].toFixed(3)}`).join(" · ");
       const p = typeof item.probability === "number" ? ` · P(same) ${item.probability.toFixed(2)}` : "";
       const caption = [
-        el("div", {}, [el("span", { class: "score", text: `#${i + 1}  ${score.toFixed(3)}` })]),
+        el("div", {}, [el("span", { class: "score", text: `#${i + 1}  ${item.score.toFixed(3)}` })]),
         el("div", { class: "muted", text: parts + p }),
         el("div", { text: item.path }),
         ...labelChips(item.labels),
       ];
       const tile = itemTile(item, 256, caption);
-      tile.dataset.score = score.toFixed(6);
-      tile.addEventListener("click", () => queryItem(item));
+      tile.dataset.score = item.score.toFixed(6);
+      tile.addEventListener("click", () => go("item", item.id));
       return tile;
     }),
   );
@@ -245,14 +360,13 @@ function renderResults() {
 // -- character groups and near duplicates ------------------------------------------------------
 function reportTile(item, note) {
   const tile = itemTile(item, 256, [el("div", { text: item.path }), el("div", { class: "muted", text: note })]);
-  tile.addEventListener("click", () => queryItem(item));
+  tile.addEventListener("click", () => go("item", item.id));
   return tile;
 }
 
 async function showGroups() {
-  showError("");
-  const report = await api("/api/groups").catch((e) => showError(e.message));
-  if (!report) return;
+  $("groups-note").textContent = "finding character groups…";
+  const report = await api("/api/groups");
   state.groups = report;
   $("groups-note").textContent =
     `${report.groups.length} groups of ${report.min_size} or more; ${report.ungrouped.length} pictures in no group`;
@@ -266,7 +380,6 @@ async function showGroups() {
       ]);
     }),
   );
-  $("groups").hidden = false;
 }
 
 // file,character: each grouped file with its group's name (typed in, or group_N).
@@ -291,9 +404,8 @@ function downloadLabels() {
 }
 
 async function showDuplicates() {
-  showError("");
-  const report = await api("/api/duplicates").catch((e) => showError(e.message));
-  if (!report) return;
+  $("duplicates-note").textContent = "finding near duplicates…";
+  const report = await api("/api/duplicates");
   $("duplicates-note").textContent =
     `${report.groups.length} groups among ${report.compared} pictures (hashes at most ${report.threshold} bits apart)`;
   $("duplicates-list").replaceChildren(
@@ -306,14 +418,22 @@ async function showDuplicates() {
       ]);
     }),
   );
-  $("duplicates").hidden = false;
 }
 
-// -- evaluation table -------------------------------------------------------------------------
+// -- evaluation table: re-read while the page is open, so a later `evaluate` run shows ---------
+const EVALUATION_POLL_MS = 5000;
+let evaluationSeen = "";
+
 async function loadEvaluation() {
-  const response = await fetch("/api/evaluation");
-  if (!response.ok) return;
-  const data = await response.json();
+  const response = await fetch("/api/evaluation", { cache: "no-store" });
+  if (!response.ok) {
+    $("evaluation").hidden = true;
+    return;
+  }
+  const text = await response.text();
+  if (text === evaluationSeen) return;
+  evaluationSeen = text;
+  const data = JSON.parse(text);
   const rows = data.presets || [];
   if (!rows.length) return;
   const k = rows[0].k;
@@ -338,26 +458,30 @@ async function loadEvaluation() {
 }
 
 // -- wiring -----------------------------------------------------------------------------------
+let nameTimer = null;
+
 function wire() {
-  $("prev").addEventListener("click", () => {
-    state.offset = Math.max(0, state.offset - PER_PAGE);
-    loadPage().catch((e) => showError(e.message));
+  window.addEventListener("hashchange", () => render().catch((e) => showError(e.message)));
+  $("prev").addEventListener("click", () => go("gallery", undefined, galleryParams({ page: Math.max(1, state.page - 1) })));
+  $("next").addEventListener("click", () => go("gallery", undefined, galleryParams({ page: state.page + 1 })));
+  $("name-filter").addEventListener("input", () => {
+    clearTimeout(nameTimer);
+    // One history entry for the whole typing, not one per key.
+    nameTimer = setTimeout(() => {
+      const replace = (state.route.params.get("name") || "") !== "";
+      go("gallery", undefined, galleryParams({ name: $("name-filter").value.trim(), page: "" }), replace);
+    }, 250);
   });
-  $("next").addEventListener("click", () => {
-    state.offset += PER_PAGE;
-    loadPage().catch((e) => showError(e.message));
-  });
-  $("show-groups").addEventListener("click", showGroups);
-  $("show-duplicates").addEventListener("click", showDuplicates);
   $("download-labels").addEventListener("click", downloadLabels);
-  $("weight").addEventListener("input", renderResults);
-  $("k").addEventListener("change", renderResults);
+  $("weight").addEventListener("input", () => changeQuery({ w: Number($("weight").value).toFixed(2) }));
+  $("reset-weight").addEventListener("click", () => changeQuery({ w: null }));
+  $("k").addEventListener("change", () => changeQuery({ k: $("k").value }));
   $("min-score").addEventListener("input", renderResults);
   $("show-boxes").addEventListener("change", (e) => {
     document.body.classList.toggle("hide-boxes", !e.target.checked);
   });
   $("close").addEventListener("click", () => {
-    $("detail").hidden = true;
+    go("gallery", undefined, state.galleryParams);
   });
   $("upload").addEventListener("change", (e) => {
     if (e.target.files.length) queryUpload(e.target.files[0]);
@@ -376,29 +500,39 @@ function wire() {
   });
 }
 
+function describe(info) {
+  const labels = Object.keys(info.labels);
+  const labelled = labels.length ? ` · labels: ${labels.join(", ")}` : "";
+  return `${info.collection}: ${info.count} images · preset ${info.preset} · ${info.dims} dims · ` +
+    `${info.views.join(" + ")} view${info.views.length > 1 ? "s" : ""}${labelled}`;
+}
+
 async function start() {
   wire();
   try {
     state.info = await api("/api/info");
   } catch (e) {
+    $("loading").textContent = "";
     showError(e.message);
     return;
   }
   const info = state.info;
-  $("summary").textContent =
-    `${info.collection}: ${info.count} images · preset ${info.preset} (${info.blocks.join(", ")}) · ` +
-    `${info.backbone}, detector ${info.detector}, index ${info.index}`;
-  const weight = $("weight");
+  $("summary").textContent = describe(info);
+  $("summary").title = `backbone ${info.backbone}, detector ${info.detector}, index ${info.index}`;
+  const root = document.documentElement.style;
+  root.setProperty("--box-detected", info.box_colours.detected);
+  root.setProperty("--box-fallback", info.box_colours.fallback);
   if (info.default_head_weight === null) {
-    weight.disabled = true;
+    $("weight").disabled = true;
     $("weight-note").textContent = `preset ${info.preset} has one view (${info.views[0]}): nothing to weigh`;
   } else {
-    weight.value = String(info.default_head_weight);
-    $("weight-note").textContent = `the index ranks as at head ${info.default_head_weight.toFixed(2)}`;
+    $("weight-note").textContent = "move the slider to weigh the head against the whole picture";
   }
   buildFilters(info.labels);
-  await loadPage().catch((e) => showError(e.message));
-  if (info.has_evaluation) await loadEvaluation();
+  await render().catch((e) => showError(e.message));
+  $("loading").hidden = true;
+  await loadEvaluation().catch(() => {});
+  setInterval(() => loadEvaluation().catch(() => {}), EVALUATION_POLL_MS);
   document.body.dataset.ready = "1";
 }
 
