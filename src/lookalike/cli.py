@@ -445,6 +445,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="evaluation JSON to show (default: COLL/evaluation.json, written by evaluate)",
     )
+    p.add_argument(
+        "--open",
+        action="store_true",
+        help="open the page in the web browser ($BROWSER where set)",
+    )
     return parser
 
 
@@ -795,7 +800,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from lookalike.web import serve
 
     try:
-        serve(args.collection, args.host, args.port, args.labels, args.evaluation)
+        serve(
+            args.collection,
+            args.host,
+            args.port,
+            args.labels,
+            args.evaluation,
+            open_browser=args.open,
+        )
     except KeyboardInterrupt:
         print("stopped")
     return 0
