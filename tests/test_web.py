@@ -7,10 +7,12 @@ import dataclasses
 import http.client
 import io
 import json
+import os
 import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -488,6 +490,39 @@ def test_the_serve_command_prints_its_address_and_answers(built):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_serve_open_starts_the_browser_and_logs_each_request(built, tmp_path):
+    _, _, coll = built
+    opened = tmp_path / "opened.txt"
+    browser = tmp_path / "fake-browser"
+    browser.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    browser.chmod(0o755)
+    env = {**os.environ, "BROWSER": str(browser)}
+    cmd = [sys.executable, "-m", "lookalike", "serve", str(coll), "--port", "0", "--open"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        url = proc.stdout.readline().split(" at ")[1].strip()
+        deadline = time.monotonic() + 30
+        while not opened.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert opened.read_text().strip() == url
+        with urllib.request.urlopen(url + "api/items?name=RED/&limit=100", timeout=30) as answer:
+            assert answer.status == 200
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert '"GET /api/items?name=RED/&limit=100 HTTP/1.1" 200' in err, err
+
+
+def test_items_are_filtered_by_a_part_of_the_file_name(served):
+    _, _, found = served.get("/api/items?name=BLUE/&limit=100")
+    assert found["total"] == PER_COLOUR and found["name"] == "blue/"
+    assert all(i["path"].startswith("blue/") for i in found["items"])
+    _, _, both = served.get("/api/items?name=blue&label=character:red")
+    assert both["total"] == 0
+    _, _, everything = served.get("/api/items?name=&limit=100")
+    assert everything["total"] == 3 * PER_COLOUR + 1
 
 
 # -- load ---------------------------------------------------------------------------------

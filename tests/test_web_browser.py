@@ -7,6 +7,8 @@ screenshot in test-artifacts/gallery.png.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from test_web import PER_COLOUR, Running, build_collection, fake_config
 
 from lookalike.indexer import Indexer
 from lookalike.labels import read_labels_csv
+from lookalike.render import DETECTED_BOX, FALLBACK_BOX
 from lookalike.web import Gallery, WebLimits
 
 CHROMIUM = "/usr/bin/chromium"
@@ -211,5 +214,128 @@ def test_groups_named_in_the_page_download_as_a_labels_csv_and_duplicates_show(
         assert int(keep.get_attribute("data-id")) == group["keep"]["id"]
         assert "keep" in (keep.get_attribute("class") or "")
     page.screenshot(path=str(ARTIFACTS / "groups.png"), full_page=True)
+    assert errors == []
+    page.close()
+
+
+def cli_query(coll: Path, query: str, k: int) -> list[int]:
+    """`lookalike query --json` in its own process, as a user runs it: the result ids."""
+    cmd = [sys.executable, "-m", "lookalike", "query", str(coll), query, "-k", str(k), "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
+    return [r["id"] for r in json.loads(done.stdout)["results"]]
+
+
+def open_page(running: Running, browser, hash_: str = ""):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"http://127.0.0.1:{running.port}/{hash_}")
+    page.wait_for_selector("body[data-ready='1']")
+    return page, errors
+
+
+def test_the_first_view_is_the_query_commands_answer(site, browser, tmp_path):
+    running, coll = site
+    page, errors = open_page(running, browser)
+    k = int(page.locator("#k").input_value())
+    # A stored item: clicked in the gallery.
+    tile = page.locator("#gallery .tile").nth(5)
+    path = tile.get_attribute("data-path")
+    tile.click()
+    expect(page.locator("#results[data-head-weight='index']")).to_have_count(1)
+    assert shown_ids(page) == cli_query(coll, path, k)
+    # An uploaded picture that is in no folder of the collection.
+    picture = tmp_path / "new.png"
+    Image.new("RGB", (40, 52), (35, 70, 190)).save(picture)
+    page.set_input_files("#upload", str(picture))
+    expect(page.locator("#query-tile figcaption")).to_contain_text("uploaded: new.png")
+    expect(page.locator("#results .tile")).to_have_count(k)
+    assert shown_ids(page) == cli_query(coll, str(picture), k)
+    assert errors == []
+    page.close()
+
+
+def test_every_view_has_a_url_and_back_forward_and_reload_work(site, browser):
+    running, _ = site
+    page, errors = open_page(running, browser)
+    base = f"http://127.0.0.1:{running.port}/"
+    first = page.locator("#gallery .tile").first
+    first_id = first.get_attribute("data-id")
+    first.click()
+    expect(page.locator(f"#query-tile .tile[data-id='{first_id}']")).to_have_count(1)
+    assert page.url == f"{base}#/item/{first_id}"
+    ranked = shown_ids(page)
+    # A result's own look-alikes, then Back, Back, Forward.
+    page.locator("#results .tile").first.click()
+    second_id = str(ranked[0])
+    expect(page.locator(f"#query-tile .tile[data-id='{second_id}']")).to_have_count(1)
+    page.go_back()
+    expect(page.locator(f"#query-tile .tile[data-id='{first_id}']")).to_have_count(1)
+    assert shown_ids(page) == ranked
+    page.go_back()
+    expect(page.locator("#gallery-section")).to_be_visible()
+    expect(page.locator("#detail")).to_be_hidden()
+    page.go_forward()
+    expect(page.locator(f"#query-tile .tile[data-id='{first_id}']")).to_have_count(1)
+    # The slider's weight is in the URL; reloading shows the same view, re-ranked alike.
+    slider = page.locator("#weight")
+    slider.focus()
+    page.keyboard.press("Home")
+    expect(page.locator("#results[data-head-weight='0.00']")).to_have_count(1)
+    weighted = shown_ids(page)
+    assert "w=0.00" in page.url
+    page.reload()
+    page.wait_for_selector("body[data-ready='1']")
+    expect(page.locator("#results[data-head-weight='0.00']")).to_have_count(1)
+    assert shown_ids(page) == weighted
+    # The file-name filter: server-side, in the URL, kept on reload.
+    page.goto(base)
+    page.wait_for_selector("body[data-ready='1']")
+    page.fill("#name-filter", "BLUE/")
+    expect(page.locator("#gallery .tile")).to_have_count(PER_COLOUR)
+    assert "name=BLUE" in page.url
+    page.reload()
+    page.wait_for_selector("body[data-ready='1']")
+    expect(page.locator("#gallery .tile")).to_have_count(PER_COLOUR)
+    assert page.locator("#name-filter").input_value() == "BLUE/"
+    # The reports have URLs too.
+    page.click("#show-groups")
+    expect(page.locator("#groups .report-group").first).to_be_visible()
+    assert page.url == f"{base}#/groups"
+    page.reload()
+    page.wait_for_selector("body[data-ready='1']")
+    expect(page.locator("#groups .report-group").first).to_be_visible()
+    page.go_back()
+    expect(page.locator("#gallery .tile")).to_have_count(PER_COLOUR)
+    assert errors == []
+    page.close()
+
+
+def test_header_words_box_colours_and_a_later_evaluation(site, browser):
+    running, coll = site
+    page, errors = open_page(running, browser)
+    summary = page.locator("#summary").inner_text()
+    info = api(running, "/api/info")
+    assert f"{info['count']} images" in summary and f"{info['dims']} dims" in summary
+    assert f"preset {info['preset']}" in summary and "head." not in summary
+    assert page.locator("#loading").is_hidden()
+    # Head boxes in the contact sheets' colours (render.py); detector "none": all fallbacks.
+    colour = page.locator("#gallery .tile .box.fallback").first.evaluate(
+        "b => getComputedStyle(b).borderTopColor"
+    )
+    assert colour == "rgb({}, {}, {})".format(*FALLBACK_BOX)
+    detected = page.evaluate(
+        "getComputedStyle(document.documentElement).getPropertyValue('--box-detected')"
+    )
+    assert detected.strip() == "#{:02x}{:02x}{:02x}".format(*DETECTED_BOX)
+    # An `evaluate` run after the page opened shows without a restart or a reload.
+    saved = (coll / "evaluation.json").read_text()
+    try:
+        report = json.loads(saved)
+        report["presets"][0]["precision_at_k"] = 0.625
+        (coll / "evaluation.json").write_text(json.dumps(report))
+        expect(page.locator("#evaluation-table")).to_contain_text("0.625", timeout=15_000)
+    finally:
+        (coll / "evaluation.json").write_text(saved)
     assert errors == []
     page.close()

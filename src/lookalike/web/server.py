@@ -170,11 +170,14 @@ class Guard:
                 await _send_error(send_guarded, 500, "internal error (a bug): see the server's log")
         finally:
             client = scope.get("client") or ("-", 0)
+            target = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
+            if scope.get("query_string"):
+                target += "?" + scope["query_string"].decode("latin-1")
             log.info(
                 '%s "%s %s HTTP/%s" %d %.0f ms',
                 client[0],
                 scope["method"],
-                scope.get("raw_path", b"").decode("latin-1") or scope["path"],
+                target,
                 scope.get("http_version", "1.1"),
                 answer["status"],
                 1000 * (time.monotonic() - started),
