@@ -7,10 +7,10 @@ the fused one (same per-block PCA and normalisation), then L2-normalised. A
 candidate's score is then ``w * cos(head) + (1 - w) * cos(whole)``.
 
 For a "weighted" preset without a global PCA the fused cosine is exactly this
-score at ``w = head share of the squared block weights`` (`default_head_weight`),
-so the slider starts where the index ranks. With a dense reduction (the `default`
-preset's final PCA) no weight reproduces the fused cosine: the page shows the index's
-ranking until the slider is moved (docs/web.md, "Ranking").
+score at ``w = head share of the squared block weights`` (`default_head_weight`, where
+the page's slider rests). With a dense reduction (the `default` preset's final PCA)
+no weight reproduces the fused cosine, so nothing re-weights until the slider is
+moved: the first answer is always the index's (docs/web.md, "Ranking").
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """What the web page and the HTTP API show, without any HTTP: a read-only view of one
 committed generation of a collection (list, look up, query, re-rank, safe file paths).
 
-Everything the catalog says about the items is read once at start, so request
-threads never share the SQLite connection; model calls (detector, backbone, ANN
-index) are serialised by a lock because those libraries are not all thread-safe.
+Everything the catalog says about the items is read once at start; the ranking
+(`Searcher.search_vector`, the same as `lookalike query`'s) and its record look-ups run
+under one lock, as do model calls (detector, backbone, ANN index), because those
+libraries are not all thread-safe.
 """
 
 from __future__ import annotations

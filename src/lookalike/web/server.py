@@ -329,7 +329,7 @@ def serve(
     stderr."""
     gallery = Gallery(collection, labels=labels, evaluation=evaluation)
     server = GalleryServer(gallery, host, port)
-    if request_log:
+    if request_log and not log.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         log.addHandler(handler)
