@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from playwright.sync_api import expect
-from test_web import PER_COLOUR, Running, build_collection, fake_config
+from test_web import COLOURS, PER_COLOUR, Running, build_collection, draw, fake_config
 
+from lookalike.config import get_preset
 from lookalike.indexer import Indexer
 from lookalike.labels import read_labels_csv
 from lookalike.render import DETECTED_BOX, FALLBACK_BOX
+from lookalike.search import Searcher
 from lookalike.web import Gallery, WebLimits
 
 CHROMIUM = "/usr/bin/chromium"
@@ -234,8 +236,26 @@ def open_page(running: Running, browser, hash_: str = ""):
     return page, errors
 
 
-def test_the_first_view_is_the_query_commands_answer(site, browser, tmp_path):
-    running, coll = site
+@pytest.fixture(scope="module")
+def dense_site(tmp_path_factory):
+    """The `default` preset unchanged, on enough pictures for its dense reduction: the
+    fused vector has a learned part that no head weight reproduces."""
+    root = tmp_path_factory.mktemp("browser-dense") / "photos"
+    for n, colour in enumerate(COLOURS.values()):
+        for i in range(100):
+            draw(root / f"c{n}" / f"{i:03d}.png", colour, seed=1000 * n + i)
+    coll = root.parent / "coll"
+    config = get_preset("default").with_options(backbone="fake", detector="none")
+    Indexer(root, coll, config, progress=False).run()
+    assert Searcher(coll).fuser.reduces
+    running = Running(Gallery(coll, labels="folders"))
+    yield running, coll
+    running.stop()
+
+
+@pytest.mark.parametrize("collection", ["site", "dense_site"])
+def test_the_first_view_is_the_query_commands_answer(collection, request, browser, tmp_path):
+    running, coll = request.getfixturevalue(collection)
     page, errors = open_page(running, browser)
     k = int(page.locator("#k").input_value())
     # A stored item: clicked in the gallery.
