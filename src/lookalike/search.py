@@ -16,6 +16,14 @@ from lookalike.calibration import GOOD_MATCH, calibration_for
 from lookalike.collection import Collection
 from lookalike.errors import DamagedPartError, ImageLoadError, QueryError
 from lookalike.expansion import expand_query
+from lookalike.faces import (
+    MAX_FACES,
+    FaceItems,
+    best_per_owner,
+    choose_face,
+    head_keys,
+    item_blocks,
+)
 from lookalike.features import Analysis, FeatureExtractor
 from lookalike.images import file_sha256, load_image
 from lookalike.rerank import ViewScorer
@@ -37,6 +45,9 @@ class Match:
     height: int | None = None
     # Cosine of each view alone, as the web API gives them ({"head": ..., "whole": ...}).
     view_scores: dict[str, float] = field(default_factory=dict)
+    # Which of the picture's faces matched (0 = its first; None: no face, a fallback view);
+    # `head_box` is that face's head box.
+    face: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -48,6 +59,7 @@ class Match:
             "width": self.width,
             "height": self.height,
             "head_box": list(self.head_box) if self.head_box else None,
+            "face": self.face,
             "fallback": self.fallback,
         }
 
@@ -66,6 +78,8 @@ class QueryResult:
     threshold: Threshold = field(default_factory=lambda: Threshold())
     left_out: list[Match] = field(default_factory=list)  # under the threshold
     calibration: str | None = None  # the dev sets the probabilities were fitted on
+    query_face: int | None = None  # which face of the query picture asked (None: no face)
+    query_faces: int = 0  # how many faces the query picture has
 
     @property
     def no_good_match(self) -> bool:
@@ -108,6 +122,8 @@ class QueryResult:
             "root": self.root,
             "query_head_box": list(self.query_head_box) if self.query_head_box else None,
             "query_fallback": self.query_fallback,
+            "query_face": self.query_face,
+            "query_faces": self.query_faces,
             "k": self.k,
             "found": len(self.matches),
             "min_score": self.threshold.min_score,
@@ -168,11 +184,16 @@ class Searcher:
         self.head_boxes = gen.head_boxes
         self.index = gen.index()
         self.fuser = gen.fuser()
+        # Every face of a picture with several is searchable (lookalike.faces).
+        self.faces = gen.face_items() or FaceItems.empty(head_keys(self.config.block_keys))
+        self.face_fused = np.asarray(gen.face_fused())
         self._gen = gen
         self._views: ViewScorer | None = None
         self.calibration = calibration_for(self.config)
         rows = {"ids.npy": len(self.ids), "fused.npy": len(self.fused), "index": self.index.count}
         gen.check_rows({**rows, "head_boxes.npy": len(self.head_boxes)})
+        if len(self.face_fused) != len(self.faces):
+            raise gen.damaged(gen.path / "faces" / "fused.npy", "not one row per face item")
         self.extractor = extractor or FeatureExtractor(self.config)
         self._extractor_lock = threading.Lock()
         self._weights_checked = False
@@ -226,9 +247,12 @@ class Searcher:
         )
 
     # -- queries ------------------------------------------------------------------
-    def query(self, query: str, k: int = 4, threshold: Threshold | None = None) -> QueryResult:
+    def query(
+        self, query: str, k: int = 4, threshold: Threshold | None = None, face: int = 0
+    ) -> QueryResult:
         """The k items most like `query` (a file, a path in the root or an id), best first;
-        with a `threshold`, those under it are left out (and listed in `left_out`)."""
+        with a `threshold`, those under it are left out (and listed in `left_out`); `face`:
+        which face of a picture with several asks (0: its first, the best found)."""
         if threshold and threshold.min_probability is not None and self.calibration is None:
             raise QueryError(
                 f"{self.collection.path}: preset {self.config.preset!r} with these settings "
@@ -237,32 +261,74 @@ class Searcher:
         item_id, path = self.resolve(query)
         if item_id is None:
             assert path is not None
-            return self.query_image(path, k, threshold)
+            return self.query_image(path, k, threshold, face)
         row = self.row_of[item_id]
-        box = tuple(int(v) for v in self.head_boxes[row])
         rec = self.collection.catalog.get_many([item_id]).get(item_id)
         fallback = bool(rec.fallback) if rec else False
+        n_faces = len(rec.faces or []) if rec else 0
+        if face:
+            return self._query_face(query, item_id, face, n_faces, k, threshold)
+        box = tuple(int(v) for v in self.head_boxes[row])
         views = self._query_views(lambda scorer: scorer.row_vectors(row))
         wide = self.stored_calibration_vector(row)
         matches = self.search_vector(self.fused[row], k, {item_id}, views=views, wide=wide)
         result = QueryResult(query, item_id, box, fallback, [])  # type: ignore[arg-type]
+        result.query_face, result.query_faces = (None if fallback else 0), n_faces
+        return self._finish(result, matches, k, {item_id}, threshold)
+
+    def _query_face(
+        self,
+        query: str,
+        item_id: int,
+        face: int,
+        n_faces: int,
+        k: int,
+        threshold: Threshold | None,
+    ) -> QueryResult:
+        """A stored picture's face `face` (1 or more) asks: its face item's vector."""
+        rows = self.faces.rows_of(item_id)
+        match = rows[self.faces.numbers[rows] == face]
+        if not len(match):
+            searchable = min(n_faces, MAX_FACES)
+            raise QueryError(
+                f"{query}: no face {face}: the picture has {n_faces} face(s) found, "
+                f"{searchable} searchable (faces count from 0)"
+            )
+        item = int(match[0])
+        try:
+            blocks: dict[str, np.ndarray] | None = self._face_blocks(np.array([item]))
+        except DamagedPartError as exc:
+            log.warning("%s; results without per-view scores or probabilities", exc.problem)
+            blocks = None
+        views = self._query_views(lambda scorer: scorer.query_vectors(blocks)) if blocks else None
+        wide = self.calibration_vector(blocks) if blocks else None
+        vector = np.asarray(self.face_fused[item], np.float32)
+        matches = self.search_vector(vector, k, {item_id}, views=views, wide=wide)
+        box = tuple(int(v) for v in self.faces.boxes[item])
+        result = QueryResult(query, item_id, box, False, [])  # type: ignore[arg-type]
+        result.query_face, result.query_faces = face, n_faces
         return self._finish(result, matches, k, {item_id}, threshold)
 
     def query_image(
-        self, path: Path, k: int = 4, threshold: Threshold | None = None
+        self, path: Path, k: int = 4, threshold: Threshold | None = None, face: int = 0
     ) -> QueryResult:
         try:
             image = load_image(path)
             sha = file_sha256(path)
         except ImageLoadError as exc:
             raise QueryError(f"{exc.path}: cannot use as a query: {exc.reason}") from exc
-        analysis, blocks, vector = self.embed_image(image)
+        try:
+            analysis, blocks, vector = self.embed_image(image, face)
+        except ValueError as exc:  # no such face
+            raise QueryError(f"{path}: no face {face}: the picture {exc}") from exc
         # The same file indexed under another name is still the query itself.
         same = {r.id for r in self.collection.catalog.by_sha256(sha) if r.id is not None}
         views = self._query_views(lambda scorer: scorer.query_vectors(blocks))
         wide = self.calibration_vector(blocks)
         matches = self.search_vector(vector, k, exclude=same, views=views, wide=wide)
         result = QueryResult(str(path), None, analysis.head_box, analysis.fallback, [])
+        result.query_face = None if analysis.fallback else face
+        result.query_faces = len(analysis.faces)
         return self._finish(result, matches, k, same, threshold)
 
     def _finish(
@@ -283,8 +349,11 @@ class Searcher:
         result.calibration = self.calibration.source if self.calibration else None
         return result
 
-    def embed_image(self, image: Image.Image) -> tuple[Analysis, dict[str, np.ndarray], np.ndarray]:
-        """Detect, embed and fuse an outside image: (analysis, its blocks, its query vector)."""
+    def embed_image(
+        self, image: Image.Image, face: int = 0
+    ) -> tuple[Analysis, dict[str, np.ndarray], np.ndarray]:
+        """Detect, embed and fuse an outside image: (analysis, its blocks, its query vector);
+        `face`: which face gives the head view (0: the best found; ValueError if none such)."""
         with self._extractor_lock:
             if not self._weights_checked:
                 # Vectors from other weights (an upgraded model package) would be compared
@@ -292,6 +361,7 @@ class Searcher:
                 self.collection.check_weights(self.extractor.backbone_hash())
                 self._weights_checked = True
             analysis = self.extractor.analyse(image)
+            choose_face(analysis, face, self.config.head_margin)
             self.extractor.settle_fallbacks([analysis])
             blocks = self.extractor.compute([analysis.views], self.config.block_keys)
         return analysis, blocks, self.expand(self.fuser.transform(blocks)[0])
@@ -318,44 +388,105 @@ class Searcher:
         each match's per-view cosines; `wide`: its `calibration_vector`."""
         if k < 1:
             raise QueryError(f"k must be at least 1, got {k}")
-        # Ask the ANN index for more candidates than needed, then re-rank them exactly.
+        picked = self._best(vector, k, exclude)
+        records = self.collection.catalog.get_many(int(self.ids[r]) for r, _, _ in picked)
+        try:
+            blocks: dict[str, np.ndarray] | None = self._picked_blocks(picked)
+        except DamagedPartError as exc:  # the fused vectors still answer (index repairs)
+            log.warning("%s; results without per-view scores or probabilities", exc.problem)
+            blocks = None
+        cosines = {}
+        if views and blocks is not None and picked:
+            cosines = {v: f.transform(blocks) @ views[v] for v, f in self.views.fusers.items()}
+        probabilities = self.block_probabilities(blocks, [s for _, s, _ in picked], wide)
+        matches = []
+        for pos, (row, score, item) in enumerate(picked):
+            rec = records.get(int(self.ids[row]))
+            if rec is None:  # deleted by a run that committed after we loaded
+                continue
+            on_face = item >= 0
+            box = self.faces.boxes[item] if on_face else self.head_boxes[row]
+            match = Match(
+                rec.id,  # type: ignore[arg-type]
+                rec.path,
+                score,
+                tuple(int(v) for v in box),  # type: ignore[arg-type]
+                rec.fallback,
+                probabilities[pos],
+                rec.width,
+                rec.height,
+                {view: round(float(c[pos]), 6) for view, c in cosines.items()},
+            )
+            match.face = int(self.faces.numbers[item]) if on_face else (None if rec.fallback else 0)
+            matches.append(match)
+        return matches
+
+    def _best(self, vector: np.ndarray, k: int, exclude: set[int]) -> list[tuple[int, float, int]]:
+        """The k best pictures: (row, score, face item row or -1), each picture scored by its
+        best face. The ANN index gives more candidates than needed, re-ranked exactly; the
+        face items (one per extra face: few) are scored exactly."""
         n_candidates = min(len(self.ids), max(4 * (k + len(exclude)), 50))
         rows, _ = self.index.query(vector[None, :].astype(np.float32), n_candidates)
         rows = rows[0][rows[0] >= 0]
         scores = self.fused[rows] @ vector
+        items = np.full(len(rows), -1, np.int64)
+        if len(self.face_fused):
+            rows, scores, items = self._with_faces(vector, rows, scores, items, n_candidates)
         order = np.argsort(-scores, kind="stable")
-        picked: list[tuple[int, float]] = []
+        picked: list[tuple[int, float, int]] = []
         for i in order:
-            item_id = int(self.ids[rows[i]])
-            if item_id in exclude:
+            if int(self.ids[rows[i]]) in exclude:
                 continue
-            picked.append((int(rows[i]), float(scores[i])))
+            picked.append((int(rows[i]), float(scores[i]), int(items[i])))
             if len(picked) == k:
                 break
-        records = self.collection.catalog.get_many(int(self.ids[r]) for r, _ in picked)
-        picked_rows = np.array([r for r, _ in picked], dtype=np.int64)
-        cosines = self.views.cosines(picked_rows, views) if views and picked else {}
-        probabilities = self.probabilities(picked_rows, [s for _, s in picked], wide)
-        matches = []
-        for pos, (row, score) in enumerate(picked):
-            rec = records.get(int(self.ids[row]))
-            if rec is None:  # deleted by a run that committed after we loaded
+        return picked
+
+    def _with_faces(
+        self,
+        vector: np.ndarray,
+        rows: np.ndarray,
+        scores: np.ndarray,
+        items: np.ndarray,
+        n_candidates: int,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Candidates raised to their best face item's score; pictures found through a face
+        item only are added."""
+        face_scores = self.face_fused @ vector
+        top = np.argpartition(-face_scores, min(n_candidates, len(face_scores)) - 1)
+        top = top[:n_candidates]
+        best = best_per_owner(face_scores[top], self.faces.owners[top])
+        position = {int(r): i for i, r in enumerate(rows.tolist())}
+        rows, scores, items = list(rows), list(scores), list(items)
+        for owner, (score, at) in best.items():
+            row = self.row_of.get(owner)
+            if row is None:
                 continue
-            box = tuple(int(v) for v in self.head_boxes[row])
-            matches.append(
-                Match(
-                    rec.id,  # type: ignore[arg-type]
-                    rec.path,
-                    score,
-                    box,  # type: ignore[arg-type]
-                    rec.fallback,
-                    probabilities[pos],
-                    rec.width,
-                    rec.height,
-                    {view: round(float(c[pos]), 6) for view, c in cosines.items()},
-                )
-            )
-        return matches
+            i = position.get(row)
+            if i is None:
+                position[row] = len(rows)
+                rows.append(row)
+                scores.append(float(self.fused[row] @ vector))
+                items.append(-1)
+                i = position[row]
+            if score > scores[i]:
+                scores[i], items[i] = score, int(top[at])
+        return np.array(rows, np.int64), np.array(scores, np.float32), np.array(items, np.int64)
+
+    def _picked_blocks(self, picked: Sequence[tuple[int, float, int]]) -> dict[str, np.ndarray]:
+        """The blocks of each pick, of the face that matched."""
+        rows = np.array([r for r, _, _ in picked], dtype=np.int64)
+        blocks = self.stored_blocks(rows)
+        on_face = np.array([i >= 0 for _, _, i in picked], dtype=bool)
+        if on_face.any():
+            items = np.array([i for _, _, i in picked if i >= 0], np.int64)
+            for key, face_block in self._face_blocks(items).items():
+                blocks[key][on_face] = face_block
+        return blocks
+
+    def _face_blocks(self, items: np.ndarray) -> dict[str, np.ndarray]:
+        owners = np.array([self.row_of[int(o)] for o in self.faces.owners[items]], np.int64)
+        return item_blocks(self.faces, items, self.stored_blocks(owners))
 
     def stored_blocks(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         """The stored feature blocks of some rows (read from the memory-mapped arrays)."""
@@ -386,12 +517,21 @@ class Searcher:
     ) -> list[float | None]:
         """P(same character) of each result (rows, fused scores), where the preset is
         calibrated: of the wide cosine when the query has a `calibration_vector`."""
-        if self.calibration is None:
-            return [None] * len(rows)
-        if wide is not None and len(rows):
-            try:
-                scores = (self.fuser.wide_transform(self.stored_blocks(rows)) @ wide).tolist()
-            except DamagedPartError as exc:  # the fused vectors still answer (index repairs)
-                log.warning("%s; results without probabilities", exc.problem)
-                return [None] * len(rows)
+        try:
+            blocks = self.stored_blocks(rows) if wide is not None and len(rows) else None
+        except DamagedPartError as exc:  # the fused vectors still answer (index repairs)
+            log.warning("%s; results without probabilities", exc.problem)
+            blocks = None
+        return self.block_probabilities(blocks, scores, wide)
+
+    def block_probabilities(
+        self, blocks: dict[str, np.ndarray] | None, scores: Sequence[float], wide: np.ndarray | None
+    ) -> list[float | None]:
+        """P(same character) of results given their fused `scores` and `blocks` (None: not
+        readable): of the wide cosine when the query has a `calibration_vector`."""
+        if self.calibration is None or (wide is not None and blocks is None):
+            return [None] * len(scores)
+        if wide is not None and len(scores):
+            assert blocks is not None
+            scores = (self.fuser.wide_transform(blocks) @ wide).tolist()
         return [self.calibration.probability(float(s)) for s in scores]
