@@ -285,6 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a contact sheet, the query then its results, as .png, .jpg or .webp "
         "(an existing file is written into, never replaced)",
     )
+    p.add_argument(
+        "--face",
+        type=at_least(0),
+        default=0,
+        help="which face of a query picture with several asks: 0 (default) the best found, "
+        "1 the next, ... (lookalike info --json lists each picture's faces)",
+    )
 
     p = sub.add_parser("info", help="describe a collection")
     p.add_argument("collection", type=Path)
@@ -548,7 +555,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         check_sheet_target(args.sheet)  # before the query: a bad target fails at once
     searcher = Searcher(args.collection)
     threshold = Threshold(args.min_score, args.min_probability)
-    result = searcher.query(args.query, k=args.k, threshold=threshold)
+    result = searcher.query(args.query, k=args.k, threshold=threshold, face=args.face)
     unreadable = _write_sheet(searcher, result, args.sheet) if args.sheet else []
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
@@ -556,10 +563,13 @@ def cmd_query(args: argparse.Namespace) -> int:
         print(f"query: {safe_display(result.query)}")
         if result.query_fallback:
             print("head crop: no face found in the query, the fallback crop was used")
+        elif result.query_faces > 1:
+            print(f"face: {result.query_face} of the {result.query_faces} found (--face N)")
         print(f"{'rank':>4}  {'score':>7}  {'P(same)':>7}  {'id':>6}  path")
         for rank, m in enumerate(result.matches, 1):
             p = "n/a" if m.probability is None else f"{m.probability:.2f}"
-            print(f"{rank:>4}  {m.score:7.4f}  {p:>7}  {m.id:>6}  {safe_display(m.path)}")
+            face = f"  (face {m.face})" if m.face else ""  # matched through another face
+            print(f"{rank:>4}  {m.score:7.4f}  {p:>7}  {m.id:>6}  {safe_display(m.path)}{face}")
         for note in result.notes():
             print(note)
         if args.sheet:

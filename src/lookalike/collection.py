@@ -45,6 +45,7 @@ from lookalike.errors import (
     DamagedPartError,
     IncompatibleCollectionError,
 )
+from lookalike.faces import FaceItems, head_keys
 from lookalike.fileio import atomic_save_npy, atomic_write_json, fsync_dir
 from lookalike.fuse import Fuser
 from lookalike.index import VectorIndex, create_index, load_index
@@ -99,6 +100,34 @@ class Generation:
 
     def fused(self) -> np.ndarray:
         return self._array("fused.npy", 2, mmap=True)
+
+    def face_items(self) -> FaceItems | None:
+        """The face items (`lookalike.faces`); None for a generation written without them."""
+        if not (self.path / "faces").is_dir():
+            return None
+        keys = [
+            k
+            for k in head_keys(self.config.block_keys)
+            if (self.path / "faces" / "blocks" / f"{k}.npy").exists()
+        ]
+        items = FaceItems(
+            self._array("faces/owners.npy", 1),
+            self._array("faces/numbers.npy", 1),
+            self._array("faces/boxes.npy", 2),
+            {key: self._array(f"faces/blocks/{key}.npy", 2, mmap=True) for key in keys},
+        )
+        rows = {"faces/owners.npy": len(items.owners), "faces/numbers.npy": len(items.numbers)}
+        rows["faces/boxes.npy"] = len(items.boxes)
+        rows.update({f"faces/blocks/{k}.npy": len(v) for k, v in items.blocks.items()})
+        if len(set(rows.values())) > 1:
+            raise self.damaged(self.path / "faces", f"parts of unequal rows {rows}")
+        return items
+
+    def face_fused(self) -> np.ndarray:
+        """The fused vector of each face item (empty without face items)."""
+        if not (self.path / "faces").is_dir():
+            return np.zeros((0, int(self.fused().shape[1])), np.float32)
+        return self._array("faces/fused.npy", 2, mmap=True)
 
     def fuser(self) -> Fuser:
         path = self._part("fuser.npz")
@@ -400,6 +429,8 @@ class Collection:
         fused: np.ndarray,
         index: VectorIndex,
         counts: dict[str, int],
+        faces: FaceItems | None = None,
+        face_fused: np.ndarray | None = None,
     ) -> Generation:
         """Write a complete new generation, then switch the manifest to it atomically."""
         gens = self.path / "generations"
@@ -416,6 +447,8 @@ class Collection:
         for key, array in blocks.items():
             atomic_save_npy(tmp / "blocks" / f"{key}.npy", np.asarray(array, BLOCK_DTYPE))
         atomic_save_npy(tmp / "fused.npy", np.asarray(fused, np.float32))
+        if faces is not None and face_fused is not None:
+            _save_face_items(tmp / "faces", faces, face_fused)
         fuser.save(tmp / "fuser.npz")
         (tmp / "index").mkdir()
         index.save(tmp / "index")
@@ -446,6 +479,16 @@ class Collection:
         for old in (self.path / "generations").iterdir():
             if old.name not in keep:
                 shutil.rmtree(old, ignore_errors=True)
+
+
+def _save_face_items(folder: Path, items: FaceItems, fused: np.ndarray) -> None:
+    (folder / "blocks").mkdir(parents=True)
+    atomic_save_npy(folder / "owners.npy", items.owners.astype(np.int64))
+    atomic_save_npy(folder / "numbers.npy", items.numbers.astype(np.int16))
+    atomic_save_npy(folder / "boxes.npy", items.boxes.astype(np.int32).reshape(-1, 4))
+    for key, array in items.blocks.items():
+        atomic_save_npy(folder / "blocks" / f"{key}.npy", np.asarray(array, BLOCK_DTYPE))
+    atomic_save_npy(folder / "fused.npy", np.asarray(fused, np.float32))
 
 
 def read_manifest(path: Path) -> dict[str, Any]:

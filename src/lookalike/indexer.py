@@ -23,6 +23,13 @@ from lookalike.config import PipelineConfig, get_preset
 from lookalike.decode_pool import DecodePool
 from lookalike.errors import CollectionError, DamagedPartError, ImageLoadError, LookalikeError
 from lookalike.expansion import expand_collection
+from lookalike.faces import (
+    FaceItems,
+    carried_and_computed,
+    compute_face_items,
+    fuse_items,
+    head_keys,
+)
 from lookalike.features import Analysis, FeatureExtractor
 from lookalike.fileio import disk_full_is_an_error
 from lookalike.fuse import Fuser
@@ -264,6 +271,7 @@ class Indexer:
             todo, deleted = self._plan(coll, gen, summary)
             self._embed(coll, todo, summary)
             changed = summary.embedded > 0 or bool(deleted) or gen is None or rederive
+            changed = changed or _faces_stale(gen)
             if changed or Staging(coll.staging_dir).chunks():
                 self._commit(coll, gen, rederive, deleted, summary)
             if wanted is not None and not redetect:
@@ -452,14 +460,42 @@ class Indexer:
             coll, gen, rederive, records, blocks, set(staged_row)
         )
         boxes = np.array([r.head_box for r in records], dtype=np.int32).reshape(-1, 4)
+        faces = self._face_items(config, gen, records, set(staged_row))
+        row_of = {int(i): row for row, i in enumerate(ids.tolist())}
+        face_fused = fuse_items(fuser, faces, blocks, row_of)
         counts = {"indexed": len(records), **catalog.counts()}
         if config.head_dir:  # the head that computed the v5 blocks (blockstore._stored_fits)
             coll.manifest["head_fingerprint"] = self._extractor_for(config).head.fingerprint
-        coll.commit(ids, boxes, blocks, fuser, fused, index, counts)
+        coll.commit(ids, boxes, blocks, fuser, fused, index, counts, faces, face_fused)
         catalog.delete_paths(deleted)
         staging.clear()
         summary.committed = True
         summary.total_indexed = len(records)
+
+    def _face_items(
+        self,
+        config: PipelineConfig,
+        gen: Generation | None,
+        records: list[FileRecord],
+        fresh: set[int],
+    ) -> FaceItems:
+        """The face items of the committed pictures: the generation's where the picture is
+        unchanged, the others computed now (pictures with several faces only)."""
+        previous = None
+        if gen is not None:
+            try:
+                previous = gen.face_items()
+            except DamagedPartError as exc:
+                log.warning("%s; the face items are computed again", exc.problem)
+
+        def compute(todo: Sequence[FileRecord]) -> FaceItems:
+            extractor = self._extractor_for(config)
+            items = compute_face_items(todo, self.root, extractor, self.limits, self.progress)
+            for block in items.blocks.values():  # fused from exactly what is stored
+                round_to_stored(block)
+            return items
+
+        return carried_and_computed(previous, records, fresh, compute, head_keys(config.block_keys))
 
     def _fuse_and_index(
         self,
@@ -503,6 +539,18 @@ class Indexer:
         ]
         index.update(ids, fused, metadata, fresh, np.setdiff1d(before, ids))
         return fuser, fused, index
+
+
+def _faces_stale(gen: Generation | None) -> bool:
+    """Whether the generation lacks its face items (written before them) or has them
+    damaged: then a run with nothing new to embed still commits, computing them."""
+    if gen is None:
+        return False
+    try:
+        return gen.face_items() is None
+    except DamagedPartError as exc:
+        log.warning("%s; the face items are computed again", exc.problem)
+        return True
 
 
 def match_by_content(

@@ -63,10 +63,6 @@ class ViewScorer:
     def row_vectors(self, row: int) -> dict[str, np.ndarray]:
         return self.query_vectors(self._rows(np.array([row])))
 
-    def cosines(self, rows: np.ndarray, query: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        part = self._rows(rows)
-        return {view: f.transform(part) @ query[view] for view, f in self.fusers.items()}
-
     def _rows(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         return {key: np.asarray(b[rows]) for key, b in self.blocks.items()}
 

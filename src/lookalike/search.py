@@ -16,6 +16,14 @@ from lookalike.calibration import GOOD_MATCH, calibration_for
 from lookalike.collection import Collection
 from lookalike.errors import DamagedPartError, ImageLoadError, QueryError
 from lookalike.expansion import expand_query
+from lookalike.faces import (
+    MAX_FACES,
+    FaceItems,
+    best_per_owner,
+    choose_face,
+    head_keys,
+    item_blocks,
+)
 from lookalike.features import Analysis, FeatureExtractor
 from lookalike.images import file_sha256, load_image
 from lookalike.rerank import ViewScorer, combine, rank
@@ -39,6 +47,9 @@ class Match:
     view_scores: dict[str, float] = field(default_factory=dict)
     # The fused cosine; differs from `score` when a head weight ranked (None: the same).
     fused_score: float | None = None
+    # Which of the picture's faces matched (0 = its first; None: no face, a fallback view);
+    # `head_box` is that face's head box.
+    face: int | None = None
 
     @property
     def fused(self) -> float:
@@ -54,6 +65,7 @@ class Match:
             "width": self.width,
             "height": self.height,
             "head_box": list(self.head_box) if self.head_box else None,
+            "face": self.face,
             "fallback": self.fallback,
         }
 
@@ -72,6 +84,8 @@ class QueryResult:
     threshold: Threshold = field(default_factory=lambda: Threshold())
     left_out: list[Match] = field(default_factory=list)  # under the threshold
     calibration: str | None = None  # the dev sets the probabilities were fitted on
+    query_face: int | None = None  # which face of the query picture asked (None: no face)
+    query_faces: int = 0  # how many faces the query picture has
 
     @property
     def no_good_match(self) -> bool:
@@ -114,6 +128,8 @@ class QueryResult:
             "root": self.root,
             "query_head_box": list(self.query_head_box) if self.query_head_box else None,
             "query_fallback": self.query_fallback,
+            "query_face": self.query_face,
+            "query_faces": self.query_faces,
             "k": self.k,
             "found": len(self.matches),
             "min_score": self.threshold.min_score,
@@ -188,11 +204,16 @@ class Searcher:
         self.head_boxes = gen.head_boxes
         self.index = gen.index()
         self.fuser = gen.fuser()
+        # Every face of a picture with several is searchable (lookalike.faces).
+        self.faces = gen.face_items() or FaceItems.empty(head_keys(self.config.block_keys))
+        self.face_fused = np.asarray(gen.face_fused())
         self._gen = gen
         self._views: ViewScorer | None = None
         self.calibration = calibration_for(self.config)
         rows = {"ids.npy": len(self.ids), "fused.npy": len(self.fused), "index": self.index.count}
         gen.check_rows({**rows, "head_boxes.npy": len(self.head_boxes)})
+        if len(self.face_fused) != len(self.faces):
+            raise gen.damaged(gen.path / "faces" / "fused.npy", "not one row per face item")
         self.extractor = extractor or FeatureExtractor(self.config)
         self._extractor_lock = threading.Lock()
         self._weights_checked = False
@@ -246,9 +267,12 @@ class Searcher:
         )
 
     # -- queries ------------------------------------------------------------------
-    def query(self, query: str, k: int = 4, threshold: Threshold | None = None) -> QueryResult:
+    def query(
+        self, query: str, k: int = 4, threshold: Threshold | None = None, face: int = 0
+    ) -> QueryResult:
         """The k items most like `query` (a file, a path in the root or an id), best first;
-        with a `threshold`, those under it are left out (and listed in `left_out`)."""
+        with a `threshold`, those under it are left out (and listed in `left_out`); `face`:
+        which face of a picture with several asks (0: its first, the best found)."""
         if threshold and threshold.min_probability is not None and self.calibration is None:
             raise QueryError(
                 f"{self.collection.path}: preset {self.config.preset!r} with these settings "
@@ -257,32 +281,74 @@ class Searcher:
         item_id, path = self.resolve(query)
         if item_id is None:
             assert path is not None
-            return self.query_image(path, k, threshold)
+            return self.query_image(path, k, threshold, face)
         row = self.row_of[item_id]
-        box = tuple(int(v) for v in self.head_boxes[row])
         rec = self.collection.catalog.get_many([item_id]).get(item_id)
         fallback = bool(rec.fallback) if rec else False
+        n_faces = len(rec.faces or []) if rec else 0
+        if face:
+            return self._query_face(query, item_id, face, n_faces, k, threshold)
+        box = tuple(int(v) for v in self.head_boxes[row])
         views = self.query_views(lambda scorer: scorer.row_vectors(row))
         wide = self.stored_calibration_vector(row)
         matches = self.search_vector(self.fused[row], k, {item_id}, views=views, wide=wide)
         result = QueryResult(query, item_id, box, fallback, [])  # type: ignore[arg-type]
+        result.query_face, result.query_faces = (None if fallback else 0), n_faces
+        return self._finish(result, matches, k, {item_id}, threshold)
+
+    def _query_face(
+        self,
+        query: str,
+        item_id: int,
+        face: int,
+        n_faces: int,
+        k: int,
+        threshold: Threshold | None,
+    ) -> QueryResult:
+        """A stored picture's face `face` (1 or more) asks: its face item's vector."""
+        rows = self.faces.rows_of(item_id)
+        match = rows[self.faces.numbers[rows] == face]
+        if not len(match):
+            searchable = min(n_faces, MAX_FACES)
+            raise QueryError(
+                f"{query}: no face {face}: the picture has {n_faces} face(s) found, "
+                f"{searchable} searchable (faces count from 0)"
+            )
+        item = int(match[0])
+        try:
+            blocks: dict[str, np.ndarray] | None = self._face_blocks(np.array([item]))
+        except DamagedPartError as exc:
+            log.warning("%s; results without per-view scores or probabilities", exc.problem)
+            blocks = None
+        views = self.query_views(lambda scorer: scorer.query_vectors(blocks)) if blocks else None
+        wide = self.calibration_vector(blocks) if blocks else None
+        vector = np.asarray(self.face_fused[item], np.float32)
+        matches = self.search_vector(vector, k, {item_id}, views=views, wide=wide)
+        box = tuple(int(v) for v in self.faces.boxes[item])
+        result = QueryResult(query, item_id, box, False, [])  # type: ignore[arg-type]
+        result.query_face, result.query_faces = face, n_faces
         return self._finish(result, matches, k, {item_id}, threshold)
 
     def query_image(
-        self, path: Path, k: int = 4, threshold: Threshold | None = None
+        self, path: Path, k: int = 4, threshold: Threshold | None = None, face: int = 0
     ) -> QueryResult:
         try:
             image = load_image(path)
             sha = file_sha256(path)
         except ImageLoadError as exc:
             raise QueryError(f"{exc.path}: cannot use as a query: {exc.reason}") from exc
-        analysis, blocks, vector = self.embed_image(image)
+        try:
+            analysis, blocks, vector = self.embed_image(image, face)
+        except ValueError as exc:  # no such face
+            raise QueryError(f"{path}: no face {face}: the picture {exc}") from exc
         # The same file indexed under another name is still the query itself.
         same = {r.id for r in self.collection.catalog.by_sha256(sha) if r.id is not None}
         views = self.query_views(lambda scorer: scorer.query_vectors(blocks))
         wide = self.calibration_vector(blocks)
         matches = self.search_vector(vector, k, exclude=same, views=views, wide=wide)
         result = QueryResult(str(path), None, analysis.head_box, analysis.fallback, [])
+        result.query_face = None if analysis.fallback else face
+        result.query_faces = len(analysis.faces)
         return self._finish(result, matches, k, same, threshold)
 
     def _finish(
@@ -303,8 +369,11 @@ class Searcher:
         result.calibration = self.calibration.source if self.calibration else None
         return result
 
-    def embed_image(self, image: Image.Image) -> tuple[Analysis, dict[str, np.ndarray], np.ndarray]:
-        """Detect, embed and fuse an outside image: (analysis, its blocks, its query vector)."""
+    def embed_image(
+        self, image: Image.Image, face: int = 0
+    ) -> tuple[Analysis, dict[str, np.ndarray], np.ndarray]:
+        """Detect, embed and fuse an outside image: (analysis, its blocks, its query vector);
+        `face`: which face gives the head view (0: the best found; ValueError if none such)."""
         with self._extractor_lock:
             if not self._weights_checked:
                 # Vectors from other weights (an upgraded model package) would be compared
@@ -312,6 +381,7 @@ class Searcher:
                 self.collection.check_weights(self.extractor.backbone_hash())
                 self._weights_checked = True
             analysis = self.extractor.analyse(image)
+            choose_face(analysis, face, self.config.head_margin)
             self.extractor.settle_fallbacks([analysis])
             blocks = self.extractor.compute([analysis.views], self.config.block_keys)
         return analysis, blocks, self.expand(self.fuser.transform(blocks)[0])
@@ -352,41 +422,107 @@ class Searcher:
         if head_weight is not None and not views:
             raise QueryError("head_weight needs the query's per-view vectors (head and whole)")
         n_candidates = candidate_count(len(self.ids), k, len(exclude), pool, head_weight)
-        rows, _ = self.index.query(vector[None, :].astype(np.float32), n_candidates)
-        rows = np.array([r for r in rows[0] if r >= 0 and int(self.ids[r]) not in exclude])
-        rows = rows.astype(np.int64)
-        fused = self.fused[rows] @ vector if len(rows) else np.zeros(0)
+        rows, fused, items = self._candidates(vector, n_candidates, exclude)
+        try:
+            # Only what the answer shows needs the blocks: per-view scores, probabilities.
+            needed = bool(views) or (wide is not None and self.calibration is not None)
+            blocks = self._candidate_blocks(rows, items) if needed and len(rows) else None
+        except DamagedPartError as exc:  # the fused vectors still answer (index repairs)
+            log.warning("%s; results without per-view scores or probabilities", exc.problem)
+            blocks = None
         cosines: dict[str, np.ndarray] = {}
-        if views and len(rows):
-            cosines = self.views.cosines(rows, views)
+        if views and blocks is not None:
+            cosines = {v: f.transform(blocks) @ views[v] for v, f in self.views.fusers.items()}
+        if head_weight is not None and not cosines:
+            raise QueryError("head_weight needs the stored per-view blocks, which are damaged")
         scores = fused if head_weight is None else combine(cosines, head_weight)
         order = rank(scores, self.ids[rows])[:k]
-        picked_rows = rows[order]
-        records = self.collection.catalog.get_many(int(self.ids[r]) for r in picked_rows)
+        picked = None if blocks is None else {key: b[order] for key, b in blocks.items()}
         # Probabilities are of the fused score (the calibrated one), whatever ranks.
-        probabilities = self.probabilities(picked_rows, fused[order].tolist(), wide)
+        probabilities = self.block_probabilities(picked, fused[order].tolist(), wide)
+        records = self.collection.catalog.get_many(int(self.ids[r]) for r in rows[order])
         matches = []
         for n, pos in enumerate(order):
-            row = int(rows[pos])
+            row, item = int(rows[pos]), int(items[pos])
             rec = records.get(int(self.ids[row]))
             if rec is None:  # deleted by a run that committed after we loaded
                 continue
-            box = tuple(int(v) for v in self.head_boxes[row])
-            matches.append(
-                Match(
-                    rec.id,  # type: ignore[arg-type]
-                    rec.path,
-                    float(scores[pos]),
-                    box,  # type: ignore[arg-type]
-                    rec.fallback,
-                    probabilities[n],
-                    rec.width,
-                    rec.height,
-                    {view: round(float(c[pos]), 6) for view, c in cosines.items()},
-                    float(fused[pos]),
-                )
+            on_face = item >= 0
+            box = self.faces.boxes[item] if on_face else self.head_boxes[row]
+            match = Match(
+                rec.id,  # type: ignore[arg-type]
+                rec.path,
+                float(scores[pos]),
+                tuple(int(v) for v in box),  # type: ignore[arg-type]
+                rec.fallback,
+                probabilities[n],
+                rec.width,
+                rec.height,
+                {view: round(float(c[pos]), 6) for view, c in cosines.items()},
+                float(fused[pos]),
             )
+            match.face = int(self.faces.numbers[item]) if on_face else (None if rec.fallback else 0)
+            matches.append(match)
         return matches
+
+    def _candidates(
+        self, vector: np.ndarray, n_candidates: int, exclude: set[int]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Candidate (rows, fused scores, face item row or -1), each picture scored by its
+        best face; the excluded ids left out. The ANN index gives the pictures; the face items
+        (one per extra face: few) are scored exactly."""
+        found, _ = self.index.query(vector[None, :].astype(np.float32), n_candidates)
+        rows = found[0][found[0] >= 0].astype(np.int64)
+        scores = self.fused[rows] @ vector
+        items = np.full(len(rows), -1, np.int64)
+        if len(self.face_fused):
+            rows, scores, items = self._with_faces(vector, rows, scores, items, n_candidates)
+        keep = np.array([int(i) not in exclude for i in self.ids[rows]], dtype=bool)
+        return rows[keep], scores[keep].astype(np.float32), items[keep]
+
+    def _with_faces(
+        self,
+        vector: np.ndarray,
+        rows: np.ndarray,
+        scores: np.ndarray,
+        items: np.ndarray,
+        n_candidates: int,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Candidates raised to their best face item's score; pictures found through a face
+        item only are added."""
+        face_scores = self.face_fused @ vector
+        top = np.argpartition(-face_scores, min(n_candidates, len(face_scores)) - 1)
+        top = top[:n_candidates]
+        best = best_per_owner(face_scores[top], self.faces.owners[top])
+        position = {int(r): i for i, r in enumerate(rows.tolist())}
+        rows, scores, items = list(rows), list(scores), list(items)
+        for owner, (score, at) in best.items():
+            row = self.row_of.get(owner)
+            if row is None:
+                continue
+            i = position.get(row)
+            if i is None:
+                position[row] = len(rows)
+                rows.append(row)
+                scores.append(float(self.fused[row] @ vector))
+                items.append(-1)
+                i = position[row]
+            if score > scores[i]:
+                scores[i], items[i] = score, int(top[at])
+        return np.array(rows, np.int64), np.array(scores, np.float32), np.array(items, np.int64)
+
+    def _candidate_blocks(self, rows: np.ndarray, items: np.ndarray) -> dict[str, np.ndarray]:
+        """The blocks of each candidate, of the face that matched (item >= 0)."""
+        blocks = self.stored_blocks(rows)
+        on_face = items >= 0
+        if on_face.any():
+            for key, face_block in self._face_blocks(items[on_face]).items():
+                blocks[key][on_face] = face_block
+        return blocks
+
+    def _face_blocks(self, items: np.ndarray) -> dict[str, np.ndarray]:
+        owners = np.array([self.row_of[int(o)] for o in self.faces.owners[items]], np.int64)
+        return item_blocks(self.faces, items, self.stored_blocks(owners))
 
     def stored_blocks(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         """The stored feature blocks of some rows (read from the memory-mapped arrays)."""
@@ -412,17 +548,14 @@ class Searcher:
             return None
         return self.fuser.wide_transform(blocks)[0]
 
-    def probabilities(
-        self, rows: np.ndarray, scores: Sequence[float], wide: np.ndarray | None
+    def block_probabilities(
+        self, blocks: dict[str, np.ndarray] | None, scores: Sequence[float], wide: np.ndarray | None
     ) -> list[float | None]:
-        """P(same character) of each result (rows, fused scores), where the preset is
-        calibrated: of the wide cosine when the query has a `calibration_vector`."""
-        if self.calibration is None:
-            return [None] * len(rows)
-        if wide is not None and len(rows):
-            try:
-                scores = (self.fuser.wide_transform(self.stored_blocks(rows)) @ wide).tolist()
-            except DamagedPartError as exc:  # the fused vectors still answer (index repairs)
-                log.warning("%s; results without probabilities", exc.problem)
-                return [None] * len(rows)
+        """P(same character) of results given their fused `scores` and `blocks` (None: not
+        readable): of the wide cosine when the query has a `calibration_vector`."""
+        if self.calibration is None or (wide is not None and blocks is None):
+            return [None] * len(scores)
+        if wide is not None and len(scores):
+            assert blocks is not None
+            scores = (self.fuser.wide_transform(blocks) @ wide).tolist()
         return [self.calibration.probability(float(s)) for s in scores]
