@@ -205,3 +205,46 @@ def test_group_pictures_of_real_art_from_the_command_line(shared_dataset, tmp_pa
         ).stdout
     )
     assert sum(info["faces_per_picture"][n] for n in ("2", "3+")) >= 1
+
+
+def test_the_web_api_lists_faces_and_asks_with_any_of_them(pictures, tmp_path):
+    from test_web import Running
+
+    from lookalike.web import Gallery
+
+    coll = tmp_path / "coll"
+    index(pictures, coll)
+    searcher = Searcher(coll)
+    running = Running(Gallery(coll))
+    try:
+        group_id = searcher.query("group/red_and_blue.png", k=1).query_id
+        status, _, item = running.get(f"/api/items/{group_id}")
+        assert status == 200 and item["faces"] == [list(LEFT), list(RIGHT)]
+        status, _, answer = running.get(f"/api/query?id={group_id}&k=2&face=1")
+        assert status == 200
+        assert answer["query"]["face"] == 1
+        assert answer["query"]["head_box"] == list(face_head_box(RIGHT, SIZE, config().head_margin))
+        cli = searcher.query("group/red_and_blue.png", k=2, face=1)
+        assert [r["id"] for r in answer["results"]] == [m.id for m in cli.matches]
+        # A result found through its second face is boxed there and says which face.
+        _, _, blue = running.get("/api/query?path=blue/0.png&k=6")
+        group = next(r for r in blue["results"] if r["id"] == group_id)
+        assert group["face"] == 1
+        assert group["head_box"] == list(face_head_box(RIGHT, SIZE, config().head_margin))
+        # An uploaded copy lists its faces and asks with the one picked.
+        data = (pictures / "group" / "red_and_blue.png").read_bytes()
+        headers = {"Content-Type": "image/png"}
+        status, _, upload = running.request(
+            "POST", "/api/query?k=2&face=1", body=data, headers=headers
+        )
+        assert status == 200 and upload["query"]["faces"] == [list(LEFT), list(RIGHT)]
+        assert [r["id"] for r in upload["results"]] == [m.id for m in cli.matches]
+        # No such face: a 400 that says how many there are.
+        status, _, refused = running.get(f"/api/query?id={group_id}&face=2")
+        assert status == 400 and "no face 2: the picture has 2 face" in refused["error"]
+        status, _, refused = running.request("POST", "/api/query?face=3", data, headers)
+        assert status == 400 and "no face 3" in refused["error"]
+        status, _, refused = running.get(f"/api/query?id={group_id}&face=-1")
+        assert status == 400
+    finally:
+        running.stop()

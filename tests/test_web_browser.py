@@ -359,3 +359,44 @@ def test_header_words_box_colours_and_a_later_evaluation(site, browser):
         (coll / "evaluation.json").write_text(saved)
     assert errors == []
     page.close()
+
+
+def test_clicking_a_face_asks_with_it_and_back_returns(browser, tmp_path):
+    """A group picture's faces are buttons on the query view: the second one asks as
+    `query --face 1` does, in the URL, and Back returns to the first face's answer."""
+    from test_faces import COLOURS as FACE_COLOURS
+    from test_faces import config as face_config
+    from test_faces import draw as draw_faces
+
+    root = tmp_path / "art"
+    for n, colour in enumerate(FACE_COLOURS):
+        for i in range(3):
+            draw_faces(root / colour / f"{i}.png", colour, None, seed=10 * n + i)
+    draw_faces(root / "group" / "red_and_blue.png", "red", "blue", seed=99)
+    coll = tmp_path / "coll"
+    Indexer(root, coll, face_config(), progress=False, processes=False).run()
+    searcher = Searcher(coll)
+    group = searcher.query("group/red_and_blue.png", k=2)
+    by_face = searcher.query("group/red_and_blue.png", k=2, face=1)
+    running = Running(Gallery(coll))
+    try:
+        page, errors = open_page(running, browser, f"#/item/{group.query_id}?k=2")
+        expect(page.locator("#query-tile .face-pick")).to_have_count(2)
+        expect(page.locator("#results .tile")).to_have_count(2)
+        assert shown_ids(page) == [m.id for m in group.matches]
+        page.locator("#query-tile .face-pick[data-face='1']").click()
+        expect(page.locator("#query-tile .face-note")).to_contain_text("face 1 of 2 asks")
+        assert "f=1" in page.url
+        expect(page.locator("#results .tile")).to_have_count(2)
+        page.wait_for_function(
+            "ids => JSON.stringify([...document.querySelectorAll('#results .tile')]"
+            ".map(t => Number(t.dataset.id))) === JSON.stringify(ids)",
+            arg=[m.id for m in by_face.matches],
+        )
+        page.go_back()
+        expect(page.locator("#query-tile .face-note")).to_contain_text("face 0 of 2 asks")
+        assert shown_ids(page) == [m.id for m in group.matches]
+        assert errors == []
+        page.close()
+    finally:
+        running.stop()

@@ -142,6 +142,19 @@ class QueryResult:
         }
 
 
+@dataclass
+class StoredQuery:
+    """What a stored picture (or one of its faces) asks with (`Searcher.stored_query`)."""
+
+    vector: np.ndarray  # its fused vector
+    views: dict[str, np.ndarray] | None  # its per-view vectors (None: blocks damaged)
+    wide: np.ndarray | None  # its calibration vector
+    head_box: tuple[int, int, int, int]  # the head box that asks
+    fallback: bool
+    face: int | None  # which face asks (None: no face, a fallback view)
+    faces: int  # how many faces the picture has
+
+
 def candidate_count(
     size: int, k: int, excluded: int, pool: int | None, head_weight: float | None
 ) -> int:
@@ -282,36 +295,33 @@ class Searcher:
         if item_id is None:
             assert path is not None
             return self.query_image(path, k, threshold, face)
+        asking = self.stored_query(item_id, face, query)
+        matches = self.search_vector(
+            asking.vector, k, {item_id}, views=asking.views, wide=asking.wide
+        )
+        result = QueryResult(query, item_id, asking.head_box, asking.fallback, [])
+        result.query_face, result.query_faces = asking.face, asking.faces
+        return self._finish(result, matches, k, {item_id}, threshold)
+
+    def stored_query(self, item_id: int, face: int = 0, name: str = "") -> StoredQuery:
+        """What a stored picture asks with: its row's vectors, or its face `face`'s (1 or
+        more: that face item's); QueryError naming `name` when it has no such face."""
         row = self.row_of[item_id]
         rec = self.collection.catalog.get_many([item_id]).get(item_id)
         fallback = bool(rec.fallback) if rec else False
         n_faces = len(rec.faces or []) if rec else 0
-        if face:
-            return self._query_face(query, item_id, face, n_faces, k, threshold)
-        box = tuple(int(v) for v in self.head_boxes[row])
-        views = self.query_views(lambda scorer: scorer.row_vectors(row))
-        wide = self.stored_calibration_vector(row)
-        matches = self.search_vector(self.fused[row], k, {item_id}, views=views, wide=wide)
-        result = QueryResult(query, item_id, box, fallback, [])  # type: ignore[arg-type]
-        result.query_face, result.query_faces = (None if fallback else 0), n_faces
-        return self._finish(result, matches, k, {item_id}, threshold)
-
-    def _query_face(
-        self,
-        query: str,
-        item_id: int,
-        face: int,
-        n_faces: int,
-        k: int,
-        threshold: Threshold | None,
-    ) -> QueryResult:
-        """A stored picture's face `face` (1 or more) asks: its face item's vector."""
+        if not face:
+            views = self.query_views(lambda scorer: scorer.row_vectors(row))
+            wide = self.stored_calibration_vector(row)
+            box = tuple(int(v) for v in self.head_boxes[row])
+            first = None if fallback else 0
+            return StoredQuery(self.fused[row], views, wide, box, fallback, first, n_faces)  # type: ignore[arg-type]
         rows = self.faces.rows_of(item_id)
         match = rows[self.faces.numbers[rows] == face]
         if not len(match):
             searchable = min(n_faces, MAX_FACES)
             raise QueryError(
-                f"{query}: no face {face}: the picture has {n_faces} face(s) found, "
+                f"{name or item_id}: no face {face}: the picture has {n_faces} face(s) found, "
                 f"{searchable} searchable (faces count from 0)"
             )
         item = int(match[0])
@@ -323,11 +333,8 @@ class Searcher:
         views = self.query_views(lambda scorer: scorer.query_vectors(blocks)) if blocks else None
         wide = self.calibration_vector(blocks) if blocks else None
         vector = np.asarray(self.face_fused[item], np.float32)
-        matches = self.search_vector(vector, k, {item_id}, views=views, wide=wide)
         box = tuple(int(v) for v in self.faces.boxes[item])
-        result = QueryResult(query, item_id, box, False, [])  # type: ignore[arg-type]
-        result.query_face, result.query_faces = face, n_faces
-        return self._finish(result, matches, k, {item_id}, threshold)
+        return StoredQuery(vector, views, wide, box, False, face, n_faces)  # type: ignore[arg-type]
 
     def query_image(
         self, path: Path, k: int = 4, threshold: Threshold | None = None, face: int = 0

@@ -23,7 +23,13 @@ import numpy as np
 
 from lookalike.calibration import GOOD_MATCH
 from lookalike.collection import Collection
-from lookalike.errors import ImageLoadError, IncompatibleCollectionError, LookalikeError
+from lookalike.errors import (
+    ImageLoadError,
+    IncompatibleCollectionError,
+    LookalikeError,
+    QueryError,
+)
+from lookalike.faces import MAX_FACES
 from lookalike.features import FeatureExtractor
 from lookalike.images import LoadLimits, load_image
 from lookalike.labels import Labels, load_labels
@@ -79,6 +85,8 @@ class Item:
     labels: dict[str, str]
     # False when the file is a link to outside the indexed root: listed, never served.
     viewable: bool
+    # The face boxes of the searchable faces, best first: the page lets one of them ask.
+    faces: list[list[int]]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -90,7 +98,13 @@ class Item:
             "fallback": self.fallback,
             "labels": self.labels,
             "viewable": self.viewable,
+            "faces": self.faces,
         }
+
+
+def face_boxes(faces: list[dict[str, Any]]) -> list[list[int]]:
+    """The boxes of the faces that can ask (`faces.MAX_FACES`), best first."""
+    return [[int(v) for v in f["box"]] for f in faces[:MAX_FACES]]
 
 
 class Gallery:
@@ -131,9 +145,19 @@ class Gallery:
             tags = self.labels.by_path.get(rec.path, {}) if self.labels else {}
             viewable = self._inside_root(rec.path) is not None
             box = (x0, y0, x1, y1)
+            faces = face_boxes(rec.faces or [])
             items.append(
                 Item(
-                    item_id, row, rec.path, rec.width, rec.height, box, rec.fallback, tags, viewable
+                    item_id,
+                    row,
+                    rec.path,
+                    rec.width,
+                    rec.height,
+                    box,
+                    rec.fallback,
+                    tags,
+                    viewable,
+                    faces,
                 )
             )
         self.items = sorted(items, key=lambda i: i.path)
@@ -346,13 +370,18 @@ class Gallery:
         pool: int | None = None,
         head_weight: float | None = None,
         min_score: float | None = None,
+        face: int = 0,
     ) -> dict[str, Any]:
         k, pool = self.check_query_options(k, pool, head_weight)
-        fused = np.asarray(self.searcher.fused[item.row])
-        views = self.searcher.query_views(lambda scorer: scorer.row_vectors(item.row))
-        wide = self.searcher.stored_calibration_vector(item.row)
-        results = self._rank(fused, views, {item.id}, k, pool, head_weight, wide)
-        query = {"kind": "item", **item.to_json()}
+        try:
+            asking = self.searcher.stored_query(item.id, face, item.path)
+        except QueryError as exc:
+            raise RequestError(400, str(exc)) from exc
+        results = self._rank(
+            asking.vector, asking.views, {item.id}, k, pool, head_weight, asking.wide
+        )
+        query = {"kind": "item", **item.to_json(), "head_box": list(asking.head_box)}
+        query["face"] = asking.face
         return self._answer(query, results, k, pool, head_weight, min_score)
 
     def query_upload(
@@ -363,6 +392,7 @@ class Gallery:
         pool: int | None = None,
         head_weight: float | None = None,
         min_score: float | None = None,
+        face: int = 0,
     ) -> dict[str, Any]:
         k, pool = self.check_query_options(k, pool, head_weight)
         if len(data) > self.limits.max_upload_bytes:
@@ -387,9 +417,11 @@ class Gallery:
             except ImageLoadError as exc:
                 raise RequestError(400, f"upload: {exc.reason}") from exc
         try:
-            analysis, blocks, fused = self.searcher.embed_image(image)
+            analysis, blocks, fused = self.searcher.embed_image(image, face)
         except IncompatibleCollectionError as exc:
             raise RequestError(409, str(exc)) from exc
+        except ValueError as exc:  # no such face
+            raise RequestError(400, f"upload: no face {face}: the picture {exc}") from exc
         # The same bytes indexed under some name are the query itself.
         exclude = self.by_sha.get(hashlib.sha256(data).hexdigest(), set())
         wide = self.searcher.calibration_vector(blocks)
@@ -402,6 +434,8 @@ class Gallery:
             "head_box": list(analysis.head_box),
             "fallback": analysis.fallback,
             "same_as": sorted(exclude),
+            "faces": face_boxes(analysis.faces),
+            "face": None if analysis.fallback else face,
         }
         return self._answer(query, results, k, pool, head_weight, min_score)
 
@@ -431,6 +465,9 @@ class Gallery:
             results.append(
                 {
                     **item.to_json(),
+                    # The face that matched, boxed (a picture with several is shown once).
+                    "head_box": answer["head_box"],
+                    "face": match.face,
                     "score": answer["score"],
                     "scores": answer["scores"],
                     "probability": answer["probability"],

@@ -136,6 +136,10 @@ Weight = Annotated[
     ),
 ]
 MinScore = Annotated[float | None, Query(description="leave out results scoring under this")]
+Face = Annotated[
+    int,
+    Query(ge=0, description="which face of the query picture asks (0: the best; see `faces`)"),
+]
 
 
 def build_app(gallery: Gallery, read_timeout: float) -> FastAPI:
@@ -225,11 +229,12 @@ def build_app(gallery: Gallery, read_timeout: float) -> FastAPI:
         pool: Pool = None,
         head_weight: Weight = None,
         min_score: MinScore = None,
+        face: Face = 0,
     ) -> Any:
         if (id is None) == (path is None):
             raise RequestError(400, "give exactly one of id= or path= (or POST an image)")
         found = gallery.item_by_path(path) if path is not None else gallery.item(id)  # type: ignore[arg-type]
-        return JSONAnswer(gallery.query_item(found, k, pool, head_weight, min_score))
+        return JSONAnswer(gallery.query_item(found, k, pool, head_weight, min_score, face))
 
     @app.post(
         "/api/query",
@@ -250,6 +255,7 @@ def build_app(gallery: Gallery, read_timeout: float) -> FastAPI:
         pool: Pool = None,
         head_weight: Weight = None,
         min_score: MinScore = None,
+        face: Face = 0,
     ) -> Any:
         length_text = request.headers.get("content-length")
         if length_text is None:
@@ -268,7 +274,7 @@ def build_app(gallery: Gallery, read_timeout: float) -> FastAPI:
         data = await read_body(request, length, read_timeout)
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         answer = await run_in_threadpool(
-            gallery.query_upload, data, ctype, k, pool, head_weight, min_score
+            gallery.query_upload, data, ctype, k, pool, head_weight, min_score, face
         )
         return JSONAnswer(answer)
 

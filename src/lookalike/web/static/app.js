@@ -43,24 +43,59 @@ async function api(url, options = {}) {
   return body;
 }
 
-// One image with its head box drawn over it, in percentages of the image's size.
-function frame(src, width, height, headBox, fallback, alt) {
+// Place an absolutely positioned element over a box of the image, in percentages of its size.
+function place(node, [x0, y0, x1, y1], width, height) {
+  node.style.left = `${(100 * x0) / width}%`;
+  node.style.top = `${(100 * y0) / height}%`;
+  node.style.width = `${(100 * (x1 - x0)) / width}%`;
+  node.style.height = `${(100 * (y1 - y0)) / height}%`;
+}
+
+// One image with its head box drawn over it. With `pick` ({faces, face, onPick}) each face of
+// a picture with several is a button: clicking one asks with that face (query --face N).
+function frame(src, width, height, headBox, fallback, alt, pick = null) {
   const box = el("div", { class: fallback ? "box fallback" : "box" });
   const wrap = el("div", { class: "frame" }, [el("img", { src, alt, loading: "lazy" }), box]);
   if (width && height) {
     wrap.style.aspectRatio = `${width} / ${height}`;
-    if (headBox) {
-      const [x0, y0, x1, y1] = headBox;
-      box.style.left = `${(100 * x0) / width}%`;
-      box.style.top = `${(100 * y0) / height}%`;
-      box.style.width = `${(100 * (x1 - x0)) / width}%`;
-      box.style.height = `${(100 * (y1 - y0)) / height}%`;
+    if (headBox) place(box, headBox, width, height);
+    if (pick && pick.faces && pick.faces.length > 1) {
+      pick.faces.forEach((faceBox, n) => {
+        const current = n === pick.face;
+        const button = el("button", {
+          class: current ? "face-pick current" : "face-pick",
+          "data-face": String(n),
+          title: current ? `face ${n}: asking with this face` : `face ${n}: ask with this face`,
+          "aria-label": `face ${n}`,
+        });
+        place(button, faceBox, width, height);
+        button.addEventListener("click", (event) => {
+          event.stopPropagation();
+          if (!current) pick.onPick(n);
+        });
+        wrap.append(button);
+      });
     }
   } else {
     box.hidden = true;
   }
   if (fallback) box.title = "no face found: the head view is a fallback crop";
   return wrap;
+}
+
+// A new view (a history entry) for the current query asked with another face.
+function pickFace(n) {
+  const route = parseRoute(location.hash);
+  const params = new URLSearchParams(route.params);
+  if (n === 0) params.delete("f");
+  else params.set("f", String(n));
+  go(route.view, route.arg, params);
+}
+
+// "face 1 of 3 asks" when the picture has several, for the query's caption.
+function faceNote(faces, face) {
+  if (!faces || faces.length < 2 || face === null || face === undefined) return "";
+  return `face ${face} of ${faces.length} asks (click another face to ask with it)`;
 }
 
 // The first label task (e.g. the character) as a chip; all of them in its tooltip.
@@ -71,11 +106,11 @@ function labelChips(labels) {
   return [el("span", { class: "label", title: all, text: entries[0][1] })];
 }
 
-function itemTile(item, size, caption) {
+function itemTile(item, size, caption, pick = null) {
   // A link to outside the indexed folder is listed but never served: say so instead.
   const picture = item.viewable
     ? frame(`/thumbs/${encodePath(item.path)}?size=${size}`, item.width, item.height,
-        item.head_box, item.fallback, item.path)
+        item.head_box, item.fallback, item.path, pick)
     : el("div", { class: "frame hidden-file", text: "file outside the indexed folder" });
   return el("figure", { class: "tile", "data-id": String(item.id), "data-path": item.path }, [
     picture,
@@ -85,8 +120,9 @@ function itemTile(item, size, caption) {
 
 // -- links: every view is a hash route, so Back/Forward, reload and bookmarks work ----------
 // #/gallery?page=N&name=TEXT&label=task:value   a page of the gallery
-// #/item/ID?k=K&w=W                             an item and its look-alikes (w: slider moved)
-// #/upload/N?k=K&w=W                            an uploaded picture's look-alikes (this tab only)
+// #/item/ID?k=K&w=W&f=F                         an item and its look-alikes (w: slider moved,
+//                                               f: which face asks, when not the first)
+// #/upload/N?k=K&w=W&f=F                        an uploaded picture's look-alikes (this tab only)
 // #/groups, #/duplicates                        the reports
 function parseRoute(hash) {
   const [path, query] = (hash.replace(/^#/, "") || "/gallery").split("?");
@@ -213,6 +249,8 @@ function queryParams(params) {
   const query = new URLSearchParams({ k });
   if (w !== null) query.set("head_weight", w);
   if (w !== null) query.set("pool", poolSize());
+  const face = Number(params.get("f")) || 0;
+  if (face) query.set("face", face);
   return { k, w: w === null ? null : Number(w), query };
 }
 
@@ -242,9 +280,18 @@ async function showItem(id, params) {
   const answer = await api(`/api/query?${query}`);
   if (seq !== querySeq) return;
   const item = answer.query;
-  if (!$("query-tile").firstChild || $("query-tile").firstChild.dataset.id !== String(item.id)) {
-    const caption = [el("div", { text: item.path }), ...labelChips(item.labels)];
-    $("query-tile").replaceChildren(itemTile(item, 512, caption));
+  const shown = $("query-tile").firstChild;
+  const asked = `${item.id}/${item.face}`;
+  if (!shown || shown.dataset.asked !== asked) {
+    const caption = [
+      el("div", { text: item.path }),
+      el("div", { class: "muted face-note", text: faceNote(item.faces, item.face) }),
+      ...labelChips(item.labels),
+    ];
+    const pick = { faces: item.faces, face: item.face, onPick: pickFace };
+    const tile = itemTile(item, 512, caption, pick);
+    tile.dataset.asked = asked;
+    $("query-tile").replaceChildren(tile);
   }
   showAnswer(answer, w);
 }
@@ -269,10 +316,14 @@ async function showUpload(n, params) {
   if (seq !== querySeq) return;
   const q = answer.query;
   const same = q.same_as.length ? " (this very file is in the collection)" : "";
+  const pick = { faces: q.faces, face: q.face, onPick: pickFace };
   $("query-tile").replaceChildren(
     el("figure", { class: "tile" }, [
-      frame(upload.url, q.width, q.height, q.head_box, q.fallback, upload.file.name),
-      el("figcaption", { text: `uploaded: ${upload.file.name}${same}` }),
+      frame(upload.url, q.width, q.height, q.head_box, q.fallback, upload.file.name, pick),
+      el("figcaption", {}, [
+        el("div", { text: `uploaded: ${upload.file.name}${same}` }),
+        el("div", { class: "muted face-note", text: faceNote(q.faces, q.face) }),
+      ]),
     ]),
   );
   showAnswer(answer, w);
@@ -343,15 +394,18 @@ function renderResults() {
     ...kept.map((item, i) => {
       const parts = answer.views.filter((v) => v in item.scores).map((v) => `${v} ${item.scores[v].toFixed(3)}`).join(" · ");
       const p = typeof item.probability === "number" ? ` · P(same) ${item.probability.toFixed(2)}` : "";
+      const face = item.face ? ` · face ${item.face}` : "";
       const caption = [
         el("div", {}, [el("span", { class: "score", text: `#${i + 1}  ${item.score.toFixed(3)}` })]),
-        el("div", { class: "muted", text: parts + p }),
+        el("div", { class: "muted", text: parts + p + face }),
         el("div", { text: item.path }),
         ...labelChips(item.labels),
       ];
       const tile = itemTile(item, 256, caption);
       tile.dataset.score = item.score.toFixed(6);
-      tile.addEventListener("click", () => go("item", item.id));
+      // A picture found through one of its faces asks with that face in turn.
+      const asks = item.face ? new URLSearchParams({ f: String(item.face) }) : undefined;
+      tile.addEventListener("click", () => go("item", item.id, asks));
       return tile;
     }),
   );
