@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -93,15 +92,28 @@ def percentiles(times: list[float]) -> tuple[float, float]:
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
+# Runs one command and prints its wall seconds and peak RSS (KiB): a parent of its own, so
+# RUSAGE_CHILDREN holds that one process only, not the largest child this script ever had.
+MEASURE = """
+import resource, subprocess, sys, time
+start = time.perf_counter()
+subprocess.run(sys.argv[1:], check=True, capture_output=True)
+print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
 def new_process_query(path: Path, item_id: int) -> tuple[float, float]:
     """Wall seconds and peak RSS (MiB) of one `lookalike query` in a fresh process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    start = time.perf_counter()
     cmd = [sys.executable, "-m", "lookalike", "query", str(path), str(item_id), "-k", "10"]
-    subprocess.run([*cmd, "--json"], check=True, capture_output=True, env=os.environ)
-    wall = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, max(peak, before) / 1024
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, *cmd, "--json"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=os.environ,
+    )
+    wall, rss_kib = done.stdout.split()
+    return float(wall), float(rss_kib) / 1024
 
 
 def main() -> None:

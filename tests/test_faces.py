@@ -248,3 +248,32 @@ def test_the_web_api_lists_faces_and_asks_with_any_of_them(pictures, tmp_path):
         assert status == 400
     finally:
         running.stop()
+
+
+def test_a_head_weight_re_ranks_a_picture_on_the_face_that_matched(pictures, tmp_path):
+    """The slider's re-ranking scores a group picture by the face it was found through."""
+    coll = tmp_path / "coll"
+    index(pictures, coll)
+    searcher = Searcher(coll)
+    row = searcher.row_of[searcher.query("blue/0.png", k=1).query_id]  # type: ignore[index]
+    views = searcher.query_views(lambda scorer: scorer.row_vectors(row))
+    assert views is not None
+    exclude = {int(searcher.ids[row])}
+    for weight in (1.0, 0.5):
+        matches = searcher.search_vector(
+            searcher.fused[row], 6, exclude, views=views, head_weight=weight, pool=20
+        )
+        group = next(m for m in matches if m.path == "group/red_and_blue.png")
+        assert group.face == 1
+        assert group.head_box == face_head_box(RIGHT, SIZE, config().head_margin)
+        # The head view's cosine is of the blue face: as close as the blue pictures' own.
+        blue = next(m for m in matches if m.path == "blue/1.png")
+        assert group.view_scores["head"] > blue.view_scores["head"] - 0.05
+        red = next(
+            m
+            for m in searcher.search_vector(
+                searcher.fused[row], 9, exclude, views=views, head_weight=weight, pool=20
+            )
+            if m.path == "red/0.png"
+        )
+        assert group.view_scores["head"] > red.view_scores["head"] + 0.1
