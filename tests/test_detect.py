@@ -44,7 +44,12 @@ def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
 
 
 def test_registry_lists_and_creates_detectors() -> None:
-    assert list_detectors() == ["animeface", "haar", "none"]
+    # Detectors registered by other test modules are named "test-..." (tests/test_faces.py).
+    assert [n for n in list_detectors() if not n.startswith("test-")] == [
+        "animeface",
+        "haar",
+        "none",
+    ]
     none = create_detector("none")
     assert isinstance(none, Detector)
     assert none.name == "none"
