@@ -14,6 +14,7 @@ import re
 import shlex
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -229,3 +230,18 @@ def test_the_package_declares_its_licence_the_way_setuptools_no_longer_warns_abo
     for name in meta["license-files"]:
         assert "Apache License" in (ROOT / name).read_text(encoding="utf-8")
     assert "setuptools>=77" in project["build-system"]["requires"]  # reads PEP 639
+
+
+def test_quiet_serve_answers_without_a_request_log(photos, tmp_path):
+    coll = tmp_path / "coll"
+    assert lookalike("-q", "index", str(photos), "-c", str(coll), *FAKE).returncode == 0
+    cmd = [sys.executable, "-m", "lookalike", "-q", "serve", str(coll), "--port", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().split(" at ")[1].strip()
+        with urllib.request.urlopen(url + "api/info", timeout=30) as answer:
+            assert answer.status == 200
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "GET" not in err and "/api/info" not in err, err

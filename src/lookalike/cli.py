@@ -127,7 +127,8 @@ def _output_options(suppress: bool) -> argparse.ArgumentParser:
         "-q",
         action="store_true",
         default=default,
-        help="no progress bars and no info lines on stderr (results and warnings still print)",
+        help="no progress bars, info lines or request log on stderr (results, warnings and "
+        "errors still print)",
     )
     levels.add_argument(
         "--verbose",
@@ -419,8 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sheet",
         type=Path,
-        help="write a contact sheet, the query then its results, as .png, .jpg or .webp "
-        "(an existing file is written into, never replaced)",
+        help="write a contact sheet, the query then its results; the suffix chooses the "
+        "format: .png, .jpg/.jpeg or .webp (an existing file is written into, never replaced)",
     )
     p.add_argument(
         "--face",
