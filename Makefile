@@ -1,6 +1,8 @@
 # Two entry points, each installs what it needs into ./.venv first:
 #   make demo   - draw the built-in sample, index it, query it, evaluate the presets
 #   make test   - lint and run the whole test suite
+# Neither activates the venv: run `. .venv/bin/activate` to type `lookalike`, or call
+# `.venv/bin/lookalike` (the demo prints its commands in the form that works).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed

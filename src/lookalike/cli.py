@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Sequence
@@ -32,11 +33,126 @@ EXIT_INTERRUPTED = 130
 NAME_MAX = 255  # bytes in one file name (Linux, macOS); longer ones make os.stat raise
 
 
+# The environment variables lookalike reads, for the --help epilog (and the README's
+# "Environment" section); tests/test_cli_conventions.py checks that every os.environ
+# read of the package is listed.
+ENVIRONMENT = {
+    "LOOKALIKE_CACHE_DIR": "where the ONNX exports of the backbones and the weights' "
+    "hashes are kept (default: $XDG_CACHE_HOME/lookalike, else ~/.cache/lookalike)",
+    "LOOKALIKE_RUNTIME": "how the CNN runs: auto (default: ONNX Runtime when installed), "
+    "onnx, or torch (eager PyTorch, should ONNX Runtime misbehave)",
+    "XDG_CACHE_HOME": "the user cache folder LOOKALIKE_CACHE_DIR defaults into",
+    "BROWSER": "the web browser `serve --open` starts (Python's webbrowser module)",
+}
+
+# Placeholders in help texts, filled from the registries only when help is shown
+# (importing the detectors, backbones and index backends takes about half a second).
+REGISTRY_PLACEHOLDERS = (
+    "{presets}",
+    "{evaluated_presets}",
+    "{detectors}",
+    "{backbones}",
+    "{index_backends}",
+)
+
+
+def registry_names(placeholder: str) -> str:
+    """The registered names a help placeholder stands for, comma-separated."""
+    if placeholder == "{presets}":
+        from lookalike.config import list_presets as names
+    elif placeholder == "{evaluated_presets}":
+        from lookalike.config import preset_names_for_evaluation
+
+        return " ".join(preset_names_for_evaluation())
+    elif placeholder == "{detectors}":
+        from lookalike.detect import list_detectors as names
+    elif placeholder == "{backbones}":
+        from lookalike.embed import list_backbones as names
+    else:
+        from lookalike.index import list_indexes as names
+    return ", ".join(names())
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's help with the registries' names filled in, and the line breaks of
+    descriptions and epilogs kept (each line is wrapped on its own, hanging under its
+    text after a two-space gap, as argparse lays out options)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action)
+        for placeholder in REGISTRY_PLACEHOLDERS:
+            if text and placeholder in text:
+                text = text.replace(placeholder, registry_names(placeholder))
+        return text
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import re
+        import textwrap
+
+        lines = []
+        for line in text.splitlines():
+            hang = re.match(r"\s*\S+\s{2,}", line)  # "  NAME   what it is": under "what"
+            lines.append(
+                textwrap.fill(
+                    line.strip(),
+                    width,
+                    initial_indent=indent + line[: len(line) - len(line.lstrip())],
+                    subsequent_indent=indent + " " * (hang.end() if hang else 0),
+                )
+                if line.strip()
+                else ""
+            )
+        return "\n".join(lines)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors, like every other error of the CLI."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _output_options(suppress: bool) -> argparse.ArgumentParser:
+    """--quiet and --verbose, before the command or after it. After it (`suppress`) they
+    set nothing unless given, so that `lookalike -q index ...` is not undone."""
+    default: Any = argparse.SUPPRESS if suppress else False
+    options = Parser(add_help=False)
+    levels = options.add_mutually_exclusive_group()
+    levels.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        default=default,
+        help="no progress bars, info lines or request log on stderr (results, warnings and "
+        "errors still print)",
+    )
+    levels.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        default=default,
+        help="debug logging on stderr",
+    )
+    return options
+
+
+def _epilog() -> str:
+    width = max(len(name) for name in ENVIRONMENT) + 2
+    lines = [f"  {name:<{width}}{text}" for name, text in ENVIRONMENT.items()]
+    return "\n".join(
+        [
+            "Results go to stdout; progress bars, info lines, warnings and errors to stderr.",
+            "Exit codes: 0 done; 1 done, but some files were skipped or unreadable; 2 bad "
+            "input or arguments; 3 the collection is busy; 130 interrupted.",
+            "",
+            "environment variables:",
+            *lines,
+        ]
+    )
 
 
 def at_least(low: int, also: int | None = None):
@@ -77,10 +193,14 @@ def query_argument(text: str) -> str:
 def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--preset",
-        help="pipeline preset: default, v1, v2, v3, v4, v5 (with --head), photo "
-        "(default: 'default' for a new collection, the stored one otherwise)",
+        help="pipeline preset: {presets} (v5 needs --head; default: 'default' for a new "
+        "collection, the stored one otherwise)",
     )
-    p.add_argument("--detector", help="face detector: animeface (anime art), haar (photos), none")
+    p.add_argument(
+        "--detector",
+        help="face detector: {detectors} (animeface: anime art, haar: photos; default: the "
+        "preset's)",
+    )
     p.add_argument(
         "--detector-size",
         type=_sizes,
@@ -93,11 +213,13 @@ def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
         help="head view when no face is found: salient (default: the strongest part of the "
         "CNN's feature map) or top (the top-centre square)",
     )
-    p.add_argument("--backbone", help="CNN backbone: efficientnet-lite0 (default), -lite1, -lite2")
+    p.add_argument(
+        "--backbone", help="CNN backbone: {backbones} (default: the preset's, efficientnet-lite0)"
+    )
     p.add_argument(
         "--index-backend",
-        help="ANN backend: auto (default: exact up to 10k items, hnswlib above), annoy, exact, "
-        "hnswlib, faiss",
+        help="ANN backend: {index_backends} (default auto: exact up to 10k items, hnswlib "
+        "above; milvus through --store)",
     )
     p.add_argument("--trees", type=at_least(1), help="Annoy: number of trees (build time knob)")
     p.add_argument(
@@ -195,22 +317,39 @@ def _training_options(args: argparse.Namespace) -> TrainOptions:
     )
 
 
+def info(args: argparse.Namespace, text: str) -> None:
+    """An info line: to stderr, beside the progress bars, and not with --quiet."""
+    if not args.quiet:
+        print(text, file=sys.stderr)
+
+
 def _add_table_formats(p: argparse.ArgumentParser) -> None:
     formats = p.add_mutually_exclusive_group()
     formats.add_argument("--json", action="store_true", help="print JSON instead of a table")
     formats.add_argument("--csv", action="store_true", help="print CSV, one row per file")
 
 
+def _add_collection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("collection", type=Path, help="collection folder (made by lookalike index)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="lookalike",
         description="Find images that look alike in your own collection.",
+        epilog=_epilog(),
+        parents=[_output_options(suppress=False)],
     )
-    parser.add_argument("--version", action="version", version=f"lookalike {__version__}")
+    parser.add_argument("-V", "--version", action="version", version=f"lookalike {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Every command takes --quiet/--verbose after its name too.
+    output = _output_options(suppress=True)
 
-    p = sub.add_parser(
+    def add_command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[output], **kwargs)
+
+    p = add_command(
         "index",
         help="index a folder of images into a collection",
         description="Index every image under FOLDER (recursively). Running it "
@@ -236,7 +375,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=at_least(1), default=32, help="images per embedding batch")
     p.add_argument("--wait", action="store_true", help="wait if another run holds the collection")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument(
         "--engine",
         choices=["local", "ray"],
@@ -252,14 +390,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the vectors in Milvus: milvus:PATH (Milvus Lite file) or milvus://HOST:PORT",
     )
 
-    p = sub.add_parser(
+    p = add_command(
         "query",
         help="what looks like this image?",
         description="Find the k images most like IMAGE_OR_ID: an image file "
         "(inside or outside the collection), a path relative to the indexed "
         "folder, or an item id. The query itself is never among the results.",
     )
-    p.add_argument("collection", type=Path, help="collection folder")
+    _add_collection(p)
     p.add_argument(
         "query",
         type=query_argument,
@@ -282,8 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sheet",
         type=Path,
-        help="write a contact sheet, the query then its results, as .png, .jpg or .webp "
-        "(an existing file is written into, never replaced)",
+        help="write a contact sheet, the query then its results; the suffix chooses the "
+        "format: .png, .jpg/.jpeg or .webp (an existing file is written into, never replaced)",
     )
     p.add_argument(
         "--face",
@@ -293,12 +431,17 @@ def build_parser() -> argparse.ArgumentParser:
         "1 the next, ... (lookalike info --json lists each picture's faces)",
     )
 
-    p = sub.add_parser("info", help="describe a collection")
-    p.add_argument("collection", type=Path)
+    p = add_command(
+        "info",
+        help="describe a collection",
+        description="The collection's settings, generation, counts of files and of the faces "
+        "found per picture, and whether an index run is writing it now.",
+    )
+    _add_collection(p)
     p.add_argument("--errors", action="store_true", help="list the files that were skipped")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON (the manifest) instead")
 
-    p = sub.add_parser(
+    p = add_command(
         "export",
         help="write ids, paths, sizes, faces, labels and vectors for other tools",
         description="Write the collection's items as clip-retrieval lays out embeddings: "
@@ -306,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
         "OUT/metadata/metadata_0.parquet or .csv (id, path, root, width, height, bytes, "
         "sha256, faces, head box, fallback, labels), rows in the order of the vectors.",
     )
-    p.add_argument("collection", type=Path)
+    _add_collection(p)
     p.add_argument("--out", type=Path, required=True, help="folder to write into")
     p.add_argument(
         "--format",
@@ -319,14 +462,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels", help="add label columns: 'folders' (parent folder name) or a CSV with 'file'"
     )
 
-    p = sub.add_parser(
+    p = add_command(
         "evaluate",
         help="measure retrieval quality with labels",
         description="Leave-one-out retrieval among the labelled images: "
         "precision@k, mAP@k, the ANN backend's recall@k against exact search, a "
         "feel score (colour similarity of the whole images) and dims per preset.",
     )
-    p.add_argument("collection", type=Path)
+    _add_collection(p)
     p.add_argument(
         "--labels",
         required=True,
@@ -337,11 +480,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         action="append",
         dest="presets",
-        help="preset to evaluate (repeatable; default v1 v2 v3 v4 default)",
+        metavar="PRESET",
+        help="preset to evaluate: {presets} (repeatable; default {evaluated_presets})",
     )
-    p.add_argument("-k", type=int, default=4)
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument(
+        "-k", type=at_least(1), default=4, help="the k of precision@k, mAP@k (default 4)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
         "--train-fraction",
         type=float,
@@ -351,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the training")
     _add_training_options(p)
 
-    p = sub.add_parser(
+    p = add_command(
         "train",
         help="train a v5 head on your labels (multi-task)",
         description="Tune a network of its own on the labelled images, with one classifier per "
@@ -359,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
         "safetensors + head.json; use it with "
         "`lookalike index FOLDER -c COLL --preset v5 --head HEAD_DIR`.",
     )
-    p.add_argument("collection", type=Path)
+    _add_collection(p)
     p.add_argument(
         "--labels",
         required=True,
@@ -375,11 +520,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="the retrieval vector: task probabilities (default), logits, or the embedding "
         "(the tuned network's GeM)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the training (views, order, init)")
     p.add_argument("--out", type=Path, help="head folder (default: COLL/head)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
-    p = sub.add_parser(
+    p = add_command(
         "duplicates",
         help="groups of near-duplicate pictures (re-saves, resizes, crops, recolours)",
         description="Groups of pictures that are the same art: perceptual hashes of the "
@@ -387,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
         "names the file to keep (most pixels, then most bytes, then by path). Nothing is "
         "deleted.",
     )
-    p.add_argument("collection", type=Path)
+    _add_collection(p)
     p.add_argument(
         "--threshold",
         type=at_least(0),
@@ -397,14 +541,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_table_formats(p)
 
-    p = sub.add_parser(
+    p = add_command(
         "groups",
         help="the collection clustered into characters (or people), without labels",
         description="Clusters the stored vectors into groups (characters, or people with "
         "the photo preset), each with a representative picture. --labels-out writes a "
         "labels CSV (group_N, or the names of --names) that train and evaluate read.",
     )
-    p.add_argument("collection", type=Path)
+    _add_collection(p)
     p.add_argument(
         "--min-size",
         type=at_least(1),
@@ -416,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sheets", type=Path, help="write a contact sheet per group into this folder")
     _add_table_formats(p)
 
-    p = sub.add_parser(
+    p = add_command(
         "demo",
         help="generate the built-in sample, index it, query, evaluate",
         description="Draws a labelled sample of anime-style characters "
@@ -424,20 +568,33 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluation table into --out.",
     )
     p.add_argument("--out", type=Path, default=Path("lookalike-demo"), help="output folder")
-    p.add_argument("--characters", type=int, default=12)
-    p.add_argument("--per-character", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backbone", default=None, help="backbone (default efficientnet-lite0)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--characters",
+        type=at_least(1),
+        default=12,
+        help="characters drawn in the sample (default 12)",
+    )
+    p.add_argument(
+        "--per-character",
+        type=at_least(1),
+        default=20,
+        help="images drawn of each character (default 20)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the drawing: the same seed, the same sample"
+    )
+    p.add_argument(
+        "--backbone", default=None, help="CNN backbone: {backbones} (default efficientnet-lite0)"
+    )
 
-    p = sub.add_parser(
+    p = add_command(
         "serve",
         help="browse the collection and query it in a web page (and a JSON API)",
         description="Serve a gallery of the collection with look-alike search, "
         "a head-versus-whole slider, uploads and label filters, plus the JSON API "
         "(described at /api/openapi.json). Read-only; Ctrl-C stops it.",
     )
-    p.add_argument("collection", type=Path)
+    _add_collection(p)
     p.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)"
     )
@@ -556,11 +713,13 @@ def cmd_query(args: argparse.Namespace) -> int:
     searcher = Searcher(args.collection)
     threshold = Threshold(args.min_score, args.min_probability)
     result = searcher.query(args.query, k=args.k, threshold=threshold, face=args.face)
-    unreadable = _write_sheet(searcher, result, args.sheet) if args.sheet else []
+    query_path, query_name = _query_file(searcher, result)
+    unreadable = _write_sheet(searcher, result, query_path, query_name, args.sheet)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
-        print(f"query: {safe_display(result.query)}")
+        asked = f" (id {result.query_id})" if result.query_id is not None else ""
+        print(f"query: {safe_display(query_name)}{asked}")
         if result.query_fallback:
             print("head crop: no face found in the query, the fallback crop was used")
         elif result.query_faces > 1:
@@ -581,23 +740,27 @@ def cmd_query(args: argparse.Namespace) -> int:
     return EXIT_SKIPPED if unreadable else 0
 
 
-def _write_sheet(searcher: Searcher, result: QueryResult, out: Path) -> list[tuple[Path, str]]:
-    """The contact sheet of a query; returns the images it could not read (moved, deleted)."""
+def _query_file(searcher: Searcher, result: QueryResult) -> tuple[Path, str]:
+    """The query's image file, and its name in the form the results are named in: a
+    picture of the collection by its path inside the indexed folder (whether it was asked
+    by id, by that path or by a path to the file), any other file as it was given."""
+    if result.query_id is None:
+        return Path(result.query), result.query
+    record = searcher.collection.catalog.get_many([result.query_id])[result.query_id]
+    return searcher.collection.root / record.path, record.path
+
+
+def _write_sheet(
+    searcher: Searcher, result: QueryResult, query_path: Path, query_name: str, out: Path | None
+) -> list[tuple[Path, str]]:
+    """The contact sheet of a query, when `out` is given; returns the images it could not
+    read (moved, deleted)."""
+    if out is None:
+        return []
     from lookalike.render import SheetItem, contact_sheet
 
     root = searcher.collection.root
-    query_path = (
-        root / searcher.collection.catalog.get_many([result.query_id])[result.query_id].path
-        if result.query_id is not None
-        else Path(result.query)
-    )
-    head = SheetItem(
-        query_path,
-        query_path.name,
-        None,
-        result.query_head_box,
-        result.query_fallback,
-    )
+    head = SheetItem(query_path, query_name, None, result.query_head_box, result.query_fallback)
     tiles = [
         SheetItem(root / m.path, m.path, m.score, m.head_box, m.fallback) for m in result.matches
     ]
@@ -693,10 +856,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
         scores = held.scores
         trained = f", v5 trained in {held.train_seconds:.0f} s" if held.train_seconds else ""
-        print(
+        info(
+            args,
             f"labels of {len(held.train_paths)} images used for training; scored on the "
             f"other {len(held.test_paths)}{trained}",
-            file=sys.stderr,
         )
     else:
         scores = evaluate(coll, labels, presets, k=args.k, task=args.task, progress=not args.quiet)
@@ -723,7 +886,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     head_dir, root, path = (safe_display(p) for p in (out, coll.root, coll.path))
     minutes, seconds = divmod(round(result.seconds), 60)
     print(f"trained {result.epochs} epochs in {minutes} min {seconds} s; head saved in {head_dir}")
-    print(f"use it: lookalike index {root} -c {path} --preset v5 --head {head_dir}")
+    from lookalike.invocation import lookalike_command
+
+    words = shlex.join(["index", root, "-c", path, "--preset", "v5", "--head", head_dir])
+    print(f"use it: {lookalike_command()} {words}")
     return 0
 
 
@@ -769,10 +935,10 @@ def cmd_groups(args: argparse.Namespace) -> int:
         )
     if args.labels_out:
         write_labels(report, args.labels_out)
-        print(f"labels: {safe_display(args.labels_out)}", file=sys.stderr)
+        info(args, f"labels: {safe_display(args.labels_out)}")
     if args.sheets:
         written = write_sheets(report, coll, args.sheets)
-        print(f"{len(written)} sheet(s) in {safe_display(args.sheets)}", file=sys.stderr)
+        info(args, f"{len(written)} sheet(s) in {safe_display(args.sheets)}")
     return 0
 
 
@@ -817,6 +983,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             args.labels,
             args.evaluation,
             open_browser=args.open,
+            request_log=not args.quiet,
         )
     except KeyboardInterrupt:
         print("stopped")
@@ -848,12 +1015,56 @@ def _run(args: argparse.Namespace) -> int:
         return COMMANDS[args.command](args)
 
 
+def _run_logged(args: argparse.Namespace) -> int:
+    """`_run`, with what ran and how long it took in the debug log (--verbose)."""
+    import logging
+    import platform
+    import time
+
+    log = logging.getLogger(__name__)
+    log.debug(
+        "lookalike %s, Python %s on %s; %s",
+        __version__,
+        platform.python_version(),
+        platform.platform(),
+        {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    )
+    for name in ENVIRONMENT:
+        if name in os.environ:
+            log.debug("%s=%s", name, os.environ[name])
+    start = time.perf_counter()
+    code = _run(args)
+    log.debug("%s: exit code %d after %.2f s", args.command, code, time.perf_counter() - start)
+    return code
+
+
+def _configure_logging(verbose: bool) -> None:
+    """The package's log records to stderr as "lookalike: warning: ..." lines; --verbose
+    adds the debug records, with the module that wrote each."""
+    import logging
+
+    class LineFormatter(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            where = f"{record.name}: " if verbose else ""
+            return f"lookalike: {record.levelname.lower()}: {where}{super().format(record)}"
+
+    package = logging.getLogger("lookalike")
+    for old in [h for h in package.handlers if h.get_name() == "lookalike-cli"]:
+        package.removeHandler(old)  # main() called again in one process (tests)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name("lookalike-cli")
+    handler.setFormatter(LineFormatter())
+    package.addHandler(handler)
+    package.setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     debug = False
     try:
         args = build_parser().parse_args(argv)
         debug = args.debug
-        return _run(args)
+        _configure_logging(args.verbose)
+        return _run_logged(args)
     except LookalikeError as exc:
         if debug:
             raise

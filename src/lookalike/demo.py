@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import shlex
+import sys
 from pathlib import Path
 
 from lookalike.collection import Collection
@@ -10,6 +12,7 @@ from lookalike.config import get_preset, preset_names_for_evaluation
 from lookalike.demo_data import generate_sample
 from lookalike.evaluate import detection_rate, evaluate, markdown_table, to_json
 from lookalike.indexer import Indexer
+from lookalike.invocation import activate_hint, lookalike_command
 from lookalike.labels import load_labels
 from lookalike.render import SheetItem, grid_sheet
 from lookalike.search import Searcher
@@ -27,7 +30,11 @@ def run_demo(
     out = Path(out)
     sample = out / "sample"
     if not (sample / "labels.csv").exists():
-        print(f"drawing the sample: {characters} characters x {per_character} images ...")
+        if progress:
+            print(
+                f"drawing the sample: {characters} characters x {per_character} images ...",
+                file=sys.stderr,
+            )
         generate_sample(
             sample, n_characters=characters, images_per_character=per_character, seed=seed
         )
@@ -77,7 +84,10 @@ def run_demo(
     print(f"collection:      {coll_path}")
     print(f"contact sheets:  {sheet}")
     print(f"evaluation:      {out / 'evaluation.md'}")
-    print(
-        f"try:             lookalike query {coll_path} {next(iter(firsts.values()))} --sheet q.png"
-    )
+    # The command as this shell can run it: `make demo` does not activate .venv.
+    query = shlex.join([str(coll_path), next(iter(firsts.values())), "--sheet", "q.png"])
+    print(f"try:             {lookalike_command()} query {query}")
+    hint = activate_hint()
+    if hint:
+        print(f"                 (or run `{hint}` first, then type lookalike alone)")
     return 0
