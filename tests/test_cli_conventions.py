@@ -9,6 +9,7 @@ as its results are, and the commands the demo prints runnable as printed.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shlex
@@ -174,6 +175,12 @@ def test_the_query_is_named_as_its_results_are_in_the_table_and_the_sheet(
     assert main(["query", str(coll), str(outside), "--sheet", str(tmp_path / "q.png")]) == 0
     assert capsys.readouterr().out.splitlines()[0] == f"query: {outside}"
     assert captions.pop()[0] == str(outside)
+    # The JSON names it alike, as `query_path`.
+    for asked, named in (("c0/00.png", "c0/00.png"), (str(item), "c0/00.png")):
+        assert main(["query", str(coll), asked, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["query_path"] == named
+    assert main(["query", str(coll), str(outside), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["query_path"] == str(outside)
 
 
 def path_without_lookalike() -> str:

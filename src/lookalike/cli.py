@@ -744,10 +744,8 @@ def _query_file(searcher: Searcher, result: QueryResult) -> tuple[Path, str]:
     """The query's image file, and its name in the form the results are named in: a
     picture of the collection by its path inside the indexed folder (whether it was asked
     by id, by that path or by a path to the file), any other file as it was given."""
-    if result.query_id is None:
-        return Path(result.query), result.query
-    record = searcher.collection.catalog.get_many([result.query_id])[result.query_id]
-    return searcher.collection.root / record.path, record.path
+    name = result.query_path
+    return (Path(name) if result.query_id is None else searcher.collection.root / name), name
 
 
 def _write_sheet(

@@ -86,6 +86,9 @@ class QueryResult:
     calibration: str | None = None  # the dev sets the probabilities were fitted on
     query_face: int | None = None  # which face of the query picture asked (None: no face)
     query_faces: int = 0  # how many faces the query picture has
+    # The query's file: a collection picture by its path in the indexed folder (however it
+    # was asked), any other file as given; the form the matches' paths have.
+    query_path: str = ""
 
     @property
     def no_good_match(self) -> bool:
@@ -125,6 +128,7 @@ class QueryResult:
         return {
             "query": self.query,
             "query_id": self.query_id,
+            "query_path": self.query_path,
             "root": self.root,
             "query_head_box": list(self.query_head_box) if self.query_head_box else None,
             "query_fallback": self.query_fallback,
@@ -153,6 +157,7 @@ class StoredQuery:
     fallback: bool
     face: int | None  # which face asks (None: no face, a fallback view)
     faces: int  # how many faces the picture has
+    path: str  # its path in the indexed folder
 
 
 def candidate_count(
@@ -301,6 +306,7 @@ class Searcher:
         )
         result = QueryResult(query, item_id, asking.head_box, asking.fallback, [])
         result.query_face, result.query_faces = asking.face, asking.faces
+        result.query_path = asking.path
         return self._finish(result, matches, k, {item_id}, threshold)
 
     def stored_query(self, item_id: int, face: int = 0, name: str = "") -> StoredQuery:
@@ -310,12 +316,13 @@ class Searcher:
         rec = self.collection.catalog.get_many([item_id]).get(item_id)
         fallback = bool(rec.fallback) if rec else False
         n_faces = len(rec.faces or []) if rec else 0
+        path = rec.path if rec else str(item_id)
         if not face:
             views = self.query_views(lambda scorer: scorer.row_vectors(row))
             wide = self.stored_calibration_vector(row)
             box = tuple(int(v) for v in self.head_boxes[row])
             first = None if fallback else 0
-            return StoredQuery(self.fused[row], views, wide, box, fallback, first, n_faces)  # type: ignore[arg-type]
+            return StoredQuery(self.fused[row], views, wide, box, fallback, first, n_faces, path)  # type: ignore[arg-type]
         rows = self.faces.rows_of(item_id)
         match = rows[self.faces.numbers[rows] == face]
         if not len(match):
@@ -334,7 +341,7 @@ class Searcher:
         wide = self.calibration_vector(blocks) if blocks else None
         vector = np.asarray(self.face_fused[item], np.float32)
         box = tuple(int(v) for v in self.faces.boxes[item])
-        return StoredQuery(vector, views, wide, box, False, face, n_faces)  # type: ignore[arg-type]
+        return StoredQuery(vector, views, wide, box, False, face, n_faces, path)  # type: ignore[arg-type]
 
     def query_image(
         self, path: Path, k: int = 4, threshold: Threshold | None = None, face: int = 0
@@ -356,6 +363,7 @@ class Searcher:
         result = QueryResult(str(path), None, analysis.head_box, analysis.fallback, [])
         result.query_face = None if analysis.fallback else face
         result.query_faces = len(analysis.faces)
+        result.query_path = str(path)
         return self._finish(result, matches, k, same, threshold)
 
     def _finish(
