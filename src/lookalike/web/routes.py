@@ -12,12 +12,13 @@ import asyncio
 import functools
 import io
 import mimetypes
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import unquote
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from PIL import Image
@@ -142,6 +143,21 @@ Face = Annotated[
 ]
 
 
+@dataclass
+class QueryOptions:
+    """The options every query takes, stored item or upload alike."""
+
+    k: Count = 4
+    pool: Pool = None
+    head_weight: Weight = None
+    min_score: MinScore = None
+    face: Face = 0
+
+    def arguments(self) -> tuple[int, int | None, float | None, float | None, int]:
+        """In the order `Gallery.query_item` and `Gallery.query_upload` take them."""
+        return self.k, self.pool, self.head_weight, self.min_score, self.face
+
+
 def build_app(gallery: Gallery, read_timeout: float) -> FastAPI:
     """The app for one gallery; `read_timeout`: how long an upload may stall."""
     app = FastAPI(
@@ -223,18 +239,14 @@ def build_app(gallery: Gallery, read_timeout: float) -> FastAPI:
         summary="the look-alikes of an indexed item (give id or path)",
     )
     def query_item(
+        options: Annotated[QueryOptions, Depends()],
         id: int | None = None,
         path: str | None = None,
-        k: Count = 4,
-        pool: Pool = None,
-        head_weight: Weight = None,
-        min_score: MinScore = None,
-        face: Face = 0,
     ) -> Any:
         if (id is None) == (path is None):
             raise RequestError(400, "give exactly one of id= or path= (or POST an image)")
         found = gallery.item_by_path(path) if path is not None else gallery.item(id)  # type: ignore[arg-type]
-        return JSONAnswer(gallery.query_item(found, k, pool, head_weight, min_score, face))
+        return JSONAnswer(gallery.query_item(found, *options.arguments()))
 
     @app.post(
         "/api/query",
@@ -249,14 +261,7 @@ def build_app(gallery: Gallery, read_timeout: float) -> FastAPI:
             }
         },
     )
-    async def query_upload(
-        request: Request,
-        k: Count = 4,
-        pool: Pool = None,
-        head_weight: Weight = None,
-        min_score: MinScore = None,
-        face: Face = 0,
-    ) -> Any:
+    async def query_upload(request: Request, options: Annotated[QueryOptions, Depends()]) -> Any:
         length_text = request.headers.get("content-length")
         if length_text is None:
             raise RequestError(411, "send the image as the body, with a Content-Length")
@@ -273,9 +278,7 @@ def build_app(gallery: Gallery, read_timeout: float) -> FastAPI:
             raise RequestError(413, f"upload of {length:,} bytes; the limit is {limit:,}")
         data = await read_body(request, length, read_timeout)
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        answer = await run_in_threadpool(
-            gallery.query_upload, data, ctype, k, pool, head_weight, min_score, face
-        )
+        answer = await run_in_threadpool(gallery.query_upload, data, ctype, *options.arguments())
         return JSONAnswer(answer)
 
     @app.get("/api/evaluation", response_class=JSONAnswer, summary="the last `evaluate` table")
