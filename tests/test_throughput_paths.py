@@ -59,6 +59,9 @@ def test_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.delenv("LOOKALIKE_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", "/somewhere")
     assert cache_dir() == Path("/somewhere/lookalike")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", "/home/someone")
+    assert cache_dir() == Path("/home/someone/.cache/lookalike")
     monkeypatch.setenv("LOOKALIKE_CACHE_DIR", "/elsewhere")
     assert cache_dir() == Path("/elsewhere")
 

@@ -8,7 +8,7 @@ COLL/
   generations/gen-N/  one complete, immutable state: ids, per-block vectors, fused vectors,
                       fitted fuser, ANN index
   cache/              feature blocks computed later (by `evaluate`) for other presets
-  .lock               held (flock) by the one process that writes
+  .lock               held (filelock: flock) by the one process that writes
 ```
 
 A run never modifies the live generation: it writes a new one and switches
@@ -23,6 +23,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from lookalike import __version__
 from lookalike.catalog import Catalog
@@ -67,6 +69,8 @@ def round_to_stored(block: np.ndarray, rows: int = 65536) -> np.ndarray:
         part[...] = part.astype(BLOCK_DTYPE)
     return block
 
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 CATALOG = "catalog.sqlite"
@@ -362,7 +366,8 @@ class Collection:
     # -- the writer's lock -------------------------------------------------------------
     @contextlib.contextmanager
     def write_lock(self, wait: bool = False) -> Iterator[None]:
-        """Held by one writer; flock is released by the kernel if its holder dies.
+        """Held by one writer (filelock's flock: the kernel releases it if its holder dies,
+        so a run killed with -9 leaves no stale lock).
 
         The holder gets the catalog writable, closed (out of WAL mode) when it lets go.
         """
@@ -372,24 +377,24 @@ class Collection:
                 f"{lock_path}: a folder, not the collection's lock file; delete it and run "
                 "the same command again"
             )
-        with _unwritable_is_an_error(self.path):
-            handle = open(lock_path, "a+")  # noqa: SIM115 - held for the whole block
+        lock = FileLock(lock_path, timeout=0)
         try:
-            flags = fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB)
-            try:
-                fcntl.flock(handle, flags)
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "another process"
-                raise CollectionBusyError(
-                    f"{self.path}: another `lookalike index` ({holder}) is writing this "
-                    "collection; wait for it to finish, or pass --wait"
-                ) from None
+            with _unwritable_is_an_error(self.path):
+                try:
+                    lock.acquire()
+                except Timeout:
+                    holder = _lock_holder(lock_path)
+                    if not wait:
+                        raise CollectionBusyError(
+                            f"{self.path}: another `lookalike index` ({holder}) is writing this "
+                            "collection; wait for it to finish, or pass --wait"
+                        ) from None
+                    log.info("%s: waiting for %s to finish writing", self.path, holder)
+                    lock.acquire(timeout=-1)
             self._check_folders()
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"pid {os.getpid()}")
-            handle.flush()
+            # Who holds it, for the message a second writer gets (filelock leaves the file's
+            # content to its user).
+            lock_path.write_text(f"pid {os.getpid()}", encoding="utf-8")
             self.close_catalog()
             self._writing = True
             yield
@@ -397,7 +402,7 @@ class Collection:
             if self._writing:
                 self._writing = False
                 self.close_catalog()
-            handle.close()
+            lock.release()
 
     def _check_folders(self) -> None:
         for name in ("generations", "staging", "cache"):
@@ -407,6 +412,14 @@ class Collection:
                 )
 
     def is_locked(self) -> bool:
+        """Whether a writer holds the lock, probed with a shared flock.
+
+        Not filelock: its FileLock is exclusive only, so two readers probing at once would
+        each see the other's probe as a writer; its ReadWriteLock is a SQLite database, which
+        does not contend with the writer's flock and which a reader would have to create
+        (readers never create or change a file). A shared, non-blocking flock on the file the
+        writer's FileLock flocks does both.
+        """
         lock_path = self.path / ".lock"
         try:
             handle = open(lock_path)  # noqa: SIM115 - closed below
@@ -538,6 +551,14 @@ def _manifest_problem(manifest: Any) -> str:
     if generation is not None and not re.fullmatch(r"gen-\d+", str(generation)):
         return f"damaged manifest (generation {generation!r})"
     return ""
+
+
+def _lock_holder(lock_path: Path) -> str:
+    """What the lock file says of its holder ("pid N"), for the messages of a second writer."""
+    try:
+        return lock_path.read_text(encoding="utf-8").strip() or "another process"
+    except (OSError, UnicodeDecodeError):
+        return "another process"
 
 
 @contextlib.contextmanager

@@ -14,6 +14,8 @@ import logging
 import os
 from pathlib import Path
 
+from platformdirs import user_cache_dir
+
 from lookalike.fileio import atomic_write_bytes
 from lookalike.images import file_sha256
 
@@ -23,12 +25,13 @@ HASHES_FILE = "weights-sha256.json"
 
 
 def cache_dir() -> Path:
-    """$LOOKALIKE_CACHE_DIR, else $XDG_CACHE_HOME/lookalike, else ~/.cache/lookalike."""
+    """$LOOKALIKE_CACHE_DIR, else the platform's user cache folder (platformdirs: on Linux
+    $XDG_CACHE_HOME/lookalike, else ~/.cache/lookalike; ~/Library/Caches/lookalike on macOS,
+    %LOCALAPPDATA%\\lookalike\\Cache on Windows)."""
     explicit = os.environ.get("LOOKALIKE_CACHE_DIR")
     if explicit:
         return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "lookalike"
+    return Path(user_cache_dir("lookalike", appauthor=False))
 
 
 def _stamp(path: Path) -> list[int]:
