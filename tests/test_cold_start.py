@@ -66,12 +66,14 @@ def test_weights_hash_is_remembered_until_the_file_changes(
 
 
 def test_looking_for_onnx_runtime_imports_neither_onnx_nor_torch() -> None:
+    # Nor scikit-learn (1.3 s to import): only fits need it, not a query.
     out = python(
         "import sys\n"
         "from lookalike.embed import onnx_runtime\n"
         "onnx_runtime.available()\n"
         "import lookalike.cli, lookalike.search\n"
-        "print(sorted(m for m in ('onnx', 'torch', 'onnxruntime') if m in sys.modules))\n"
+        "heavy = ('onnx', 'torch', 'onnxruntime', 'sklearn')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
     assert out.strip() == "[]"
 

@@ -12,7 +12,6 @@ a full SVD in float64 of the 8337-dim default vectors cost ~0.3 MB per row.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.utils.extmath import randomized_svd
 
 # 5000 rows x 8337 dims of float32 is 167 MB; more rows add time, not quality.
 MAX_FIT_ROWS = 5_000
@@ -57,6 +56,8 @@ def top_components(centred: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarr
         s = np.sqrt(np.maximum(eigenvalues[top], 0))
         vt = (u[:, top].T.astype(np.float32) @ x) / np.maximum(s, 1e-12)[:, None].astype(np.float32)
         return s.astype(np.float32), vt
+    from sklearn.utils.extmath import randomized_svd  # as pseudo_lda.kmeans: fits only
+
     _, s, vt = randomized_svd(
         x, k, n_oversamples=width - k, n_iter=POWER_ITERATIONS, random_state=seed
     )
