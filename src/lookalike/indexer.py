@@ -68,8 +68,17 @@ class IndexSummary:
     def images_per_second(self) -> float:
         return self.embedded / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def nothing_changed(self) -> bool:
+        """Whether the run found the folder as the collection has it and wrote nothing."""
+        moved = self.embedded or self.renamed or self.deleted or self.moved_root
+        return not (moved or self.committed or self.switch is not None)
+
     def lines(self) -> list[str]:
         out = [f"collection: {safe_display(self.collection)}"]
+        if self.nothing_changed:
+            out.append(f"nothing changed: {self.total_indexed} pictures ({self.seconds:.1f} s)")
+            return out + (self._skipped_lines() if self.skipped else [])
         if self.moved_root:
             out.append("folder moved: the collection indexes the new folder, files kept their ids")
         if self.switch is not None:
@@ -79,12 +88,18 @@ class IndexSummary:
             f"{self.unchanged} unchanged, {self.renamed} renamed or moved, "
             f"{self.deleted} removed)",
             f"head crops from fallback (no face found): {self.fallbacks} of {self.embedded}",
-            f"skipped: {len(self.skipped)}",
         ]
+        out += self._skipped_lines()
+        # A rate only where something was embedded: "0.0 images/s" reads as a stall.
+        rate = f" ({self.images_per_second:.1f} images/s)" if self.embedded else ""
+        out.append(f"time: {self.seconds:.1f} s{rate}")
+        return out
+
+    def _skipped_lines(self) -> list[str]:
+        out = [f"skipped: {len(self.skipped)}"]
         out += [f"  {safe_display(path)}: {reason}" for path, reason in self.skipped[:20]]
         if len(self.skipped) > 20:
             out.append(f"  ... and {len(self.skipped) - 20} more (lookalike info COLL --errors)")
-        out.append(f"time: {self.seconds:.1f} s ({self.images_per_second:.1f} images/s)")
         return out
 
 
@@ -195,6 +210,7 @@ class Indexer:
         self.moved_from = Path(moved_from).resolve() if moved_from else None
         self._moved = False
         self._switch_to: PipelineConfig | None = None  # other settings than the stored ones
+        self._weights_checked = False
 
     # -- opening -----------------------------------------------------------------
     def _open(self) -> Collection:
@@ -207,8 +223,9 @@ class Indexer:
                 self._switch_to = config
                 self._extractor_for(config)
                 return coll
-            extractor = self._extractor_for(config)
-            coll.check_weights(extractor.backbone_hash())
+            # The weights are checked only before something is computed (`_check_weights`):
+            # a run with nothing to embed never loads the backbone.
+            self._extractor_for(config)
             return coll
         if next(iter_image_files(self.root), None) is None:
             raise LookalikeError(
@@ -236,6 +253,12 @@ class Indexer:
             f"--collection folder, or add --moved-from {coll.root} if that folder moved here "
             "(its files keep their vectors)"
         )
+
+    def _check_weights(self, coll: Collection) -> None:
+        """Refuse to add vectors of other weights than the stored ones (loads the backbone)."""
+        if not self._weights_checked:
+            coll.check_weights(self._extractor_for(coll.config).backbone_hash())
+            self._weights_checked = True
 
     def _extractor_for(self, config: PipelineConfig) -> FeatureExtractor:
         if self._extractor is None or self._extractor.config != config:
@@ -269,6 +292,8 @@ class Indexer:
                 self._extractor_for(coll.config)
             gen, rederive = (None, False) if redetect else self._base(coll)
             todo, deleted = self._plan(coll, gen, summary)
+            if todo:
+                self._check_weights(coll)
             self._embed(coll, todo, summary)
             changed = summary.embedded > 0 or bool(deleted) or gen is None or rederive
             changed = changed or _faces_stale(gen)
@@ -460,7 +485,7 @@ class Indexer:
             coll, gen, rederive, records, blocks, set(staged_row)
         )
         boxes = np.array([r.head_box for r in records], dtype=np.int32).reshape(-1, 4)
-        faces = self._face_items(config, gen, records, set(staged_row))
+        faces = self._face_items(coll, gen, records, set(staged_row))
         row_of = {int(i): row for row, i in enumerate(ids.tolist())}
         face_fused = fuse_items(fuser, faces, blocks, row_of)
         counts = {"indexed": len(records), **catalog.counts()}
@@ -474,7 +499,7 @@ class Indexer:
 
     def _face_items(
         self,
-        config: PipelineConfig,
+        coll: Collection,
         gen: Generation | None,
         records: list[FileRecord],
         fresh: set[int],
@@ -489,13 +514,15 @@ class Indexer:
                 log.warning("%s; the face items are computed again", exc.problem)
 
         def compute(todo: Sequence[FileRecord]) -> FaceItems:
-            extractor = self._extractor_for(config)
+            self._check_weights(coll)
+            extractor = self._extractor_for(coll.config)
             items = compute_face_items(todo, self.root, extractor, self.limits, self.progress)
             for block in items.blocks.values():  # fused from exactly what is stored
                 round_to_stored(block)
             return items
 
-        return carried_and_computed(previous, records, fresh, compute, head_keys(config.block_keys))
+        keys = head_keys(coll.config.block_keys)
+        return carried_and_computed(previous, records, fresh, compute, keys)
 
     def _fuse_and_index(
         self,
