@@ -74,8 +74,9 @@ def test_a_no_op_index_embeds_nothing_and_says_so(tmp_path):
     assert "1 removed" in removed.stdout and "images/s" not in removed.stdout
 
 
-def evaluate(coll: Path) -> tuple[dict, int]:
-    done, calls = counted("evaluate", coll, "--labels", "folders", "--json", "-q")
+def evaluate(coll: Path, *presets: str) -> tuple[dict, int]:
+    chosen = [arg for name in presets for arg in ("--preset", name)]
+    done, calls = counted("evaluate", coll, "--labels", "folders", "--json", "-q", *chosen)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout), calls["images"]
 
@@ -85,28 +86,38 @@ def test_evaluate_twice_embeds_nothing_the_second_time(tmp_path):
     coll = tmp_path / "coll"
     assert counted("index", root, "-c", coll, *FAKE)[0].returncode == 0
 
+    # The index pass cached what the default comparison needs: nothing to decode.
     table, images = evaluate(coll)
-    assert images == 2 * 9  # the blocks of v1..v4: both views of every picture, once
+    assert images == 0 and len(table["presets"]) == 5
+    shutil.rmtree(coll / "cache")
+    fresh, images = evaluate(coll)
+    assert images == 2 * 9 and fresh == table  # v1..v4: both views of every picture, once
     again, images = evaluate(coll)
     assert images == 0 and again == table
 
-    # A new picture costs its own views only; the cached rows of the others stay.
+
+def test_a_new_picture_costs_its_own_rows_only(tmp_path):
+    root = make_folder(tmp_path / "cards")
+    coll = tmp_path / "coll"
+    assert counted("index", root, "-c", coll, *FAKE)[0].returncode == 0
+    assert evaluate(coll, "photo")[1] == 9  # head.gem_mid: not cached by the index run
     draw(root / "blue" / "new.png", COLOURS["blue"], seed=99)
     assert counted("index", root, "-c", coll, *FAKE)[0].returncode == 0
-    grown, images = evaluate(coll)
-    assert images == 2 and grown["presets"][0]["queries"] == 10
+    grown, images = evaluate(coll, "photo")
+    assert images == 1 and grown["presets"][0]["queries"] == 10
+    assert evaluate(coll)[1] == 0  # the index run cached the new picture's compared blocks
 
 
 def test_a_changed_picture_is_computed_again_not_read_from_the_cache(tmp_path):
     root = make_folder(tmp_path / "cards")
     coll = tmp_path / "coll"
     assert counted("index", root, "-c", coll, *FAKE)[0].returncode == 0
-    evaluate(coll)
+    assert evaluate(coll, "photo")[1] == 9  # cached by evaluate
     # The same path (so the same id) with other pixels: its cached rows no longer hold.
     draw(root / "red" / "1.png", COLOURS["green"], seed=1234)
     assert counted("index", root, "-c", coll, *FAKE)[0].returncode == 0
-    table, images = evaluate(coll)
-    assert images == 2
+    table, images = evaluate(coll, "photo", "v1")  # v1's whole.logits: cached by the index
+    assert images == 1
     shutil.rmtree(coll / "cache")
-    fresh, images = evaluate(coll)
-    assert images == 2 * 9 and fresh == table  # the cache gave what computing gives
+    fresh, images = evaluate(coll, "photo", "v1")
+    assert images == 2 * 9 and fresh == table  # the caches gave what computing gives

@@ -125,6 +125,24 @@ def blocks_for(
     return {key: out[key] for key in keys}
 
 
+def add_to_cache(
+    coll: Collection,
+    extractor: FeatureExtractor,
+    key: str,
+    pictures: Pictures,
+    rows: np.ndarray,
+    vectors: np.ndarray,
+) -> None:
+    """Cache block `key` of `pictures[rows]` (computed by `extractor`'s settings, by an index
+    run from the same pass as its own blocks), beside the cached rows of the other
+    `pictures`; rows of pictures not among them are dropped."""
+    path = _cache_path(coll, extractor, key)
+    cached, have = _cached(path, pictures, _is_head(key))
+    out = np.zeros((len(have), vectors.shape[1]), BLOCK_DTYPE) if cached is None else cached
+    out[rows], have[rows] = vectors, True
+    _save(path, Pictures(pictures.digests[have], pictures.boxes[have]), out[have])
+
+
 def keep_in_cache(coll: Collection, gen: Generation, extractor: FeatureExtractor) -> None:
     """Copy the generation's blocks (computed by `extractor`'s settings) into the cache, so
     that they are found again after the collection switches to other settings and back."""

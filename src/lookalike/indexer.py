@@ -17,11 +17,19 @@ from typing import Protocol
 import numpy as np
 from tqdm import tqdm
 
+from lookalike.blockstore import Pictures, add_to_cache
 from lookalike.catalog import FileRecord
-from lookalike.collection import Collection, Generation, new_index, round_to_stored
-from lookalike.config import PipelineConfig, get_preset
+from lookalike.collection import (
+    BLOCK_DTYPE,
+    Collection,
+    Generation,
+    new_index,
+    round_to_stored,
+)
+from lookalike.config import PipelineConfig, get_preset, preset_names_for_evaluation
 from lookalike.decode_pool import DecodePool
 from lookalike.errors import CollectionError, DamagedPartError, ImageLoadError, LookalikeError
+from lookalike.evaluate import blocks_to_compare
 from lookalike.expansion import expand_collection
 from lookalike.faces import (
     FaceItems,
@@ -46,6 +54,11 @@ from lookalike.switch import (
 )
 
 log = logging.getLogger(__name__)
+
+# Above this many pictures an index run caches only its own blocks: evaluate's exact
+# leave-one-out scoring holds an n x n similarity matrix (1.6 GB at 20,000), and the
+# compared blocks of EfficientNet-Lite0 take about 9 KB a picture (180 MB at 20,000).
+EVALUATE_CACHE_MAX = 20_000
 
 
 @dataclass
@@ -137,15 +150,18 @@ def load_record(
     return _Loaded(rec, analysis)
 
 
-def embed_loaded(extractor: FeatureExtractor, batch: Sequence[_Loaded]) -> ProcessedBatch:
-    """Embed the loaded files of a batch (the single-process and the Ray engine both call it)."""
+def embed_loaded(
+    extractor: FeatureExtractor, batch: Sequence[_Loaded], keys: Sequence[str] = ()
+) -> ProcessedBatch:
+    """Embed the loaded files of a batch (the single-process and the Ray engine both call it):
+    the config's blocks, or `keys` (which hold them) when given."""
     good = [item for item in batch if item.analysis is not None]
     analyses = [item.analysis for item in good if item.analysis is not None]
     extractor.settle_fallbacks(analyses)
     for item, analysis in zip(good, analyses, strict=True):
         item.record.head_box = analysis.head_box
     views = [analysis.views for analysis in analyses]
-    blocks = extractor.compute(views, extractor.config.block_keys) if good else {}
+    blocks = extractor.compute(views, keys or extractor.config.block_keys) if good else {}
     ids = np.array([item.record.id for item in good], dtype=np.int64)
     return ProcessedBatch([item.record for item in batch], ids, blocks)
 
@@ -211,6 +227,7 @@ class Indexer:
         self._moved = False
         self._switch_to: PipelineConfig | None = None  # other settings than the stored ones
         self._weights_checked = False
+        self._keys: list[str] = []  # the blocks each embedded file gets (set by _run)
 
     # -- opening -----------------------------------------------------------------
     def _open(self) -> Collection:
@@ -292,6 +309,7 @@ class Indexer:
                 self._extractor_for(coll.config)
             gen, rederive = (None, False) if redetect else self._base(coll)
             todo, deleted = self._plan(coll, gen, summary)
+            self._keys = blocks_computed(coll.config, summary.scanned)
             if todo:
                 self._check_weights(coll)
             self._embed(coll, todo, summary)
@@ -415,7 +433,7 @@ class Indexer:
             )
             return
         for batch in self._batches(todo):
-            yield embed_loaded(self.extractor, batch)
+            yield embed_loaded(self.extractor, batch, self._keys)
 
     def _embed(self, coll: Collection, todo: list[FileRecord], summary: IndexSummary) -> None:
         if not todo:
@@ -492,10 +510,35 @@ class Indexer:
         if config.head_dir:  # the head that computed the v5 blocks (blockstore._stored_fits)
             coll.manifest["head_fingerprint"] = self._extractor_for(config).head.fingerprint
         coll.commit(ids, boxes, blocks, fuser, fused, index, counts, faces, face_fused)
+        pictures = Pictures(np.array([r.sha256 or "" for r in records], "<U64"), boxes)
+        self._cache_for_evaluate(coll, pictures, chunks, stage_rows, from_stage)
         catalog.delete_paths(deleted)
         staging.clear()
         summary.committed = True
         summary.total_indexed = len(records)
+
+    def _cache_for_evaluate(
+        self,
+        coll: Collection,
+        pictures: Pictures,
+        chunks: list[Path],
+        stage_rows: np.ndarray,
+        from_stage: np.ndarray,
+    ) -> None:
+        """The blocks `evaluate` compares, staged beside the config's from the same pass, go
+        to the collection's cache (blockstore.py): its first run decodes none of them."""
+        staging = Staging(coll.staging_dir)
+        for key in self._keys:
+            if key in coll.config.block_keys or not from_stage.any():
+                continue
+            try:
+                parts = staging.block(chunks, key)
+            except KeyError:  # staged by a run that did not compute it (or by the Ray engine)
+                continue
+            every = np.ones(len(stage_rows), dtype=bool)
+            vectors = merged_block(key, parts, stage_rows, None, stage_rows[:0], every)
+            rows = np.flatnonzero(from_stage)
+            add_to_cache(coll, self.extractor, key, pictures, rows, vectors.astype(BLOCK_DTYPE))
 
     def _face_items(
         self,
@@ -566,6 +609,16 @@ class Indexer:
         ]
         index.update(ids, fused, metadata, fresh, np.setdiff1d(before, ids))
         return fuser, fused, index
+
+
+def blocks_computed(config: PipelineConfig, pictures: int) -> list[str]:
+    """The blocks an index run computes for each file it embeds: the config's, and those
+    `evaluate` compares by default (they come from the same decode and backbone pass, and
+    are cached), for collections of at most EVALUATE_CACHE_MAX pictures."""
+    if pictures > EVALUATE_CACHE_MAX:
+        return list(config.block_keys)
+    compared = blocks_to_compare(config, preset_names_for_evaluation())
+    return list(dict.fromkeys([*config.block_keys, *compared]))
 
 
 def _faces_stale(gen: Generation | None) -> bool:
