@@ -511,7 +511,10 @@ class Indexer:
             coll.manifest["head_fingerprint"] = self._extractor_for(config).head.fingerprint
         coll.commit(ids, boxes, blocks, fuser, fused, index, counts, faces, face_fused)
         pictures = Pictures(np.array([r.sha256 or "" for r in records], "<U64"), boxes)
-        self._cache_for_evaluate(coll, pictures, chunks, stage_rows, from_stage)
+        try:  # a cache: the committed generation stands without it
+            self._cache_for_evaluate(coll, pictures, chunks, stage_rows, from_stage)
+        except OSError as exc:
+            log.warning("%s: the blocks evaluate compares were not cached (%s)", coll.path, exc)
         catalog.delete_paths(deleted)
         staging.clear()
         summary.committed = True
