@@ -307,6 +307,11 @@ def test_collection_errors_are_clear_messages(small_collection, tmp_path, capsys
     # Vectors made with other weights (an upgraded model package) must not be compared.
     break_manifest(coll, weights_hash="fake:older-weights")
     expect_error(capsys, ["query", str(coll), query], 2, "other backbone weights")
+    # An index run with nothing to embed adds no vector, so it loads no backbone to check
+    # the weights (issue 20: a no-op in under 2 s); one with a file to embed refuses.
+    assert main(["index", str(root), "-c", str(coll), *FAKE]) == 0
+    assert "nothing changed" in capsys.readouterr().out
+    draw(root / "c0" / "new.png", COLOURS[0], seed=999)
     expect_error(capsys, ["index", str(root), "-c", str(coll), *FAKE], 2, "other backbone weights")
     assert main(["query", str(coll), "c0/00.png"]) == 0  # stored vectors still answer by path
     capsys.readouterr()

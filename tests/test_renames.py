@@ -32,6 +32,8 @@ def lookalike(*args: object) -> subprocess.CompletedProcess[str]:
 
 
 def embedded_now(out: str) -> int:
+    if re.search(r"^nothing changed: \d+ pictures", out, re.M):  # a run with nothing to do
+        return 0
     return int(re.search(r"\((\d+) embedded now", out).group(1))
 
 

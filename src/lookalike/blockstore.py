@@ -3,6 +3,14 @@
 Blocks the collection was indexed with come from the generation; others are
 computed once from the images (re-using the stored head boxes, so nothing is
 detected again) and cached in the collection's ``cache/`` folder.
+
+The cache is kept per picture: each cached row carries the sha256 of its file's bytes
+(and, for a head view, the head box it was cut from), under a folder named by the
+fingerprint of what computes the feature (backbone weights and options, trained head).
+A picture added, changed or removed since the cache was written costs only its own row:
+the other rows are re-used, and `evaluate` run twice computes nothing the second time.
+(Caches of the format before this one, keyed by the generation's id list, are computed
+again once: a changed file kept its id, so an id alone could name stale vectors.)
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import sys
 import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +34,34 @@ from lookalike.fileio import atomic_save_npz
 from lookalike.images import load_image
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Computed:
+    """What `blocks_for` had to compute from the images (the rest was stored or cached)."""
+
+    keys: list[str] = field(default_factory=list)
+    pictures: int = 0  # pictures decoded for them
+
+
+@dataclass(frozen=True)
+class Pictures:
+    """Who the generation's rows are: what a cached row must match to be re-used."""
+
+    digests: np.ndarray  # (N,) sha256 of each row's file; "" (unknown) never matches
+    boxes: np.ndarray  # (N, 4) int32 head boxes
+
+    @classmethod
+    def of(cls, coll: Collection, gen: Generation) -> Pictures:
+        records = coll.catalog.get_many(gen.ids.tolist())
+        digests = [getattr(records.get(int(i)), "sha256", None) or "" for i in gen.ids]
+        return cls(np.array(digests, dtype="<U64"), np.asarray(gen.head_boxes, np.int32))
+
+    def keys(self, head: bool) -> list[tuple[str, ...]]:
+        """A row's identity: its bytes, and for a head view the box it was cut from."""
+        if not head:
+            return [(d,) for d in self.digests.tolist()]
+        return [(d, *b) for d, b in zip(self.digests.tolist(), self.boxes.tolist(), strict=True)]
 
 
 def _cache_path(coll: Collection, extractor: FeatureExtractor, key: str) -> Path:
@@ -43,64 +80,117 @@ def blocks_for(
     extractor: FeatureExtractor,
     batch_size: int = 32,
     progress: bool = True,
-    computed: list[str] | None = None,
+    computed: Computed | None = None,
 ) -> dict[str, np.ndarray]:
     """Blocks `keys` for every item of `gen`: stored, cached, or computed and cached.
 
-    The keys that had to be computed from the images are appended to `computed`.
+    Only the pictures some key has no cached row for are decoded, once for all the keys
+    (one backbone pass gives every output of a view); `computed` says what that took.
     """
-    ids = gen.ids
+    pictures = Pictures.of(coll, gen)
     out: dict[str, np.ndarray] = {}
-    missing: list[str] = []
+    partial: dict[str, tuple[np.ndarray | None, np.ndarray]] = {}  # key -> (cached, have)
     for key in keys:
         if gen.has_block(key) and _stored_fits(coll, extractor, key):
             out[key] = np.asarray(gen.block(key), np.float32)  # stored as float16
             continue
-        cached = _cached(_cache_path(coll, extractor, key), ids)
+        cached, have = _cached(_cache_path(coll, extractor, key), pictures, _is_head(key))
+        if cached is not None and have.all():
+            out[key] = cached.astype(np.float32)
+        else:
+            partial[key] = (cached, have)
+    todo = np.flatnonzero(~np.logical_and.reduce([have for _, have in partial.values()]))
+    report = computed if computed is not None else Computed()
+    report.keys.extend(partial)
+    report.pictures = len(todo) if partial else 0
+    if not partial:
+        log.info("%s: every block stored or cached; no picture decoded", coll.path)
+        return {key: out[key] for key in keys}
+    log.info(
+        "%s: computing %s for %d of %d pictures",
+        coll.path,
+        ", ".join(partial),
+        len(todo),
+        len(gen.ids),
+    )
+    fresh = _compute(coll, gen, list(partial), extractor, todo, batch_size, progress)
+    for key, (cached, have) in partial.items():
+        vectors = np.zeros((len(gen.ids), fresh[key].shape[1]), BLOCK_DTYPE)
         if cached is not None:
-            out[key] = cached
-            continue
-        missing.append(key)
-    if computed is not None:
-        computed.extend(missing)
-    if missing:
-        fresh = _compute(coll, gen, missing, extractor, batch_size, progress)
-        for key, vectors in fresh.items():
-            path = _cache_path(coll, extractor, key)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            stored = vectors.astype(BLOCK_DTYPE)
-            atomic_save_npz(path, {"ids": ids, "vectors": stored})
-            out[key] = stored.astype(np.float32)  # what a later run reads from the cache
+            vectors[have] = cached[have]
+        missing = np.flatnonzero(~have)
+        vectors[missing] = fresh[key][np.searchsorted(todo, missing)]
+        _save(_cache_path(coll, extractor, key), pictures, vectors)
+        out[key] = vectors.astype(np.float32)  # what a later run reads from the cache
     return {key: out[key] for key in keys}
+
+
+def add_to_cache(
+    coll: Collection,
+    extractor: FeatureExtractor,
+    key: str,
+    pictures: Pictures,
+    rows: np.ndarray,
+    vectors: np.ndarray,
+) -> None:
+    """Cache block `key` of `pictures[rows]` (computed by `extractor`'s settings, by an index
+    run from the same pass as its own blocks), beside the cached rows of the other
+    `pictures`; rows of pictures not among them are dropped."""
+    path = _cache_path(coll, extractor, key)
+    cached, have = _cached(path, pictures, _is_head(key))
+    out = np.zeros((len(have), vectors.shape[1]), BLOCK_DTYPE) if cached is None else cached
+    out[rows], have[rows] = vectors, True
+    _save(path, Pictures(pictures.digests[have], pictures.boxes[have]), out[have])
 
 
 def keep_in_cache(coll: Collection, gen: Generation, extractor: FeatureExtractor) -> None:
     """Copy the generation's blocks (computed by `extractor`'s settings) into the cache, so
     that they are found again after the collection switches to other settings and back."""
+    pictures = Pictures.of(coll, gen)
     for key in extractor.config.block_keys:
         if split_key(key)[1] == HEAD_FEATURE or not gen.has_block(key):
             continue  # v5 blocks: the trained head's folder keeps what computes them
         if not _stored_fits(coll, extractor, key):
             continue  # computed by other weights than the extractor's: not its vectors
         path = _cache_path(coll, extractor, key)
-        if _cached(path, gen.ids) is None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_save_npz(path, {"ids": gen.ids, "vectors": np.asarray(gen.block(key))})
+        cached, have = _cached(path, pictures, _is_head(key))
+        if cached is None or not have.all():
+            _save(path, pictures, np.asarray(gen.block(key), BLOCK_DTYPE))
 
 
-def _cached(path: Path, ids: np.ndarray) -> np.ndarray | None:
-    """The cached vectors of `ids`, or None: not cached, for other ids, or damaged (a cache:
-    computed again, with a warning)."""
+def _is_head(key: str) -> bool:
+    return split_key(key)[0] == "head"
+
+
+def _save(path: Path, pictures: Pictures, vectors: np.ndarray) -> None:
+    """The cached rows of the generation's pictures (rows of pictures gone are dropped)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"sha256": pictures.digests, "boxes": pictures.boxes, "vectors": vectors}
+    atomic_save_npz(path, arrays)
+
+
+def _cached(path: Path, pictures: Pictures, head: bool) -> tuple[np.ndarray | None, np.ndarray]:
+    """The cached rows of `pictures` (float16, in their order) and which of them were found;
+    (None, none found): not cached, of the old format, or damaged (a cache: computed again,
+    with a warning)."""
+    none = np.zeros(len(pictures.digests), dtype=bool)
     if not path.exists():
-        return None
+        return None, none
     try:
         with np.load(path, allow_pickle=False) as data:
-            if not np.array_equal(data["ids"], ids):
-                return None
-            return np.asarray(data["vectors"], np.float32)
+            if "sha256" not in data.files:
+                return None, none  # the format keyed by ids (see the module's note)
+            stored = Pictures(data["sha256"], data["boxes"])
+            vectors = np.asarray(data["vectors"])
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         log.warning("%s: damaged cached features (%s); computing them again", path, exc)
-        return None
+        return None, none
+    row_of = {k: row for row, k in enumerate(stored.keys(head)) if k[0]}
+    rows = np.array([row_of.get(k, -1) for k in pictures.keys(head)], dtype=np.int64)
+    have = rows >= 0
+    out = np.zeros((len(rows), vectors.shape[1]), BLOCK_DTYPE)
+    out[have] = vectors[rows[have]]
+    return out, have
 
 
 def _stored_fits(coll: Collection, extractor: FeatureExtractor, key: str) -> bool:
@@ -122,12 +212,14 @@ def _compute(
     gen: Generation,
     keys: list[str],
     extractor: FeatureExtractor,
+    rows: np.ndarray,
     batch_size: int,
     progress: bool,
 ) -> dict[str, np.ndarray]:
+    """Blocks `keys` of the generation's `rows` (in that order), from their images."""
     ids = gen.ids
     boxes = gen.head_boxes
-    records = coll.catalog.get_many(ids.tolist())
+    records = coll.catalog.get_many(ids[rows].tolist())
 
     def views(row: int):
         rec = records.get(int(ids[row]))
@@ -143,17 +235,17 @@ def _compute(
 
     parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     bar = tqdm(
-        total=len(ids),
+        total=len(rows),
         unit="img",
         desc=f"computing {', '.join(keys)}",
         disable=not progress,
         file=sys.stderr,
     )
     with ThreadPoolExecutor(2) as pool:
-        for start in range(0, len(ids), batch_size):
-            batch = list(pool.map(views, range(start, min(start + batch_size, len(ids)))))
+        for start in range(0, len(rows), batch_size):
+            batch = list(pool.map(views, rows[start : start + batch_size].tolist()))
             for key, array in extractor.compute(batch, keys).items():
-                parts[key].append(array)
+                parts[key].append(array.astype(BLOCK_DTYPE))
             bar.update(len(batch))
     bar.close()
     return {k: np.concatenate(v) for k, v in parts.items()}

@@ -126,6 +126,14 @@ def preset_like(name: str, base: PipelineConfig) -> PipelineConfig:
     )
 
 
+def blocks_to_compare(base: PipelineConfig, presets: Sequence[str]) -> list[str]:
+    """Every block the `presets` need on the collection's settings `base`, and the feel's:
+    one pass over the images gives them all (one forward pass gives every output of a
+    view)."""
+    configs = [preset_like(name, base) for name in presets]
+    return list(dict.fromkeys([*(k for c in configs for k in c.block_keys), FEEL_BLOCK]))
+
+
 def evaluate(
     coll: Collection,
     labels: Labels,
@@ -139,9 +147,7 @@ def evaluate(
     gen = coll.require_generation()
     base = coll.config
     configs = [preset_like(name, base) for name in presets]
-    # Every block any preset needs, in one pass over the images (one forward pass gives
-    # all backbone outputs of a view).
-    keys = list(dict.fromkeys([*(k for c in configs for k in c.block_keys), FEEL_BLOCK]))
+    keys = blocks_to_compare(base, presets)
     extractor = FeatureExtractor(configs[0], backbone=backbone)
     blocks = blocks_for(coll, gen, keys, extractor, progress=progress)
     results = []

@@ -17,11 +17,19 @@ from typing import Protocol
 import numpy as np
 from tqdm import tqdm
 
+from lookalike.blockstore import Pictures, add_to_cache
 from lookalike.catalog import FileRecord
-from lookalike.collection import Collection, Generation, new_index, round_to_stored
-from lookalike.config import PipelineConfig, get_preset
+from lookalike.collection import (
+    BLOCK_DTYPE,
+    Collection,
+    Generation,
+    new_index,
+    round_to_stored,
+)
+from lookalike.config import PipelineConfig, get_preset, preset_names_for_evaluation
 from lookalike.decode_pool import DecodePool
 from lookalike.errors import CollectionError, DamagedPartError, ImageLoadError, LookalikeError
+from lookalike.evaluate import blocks_to_compare
 from lookalike.expansion import expand_collection
 from lookalike.faces import (
     FaceItems,
@@ -47,6 +55,11 @@ from lookalike.switch import (
 
 log = logging.getLogger(__name__)
 
+# Above this many pictures an index run caches only its own blocks: evaluate's exact
+# leave-one-out scoring holds an n x n similarity matrix (1.6 GB at 20,000), and the
+# compared blocks of EfficientNet-Lite0 take about 9 KB a picture (180 MB at 20,000).
+EVALUATE_CACHE_MAX = 20_000
+
 
 @dataclass
 class IndexSummary:
@@ -68,8 +81,17 @@ class IndexSummary:
     def images_per_second(self) -> float:
         return self.embedded / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def nothing_changed(self) -> bool:
+        """Whether the run found the folder as the collection has it and wrote nothing."""
+        moved = self.embedded or self.renamed or self.deleted or self.moved_root
+        return not (moved or self.committed or self.switch is not None)
+
     def lines(self) -> list[str]:
         out = [f"collection: {safe_display(self.collection)}"]
+        if self.nothing_changed:
+            out.append(f"nothing changed: {self.total_indexed} pictures ({self.seconds:.1f} s)")
+            return out + (self._skipped_lines() if self.skipped else [])
         if self.moved_root:
             out.append("folder moved: the collection indexes the new folder, files kept their ids")
         if self.switch is not None:
@@ -79,12 +101,18 @@ class IndexSummary:
             f"{self.unchanged} unchanged, {self.renamed} renamed or moved, "
             f"{self.deleted} removed)",
             f"head crops from fallback (no face found): {self.fallbacks} of {self.embedded}",
-            f"skipped: {len(self.skipped)}",
         ]
+        out += self._skipped_lines()
+        # A rate only where something was embedded: "0.0 images/s" reads as a stall.
+        rate = f" ({self.images_per_second:.1f} images/s)" if self.embedded else ""
+        out.append(f"time: {self.seconds:.1f} s{rate}")
+        return out
+
+    def _skipped_lines(self) -> list[str]:
+        out = [f"skipped: {len(self.skipped)}"]
         out += [f"  {safe_display(path)}: {reason}" for path, reason in self.skipped[:20]]
         if len(self.skipped) > 20:
             out.append(f"  ... and {len(self.skipped) - 20} more (lookalike info COLL --errors)")
-        out.append(f"time: {self.seconds:.1f} s ({self.images_per_second:.1f} images/s)")
         return out
 
 
@@ -122,15 +150,18 @@ def load_record(
     return _Loaded(rec, analysis)
 
 
-def embed_loaded(extractor: FeatureExtractor, batch: Sequence[_Loaded]) -> ProcessedBatch:
-    """Embed the loaded files of a batch (the single-process and the Ray engine both call it)."""
+def embed_loaded(
+    extractor: FeatureExtractor, batch: Sequence[_Loaded], keys: Sequence[str] = ()
+) -> ProcessedBatch:
+    """Embed the loaded files of a batch (the single-process and the Ray engine both call it):
+    the config's blocks, or `keys` (which hold them) when given."""
     good = [item for item in batch if item.analysis is not None]
     analyses = [item.analysis for item in good if item.analysis is not None]
     extractor.settle_fallbacks(analyses)
     for item, analysis in zip(good, analyses, strict=True):
         item.record.head_box = analysis.head_box
     views = [analysis.views for analysis in analyses]
-    blocks = extractor.compute(views, extractor.config.block_keys) if good else {}
+    blocks = extractor.compute(views, keys or extractor.config.block_keys) if good else {}
     ids = np.array([item.record.id for item in good], dtype=np.int64)
     return ProcessedBatch([item.record for item in batch], ids, blocks)
 
@@ -195,6 +226,8 @@ class Indexer:
         self.moved_from = Path(moved_from).resolve() if moved_from else None
         self._moved = False
         self._switch_to: PipelineConfig | None = None  # other settings than the stored ones
+        self._weights_checked = False
+        self._keys: list[str] = []  # the blocks each embedded file gets (set by _run)
 
     # -- opening -----------------------------------------------------------------
     def _open(self) -> Collection:
@@ -207,8 +240,9 @@ class Indexer:
                 self._switch_to = config
                 self._extractor_for(config)
                 return coll
-            extractor = self._extractor_for(config)
-            coll.check_weights(extractor.backbone_hash())
+            # The weights are checked only before something is computed (`_check_weights`):
+            # a run with nothing to embed never loads the backbone.
+            self._extractor_for(config)
             return coll
         if next(iter_image_files(self.root), None) is None:
             raise LookalikeError(
@@ -236,6 +270,12 @@ class Indexer:
             f"--collection folder, or add --moved-from {coll.root} if that folder moved here "
             "(its files keep their vectors)"
         )
+
+    def _check_weights(self, coll: Collection) -> None:
+        """Refuse to add vectors of other weights than the stored ones (loads the backbone)."""
+        if not self._weights_checked:
+            coll.check_weights(self._extractor_for(coll.config).backbone_hash())
+            self._weights_checked = True
 
     def _extractor_for(self, config: PipelineConfig) -> FeatureExtractor:
         if self._extractor is None or self._extractor.config != config:
@@ -269,6 +309,9 @@ class Indexer:
                 self._extractor_for(coll.config)
             gen, rederive = (None, False) if redetect else self._base(coll)
             todo, deleted = self._plan(coll, gen, summary)
+            self._keys = blocks_computed(coll.config, summary.scanned)
+            if todo:
+                self._check_weights(coll)
             self._embed(coll, todo, summary)
             changed = summary.embedded > 0 or bool(deleted) or gen is None or rederive
             changed = changed or _faces_stale(gen)
@@ -390,7 +433,7 @@ class Indexer:
             )
             return
         for batch in self._batches(todo):
-            yield embed_loaded(self.extractor, batch)
+            yield embed_loaded(self.extractor, batch, self._keys)
 
     def _embed(self, coll: Collection, todo: list[FileRecord], summary: IndexSummary) -> None:
         if not todo:
@@ -460,21 +503,49 @@ class Indexer:
             coll, gen, rederive, records, blocks, set(staged_row)
         )
         boxes = np.array([r.head_box for r in records], dtype=np.int32).reshape(-1, 4)
-        faces = self._face_items(config, gen, records, set(staged_row))
+        faces = self._face_items(coll, gen, records, set(staged_row))
         row_of = {int(i): row for row, i in enumerate(ids.tolist())}
         face_fused = fuse_items(fuser, faces, blocks, row_of)
         counts = {"indexed": len(records), **catalog.counts()}
         if config.head_dir:  # the head that computed the v5 blocks (blockstore._stored_fits)
             coll.manifest["head_fingerprint"] = self._extractor_for(config).head.fingerprint
         coll.commit(ids, boxes, blocks, fuser, fused, index, counts, faces, face_fused)
+        pictures = Pictures(np.array([r.sha256 or "" for r in records], "<U64"), boxes)
+        try:  # a cache: the committed generation stands without it
+            self._cache_for_evaluate(coll, pictures, chunks, stage_rows, from_stage)
+        except OSError as exc:
+            log.warning("%s: the blocks evaluate compares were not cached (%s)", coll.path, exc)
         catalog.delete_paths(deleted)
         staging.clear()
         summary.committed = True
         summary.total_indexed = len(records)
 
+    def _cache_for_evaluate(
+        self,
+        coll: Collection,
+        pictures: Pictures,
+        chunks: list[Path],
+        stage_rows: np.ndarray,
+        from_stage: np.ndarray,
+    ) -> None:
+        """The blocks `evaluate` compares, staged beside the config's from the same pass, go
+        to the collection's cache (blockstore.py): its first run decodes none of them."""
+        staging = Staging(coll.staging_dir)
+        for key in self._keys:
+            if key in coll.config.block_keys or not from_stage.any():
+                continue
+            try:
+                parts = staging.block(chunks, key)
+            except KeyError:  # staged by a run that did not compute it (or by the Ray engine)
+                continue
+            every = np.ones(len(stage_rows), dtype=bool)
+            vectors = merged_block(key, parts, stage_rows, None, stage_rows[:0], every)
+            rows = np.flatnonzero(from_stage)
+            add_to_cache(coll, self.extractor, key, pictures, rows, vectors.astype(BLOCK_DTYPE))
+
     def _face_items(
         self,
-        config: PipelineConfig,
+        coll: Collection,
         gen: Generation | None,
         records: list[FileRecord],
         fresh: set[int],
@@ -489,13 +560,15 @@ class Indexer:
                 log.warning("%s; the face items are computed again", exc.problem)
 
         def compute(todo: Sequence[FileRecord]) -> FaceItems:
-            extractor = self._extractor_for(config)
+            self._check_weights(coll)
+            extractor = self._extractor_for(coll.config)
             items = compute_face_items(todo, self.root, extractor, self.limits, self.progress)
             for block in items.blocks.values():  # fused from exactly what is stored
                 round_to_stored(block)
             return items
 
-        return carried_and_computed(previous, records, fresh, compute, head_keys(config.block_keys))
+        keys = head_keys(coll.config.block_keys)
+        return carried_and_computed(previous, records, fresh, compute, keys)
 
     def _fuse_and_index(
         self,
@@ -539,6 +612,16 @@ class Indexer:
         ]
         index.update(ids, fused, metadata, fresh, np.setdiff1d(before, ids))
         return fuser, fused, index
+
+
+def blocks_computed(config: PipelineConfig, pictures: int) -> list[str]:
+    """The blocks an index run computes for each file it embeds: the config's, and those
+    `evaluate` compares by default (they come from the same decode and backbone pass, and
+    are cached), for collections of at most EVALUATE_CACHE_MAX pictures."""
+    if pictures > EVALUATE_CACHE_MAX:
+        return list(config.block_keys)
+    compared = blocks_to_compare(config, preset_names_for_evaluation())
+    return list(dict.fromkeys([*config.block_keys, *compared]))
 
 
 def _faces_stale(gen: Generation | None) -> bool:

@@ -19,7 +19,7 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 
-from lookalike.blockstore import blocks_for, keep_in_cache
+from lookalike.blockstore import Computed, blocks_for, keep_in_cache
 from lookalike.collection import Collection, new_index
 from lookalike.config import PipelineConfig
 from lookalike.embed import Backbone
@@ -43,7 +43,7 @@ class SwitchReport:
     redetect: list[str] = field(default_factory=list)  # the detection settings that changed
     reused: list[str] = field(default_factory=list)
     computed: list[str] = field(default_factory=list)
-    items: int = 0
+    items: int = 0  # pictures decoded for the computed blocks
 
     @property
     def why(self) -> str:
@@ -105,11 +105,12 @@ def switch_settings(
         _adopt(coll, wanted, extractor)
         return report
     keep_in_cache(coll, gen, FeatureExtractor(stored, backbone=shared_backbone(extractor, stored)))
+    computed = Computed()
     blocks = blocks_for(
-        coll, gen, wanted.block_keys, extractor, progress=progress, computed=report.computed
+        coll, gen, wanted.block_keys, extractor, progress=progress, computed=computed
     )
+    report.computed, report.items = computed.keys, computed.pictures
     report.reused = [k for k in wanted.block_keys if k not in report.computed]
-    report.items = len(gen.ids)
     fuser = Fuser(wanted.blocks, wanted.fusion).fit(blocks)
     fused = expand_collection(fuser.transform(blocks), wanted)
     index = new_index(wanted)

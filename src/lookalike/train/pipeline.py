@@ -59,6 +59,9 @@ def train_head(
         raise LabelsError("fewer than two images have labels for the chosen tasks")
     chosen, targets = candidates[labelled], targets[labelled]
     ext = FeatureExtractor(coll.config)
+    # The pixels, not stored features: the network is tuned on random views of them, so no
+    # backbone output can be re-used. Detection is (the stored head boxes); the decode is
+    # once per run, where every epoch runs the network forward and back on each picture.
     views = [
         ext.views_from_box(_image(coll, records[ids[r]].path), gen.head_boxes[r]) for r in chosen
     ]
