@@ -302,8 +302,11 @@ class Collection:
 
     @property
     def repair(self) -> str:
-        """The command that repairs this collection (named in messages about damage)."""
-        return f"`lookalike index {self.root} --collection {self.path}`"
+        """The command that repairs this collection (named in messages about damage), as
+        this shell can run it (`.venv/bin/lookalike` where the venv is not activated)."""
+        from lookalike.invocation import lookalike_command
+
+        return f"`{lookalike_command()} index {self.root} --collection {self.path}`"
 
     @property
     def catalog(self) -> Catalog:
