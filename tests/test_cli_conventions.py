@@ -252,3 +252,22 @@ def test_quiet_serve_answers_without_a_request_log(photos, tmp_path):
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert "GET" not in err and "/api/info" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("presets", {"default", "photo", "v1", "v2", "v3", "v4", "v5"}),
+        ("detectors", {"animeface", "haar", "none"}),
+        ("backbones", {"efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"}),
+        ("indexes", {"auto", "exact", "annoy", "hnswlib", "faiss", "milvus"}),
+    ],
+)
+def test_each_registry_lists_its_names_one_line_each(command, expected):
+    done = lookalike(command)
+    assert done.returncode == 0 and done.stderr == ""
+    lines = done.stdout.splitlines()
+    names = [line.split()[0] for line in lines]
+    assert expected <= set(names) and len(names) == len(set(names))
+    # Each with its one-line description from the registry.
+    assert all(len(line.split(maxsplit=1)) == 2 for line in lines if line.split()[0] in expected)

@@ -6,7 +6,7 @@ import errno
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -337,6 +337,3 @@ class Catalog:
             n = len(rec.faces or [])
             counts[str(n) if n < 3 else "3+"] += 1
         return counts
-
-    def iter_errors(self) -> Iterator[FileRecord]:
-        yield from self.by_status("error")

@@ -25,6 +25,7 @@ from lookalike.names import safe_display
 if TYPE_CHECKING:
     from lookalike.collection import Collection
     from lookalike.labels import Labels
+    from lookalike.registry import Registry
     from lookalike.search import QueryResult, Searcher
     from lookalike.train.options import TrainOptions
 
@@ -56,21 +57,36 @@ REGISTRY_PLACEHOLDERS = (
 )
 
 
+# The commands that list a registry, one line per name (`lookalike presets` ...).
+LISTED_REGISTRIES = {
+    "presets": "pipeline presets (index --preset)",
+    "detectors": "head detectors (index --detector)",
+    "backbones": "CNN backbones (index --backbone)",
+    "indexes": "vector index backends (index --index-backend)",
+}
+
+
+def registry(kind: str) -> Registry[Any]:
+    """The registry a listing command or help placeholder names, its members registered."""
+    if kind == "presets":
+        from lookalike.config import PRESETS as found
+    elif kind == "detectors":
+        from lookalike.detect import DETECTORS as found
+    elif kind == "backbones":
+        from lookalike.embed import BACKBONES as found
+    else:
+        from lookalike.index import INDEXES as found
+    return found
+
+
 def registry_names(placeholder: str) -> str:
     """The registered names a help placeholder stands for, comma-separated."""
-    if placeholder == "{presets}":
-        from lookalike.config import list_presets as names
-    elif placeholder == "{evaluated_presets}":
+    if placeholder == "{evaluated_presets}":
         from lookalike.config import preset_names_for_evaluation
 
         return " ".join(preset_names_for_evaluation())
-    elif placeholder == "{detectors}":
-        from lookalike.detect import list_detectors as names
-    elif placeholder == "{backbones}":
-        from lookalike.embed import list_backbones as names
-    else:
-        from lookalike.index import list_indexes as names
-    return ", ".join(names())
+    kind = {"{index_backends}": "indexes"}.get(placeholder, placeholder.strip("{}"))
+    return ", ".join(registry(kind).names())
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -560,6 +576,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sheets", type=Path, help="write a contact sheet per group into this folder")
     _add_table_formats(p)
 
+    for kind, what in LISTED_REGISTRIES.items():
+        add_command(kind, help=f"list the {what}", description=f"The {what}, one per line.")
+
     p = add_command(
         "demo",
         help="generate the built-in sample, index it, query, evaluate",
@@ -957,6 +976,15 @@ def _print_rows(args: argparse.Namespace, as_json: Any, header: list[str], rows:
         print("  ".join(safe_display(str(c)) for c in row))
 
 
+def cmd_list(args: argparse.Namespace) -> int:
+    """`lookalike presets` (detectors, backbones, indexes): one line per registered name."""
+    described = registry(args.command).describe()
+    width = max(map(len, described), default=0)
+    for name, text in described.items():
+        print(f"{name:<{width}}  {text}".rstrip())
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from lookalike.demo import run_demo
 
@@ -999,6 +1027,7 @@ COMMANDS = {
     "groups": cmd_groups,
     "demo": cmd_demo,
     "serve": cmd_serve,
+    **{kind: cmd_list for kind in LISTED_REGISTRIES},
 }
 
 

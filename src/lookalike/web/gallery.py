@@ -126,7 +126,6 @@ class Gallery:
         self.root = coll.root.resolve()
         self.evaluation_path = Path(evaluation) if evaluation else coll.path / EVALUATION_FILE
         self._model_lock = threading.Lock()
-        self._weights_checked = False
         self._reports_lock = threading.Lock()  # groups and duplicates: computed once
         self._reports: dict[str, dict[str, Any]] = {}
         self._evaluation: tuple[tuple[int, int], dict[str, Any]] | None = None
