@@ -1,13 +1,14 @@
 # Two entry points, each installs what it needs into ./.venv first:
 #   make demo   - draw the built-in sample, index it, query it, evaluate the presets
 #   make test   - lint and run the whole test suite
+#   make test-fast - lint and run all but the slow and weights tests
 # Neither activates the venv: run `. .venv/bin/activate` to type `lookalike`, or call
 # `.venv/bin/lookalike` (the demo prints its commands in the form that works).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test test-fast install clean
 
 install: $(STAMP)
 
@@ -26,6 +27,11 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/pytest
+
+test-fast: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/pytest -m "not slow and not weights"
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache
