@@ -332,11 +332,7 @@ class Searcher:
                 f"{searchable} searchable (faces count from 0)"
             )
         item = int(match[0])
-        try:
-            blocks: dict[str, np.ndarray] | None = self._face_blocks(np.array([item]))
-        except DamagedPartError as exc:
-            log.warning("%s; results without per-view scores or probabilities", exc.problem)
-            blocks = None
+        blocks = self._readable_blocks(np.array([row]), np.array([item]))
         views = self.query_views(lambda scorer: scorer.query_vectors(blocks)) if blocks else None
         wide = self.calibration_vector(blocks) if blocks else None
         vector = np.asarray(self.face_fused[item], np.float32)
@@ -438,21 +434,23 @@ class Searcher:
             raise QueryError("head_weight needs the query's per-view vectors (head and whole)")
         n_candidates = candidate_count(len(self.ids), k, len(exclude), pool, head_weight)
         rows, fused, items = self._candidates(vector, n_candidates, exclude)
-        try:
-            # Only what the answer shows needs the blocks: per-view scores, probabilities.
-            needed = bool(views) or (wide is not None and self.calibration is not None)
-            blocks = self._candidate_blocks(rows, items) if needed and len(rows) else None
-        except DamagedPartError as exc:  # the fused vectors still answer (index repairs)
-            log.warning("%s; results without per-view scores or probabilities", exc.problem)
-            blocks = None
         cosines: dict[str, np.ndarray] = {}
-        if views and blocks is not None:
-            cosines = {v: f.transform(blocks) @ views[v] for v, f in self.views.fusers.items()}
+        blocks = None
+        if views and len(rows):  # every candidate's per-view cosines: a head weight ranks by them
+            blocks = self._readable_blocks(rows, items)
+            if blocks is not None:
+                fusers = self.views.fusers.items()
+                cosines = {v: f.transform(blocks) @ views[v] for v, f in fusers}
         if head_weight is not None and not cosines:
             raise QueryError("head_weight needs the stored per-view blocks, which are damaged")
         scores = fused if head_weight is None else combine(cosines, head_weight)
         order = rank(scores, self.ids[rows])[:k]
-        picked = None if blocks is None else {key: b[order] for key, b in blocks.items()}
+        if blocks is not None:
+            picked: dict[str, np.ndarray] | None = {key: b[order] for key, b in blocks.items()}
+        elif wide is not None and self.calibration is not None and len(order):
+            picked = self._readable_blocks(rows[order], items[order])  # the k results' only
+        else:
+            picked = None
         # Probabilities are of the fused score (the calibrated one), whatever ranks.
         probabilities = self.block_probabilities(picked, fused[order].tolist(), wide)
         records = self.collection.catalog.get_many(int(self.ids[r]) for r in rows[order])
@@ -475,8 +473,8 @@ class Searcher:
                 rec.height,
                 {view: round(float(c[pos]), 6) for view, c in cosines.items()},
                 float(fused[pos]),
+                int(self.faces.numbers[item]) if on_face else (None if rec.fallback else 0),
             )
-            match.face = int(self.faces.numbers[item]) if on_face else (None if rec.fallback else 0)
             matches.append(match)
         return matches
 
@@ -525,6 +523,15 @@ class Searcher:
             if score > scores[i]:
                 scores[i], items[i] = score, int(top[at])
         return np.array(rows, np.int64), np.array(scores, np.float32), np.array(items, np.int64)
+
+    def _readable_blocks(self, rows: np.ndarray, items: np.ndarray) -> dict[str, np.ndarray] | None:
+        """`_candidate_blocks`, or None where the stored blocks are damaged: the fused vectors
+        still answer, without per-view scores or probabilities (`index` repairs them)."""
+        try:
+            return self._candidate_blocks(rows, items)
+        except DamagedPartError as exc:
+            log.warning("%s; results without per-view scores or probabilities", exc.problem)
+            return None
 
     def _candidate_blocks(self, rows: np.ndarray, items: np.ndarray) -> dict[str, np.ndarray]:
         """The blocks of each candidate, of the face that matched (item >= 0)."""
