@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.collection import Collection
 from lookalike.index import VectorIndex, create_index
+from lookalike.store.collection import Collection
 from lookalike.vectors import l2_normalize
 
 CONFIGS: list[tuple[str, dict[str, object]]] = [

@@ -1,4 +1,4 @@
-"""Fit the score calibration table (src/lookalike/score_calibration.json) on the dev sets.
+"""Fit the score calibration table (src/lookalike/search/score_calibration.json) on the dev sets.
 
 For each labelled dev set, indexed with its preset (`default` for the anime sets, `photo`
 for the ORL photos), every image queries the collection twice, by its stored vector:
@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.calibration import GOOD_MATCH, TABLE, Calibration, fingerprint, fit_isotonic
-from lookalike.collection import Collection, Generation
 from lookalike.config import get_preset
-from lookalike.evaluate import shared_labels
-from lookalike.indexer import index_folder
-from lookalike.labels import folder_labels
+from lookalike.evaluate.evaluation import shared_labels
+from lookalike.indexing.indexer import index_folder
+from lookalike.load.labels import folder_labels
+from lookalike.search.calibration import GOOD_MATCH, TABLE, Calibration, fingerprint, fit_isotonic
+from lookalike.store.collection import Collection, Generation
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 SETS = [("anime-faces-dev", "default"), ("anime-full-dev", "default"), ("orl-faces-dev", "photo")]

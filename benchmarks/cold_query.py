@@ -41,9 +41,9 @@ def step(name):
     clocks.append((time.perf_counter(), time.process_time()))
     (w0, c0), (w1, c1) = clocks[-2:]
     print(f"{name}\t{w1 - w0:.3f}\t{c1 - c0:.3f}")
-import lookalike.cli, lookalike.search
+import lookalike.cli, lookalike.search.searcher
 step("imports (cli, search: numpy, PIL, OpenCV, annoy)")
-searcher = lookalike.search.Searcher(sys.argv[1])
+searcher = lookalike.search.searcher.Searcher(sys.argv[1])
 step("open the collection (catalog, vectors, index, fuser)")
 searcher.extractor.backbone
 step("backbone (ONNX Runtime session, or torch)")

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.catalog import FileRecord
-from lookalike.collection import Collection, new_index
 from lookalike.index.exact import top_k_inner
-from lookalike.search import Searcher
+from lookalike.search.searcher import Searcher
+from lookalike.store.catalog import FileRecord
+from lookalike.store.collection import Collection, new_index
 from lookalike.vectors import l2_normalize
 
 CHUNK = 100_000

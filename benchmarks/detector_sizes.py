@@ -21,7 +21,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from lookalike.detect import create_detector
-from lookalike.images import iter_image_files, load_image
+from lookalike.load.images import iter_image_files, load_image
 
 SIZES = (384, 512, 640, 768, 1024)
 CASCADES = ((384, 640), (384, 768), (384, 1024), (384, 640, 1024))

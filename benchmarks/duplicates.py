@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance
 
-from lookalike.duplicates import close_pairs, connected_groups, hash_files
-from lookalike.images import iter_image_files, load_image
+from lookalike.groups.duplicates import close_pairs, connected_groups, hash_files
+from lookalike.load.images import iter_image_files, load_image
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 SETS = ("anime-full-dev", "anime-faces-dev")

@@ -25,11 +25,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 
-from lookalike import indexer
 from lookalike.config import PipelineConfig, get_preset
-from lookalike.faces import FaceItems, head_keys
-from lookalike.images import iter_image_files
-from lookalike.indexer import Indexer
+from lookalike.indexing import indexer
+from lookalike.indexing.indexer import Indexer
+from lookalike.load.images import iter_image_files
+from lookalike.store.faces import FaceItems, head_keys
 
 
 def sample(folder: Path, n: int) -> list[Path]:

@@ -21,10 +21,10 @@ import time
 
 import numpy as np
 
-from lookalike.collection import Collection
-from lookalike.group_metrics import adjusted_rand_index, purity
-from lookalike.groups import NEIGHBOURS, cluster
-from lookalike.labels import load_labels
+from lookalike.evaluate.group_metrics import adjusted_rand_index, purity
+from lookalike.groups.clusters import NEIGHBOURS, cluster
+from lookalike.load.labels import load_labels
+from lookalike.store.collection import Collection
 
 
 def measure(spec: str, neighbours: tuple[int, ...]) -> list[str]:

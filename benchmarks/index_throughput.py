@@ -8,7 +8,7 @@ links, plus the built-in demo sample at 384 px drawn into a temporary folder):
 - naive: per image, decode, detect (animeface), embed the whole image and the head
   crop with eager PyTorch EfficientNet-Lite0 at batch 1, colour descriptors, and the
   vectors saved at the end;
-- real: `lookalike.indexer.Indexer` with the default preset writing a real collection.
+- real: `lookalike.indexing.indexer.Indexer` with the default preset writing a real collection.
 
 They alternate `--repeats` times (the machine is shared, so absolute numbers are noisy)
 and the medians and their ratio are printed. Then the ways tried, each a table row,
@@ -38,12 +38,12 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from lookalike.config import get_preset
-from lookalike.demo_data import generate_sample
+from lookalike.demo.sample import generate_sample
 from lookalike.detect import Detector, create_detector, head_box
 from lookalike.embed import create_backbone
-from lookalike.features import FeatureExtractor
-from lookalike.images import iter_image_files, load_image
-from lookalike.indexer import Indexer
+from lookalike.embed.extractor import FeatureExtractor
+from lookalike.indexing.indexer import Indexer
+from lookalike.load.images import iter_image_files, load_image
 
 DATASETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
 Row = tuple[str, str, str]  # way, measurement, note
@@ -223,7 +223,7 @@ def detector_rows(paths: Sequence[Path]) -> list[Row]:
 _MEMORY_CHILD = """
 import resource, sys, shutil
 from pathlib import Path
-from lookalike.indexer import Indexer
+from lookalike.indexing.indexer import Indexer
 shutil.rmtree(sys.argv[2], ignore_errors=True)
 Indexer(Path(sys.argv[1]), Path(sys.argv[2]), progress=False).run()
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the (large) parent.

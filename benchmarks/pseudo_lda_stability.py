@@ -22,13 +22,14 @@ from pathlib import Path
 import numpy as np
 from quality_dense import SETS, folder_of
 
-from lookalike import fuse, pseudo_lda
-from lookalike.blockstore import blocks_for
-from lookalike.collection import Collection
-from lookalike.evaluate import FEEL_BLOCK, labelled_rows, preset_like, score_vectors
-from lookalike.expansion import expand_collection
-from lookalike.features import FeatureExtractor
-from lookalike.labels import load_labels
+from lookalike.embed.extractor import FeatureExtractor
+from lookalike.evaluate.evaluation import FEEL_BLOCK, labelled_rows, preset_like, score_vectors
+from lookalike.fuse import fuser as fuse
+from lookalike.fuse import pseudo_lda
+from lookalike.fuse.expansion import expand_collection
+from lookalike.load.labels import load_labels
+from lookalike.store.blocks import blocks_for
+from lookalike.store.collection import Collection
 
 
 def sklearn_kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:

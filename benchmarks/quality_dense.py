@@ -18,16 +18,16 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from lookalike.blockstore import blocks_for
-from lookalike.collection import Collection
 from lookalike.config import PipelineConfig, get_preset
-from lookalike.demo_data import generate_sample
-from lookalike.evaluate import FEEL_BLOCK, labelled_rows, preset_like, score_vectors
-from lookalike.expansion import expand_collection
-from lookalike.features import FeatureExtractor
-from lookalike.fuse import Fuser
-from lookalike.indexer import Indexer
-from lookalike.labels import load_labels
+from lookalike.demo.sample import generate_sample
+from lookalike.embed.extractor import FeatureExtractor
+from lookalike.evaluate.evaluation import FEEL_BLOCK, labelled_rows, preset_like, score_vectors
+from lookalike.fuse.expansion import expand_collection
+from lookalike.fuse.fuser import Fuser
+from lookalike.indexing.indexer import Indexer
+from lookalike.load.labels import load_labels
+from lookalike.store.blocks import blocks_for
+from lookalike.store.collection import Collection
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 # (name, folder under DATASETS or "sample", preset, labels, task)

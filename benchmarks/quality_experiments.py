@@ -27,8 +27,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from lookalike.describe import DESCRIPTORS
-from lookalike.describe.color import (
+from lookalike.embed.descriptors import DESCRIPTORS
+from lookalike.embed.descriptors.color import (
     CENTRE,
     TOP_BAND,
     WHOLE,
@@ -161,7 +161,7 @@ def cached(
 
 # ---------------------------------------------------------------- colour descriptors
 
-# Candidates beyond the registered ones; the winners are registered in lookalike.describe.
+# Candidates beyond the registered ones; the winners are registered in lookalike.embed.descriptors.
 CANDIDATES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     name: d.fn for name, d in DESCRIPTORS.items()
 } | {

@@ -19,16 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.blockstore import blocks_for
-from lookalike.collection import Collection
 from lookalike.config import Block, FusionConfig, get_preset
 from lookalike.detect.base import top_centre_box
 from lookalike.detect.salient import salient_box
-from lookalike.evaluate import exact_top_k, feel_score, labelled_rows, precision_and_map
-from lookalike.features import FeatureExtractor
-from lookalike.fuse import Fuser
-from lookalike.images import load_image
-from lookalike.labels import load_labels
+from lookalike.embed.extractor import FeatureExtractor
+from lookalike.evaluate.evaluation import exact_top_k, feel_score, labelled_rows, precision_and_map
+from lookalike.fuse.fuser import Fuser
+from lookalike.load.images import load_image
+from lookalike.load.labels import load_labels
+from lookalike.store.blocks import blocks_for
+from lookalike.store.collection import Collection
 
 ANIME = {"ahagon_umiko", "sakura_nene", "suzukaze_aoba", "yagami_kou"}
 HEAD = ["head.gem", "head.avg_g3_s4", "head.avg_g3_s5", "head.gem_mid", "head.soft_grid3"]

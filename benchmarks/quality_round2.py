@@ -33,7 +33,7 @@ from quality_experiments import (
     precision_at_k,
 )
 
-from lookalike.describe import DESCRIPTORS
+from lookalike.embed.descriptors import DESCRIPTORS
 
 SETS = ("anime", "orl")
 

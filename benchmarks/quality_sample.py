@@ -1,6 +1,6 @@
 """Do the issue-3 winners generalise? Score them on the built-in generated sample.
 
-The sample (lookalike.demo_data.generate_sample: 12 characters x 20 images at 384 px,
+The sample (lookalike.demo.sample.generate_sample: 12 characters x 20 images at 384 px,
 whole pictures with backgrounds) is scored in two views: `whole` (the picture) and `head`
 (the product's head crop: animeface detector, head_box with margin 0.5, top-centre
 fallback). Features are cached under --cache as sample-<view>.npz.
@@ -26,7 +26,7 @@ import quality_round2 as r2
 from quality_experiments import product_cnn_features
 from quality_spatial import spatial_features
 
-from lookalike.demo_data import generate_sample
+from lookalike.demo.sample import generate_sample
 from lookalike.detect import create_detector, crop, head_box
 
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from lookalike.describe.color import WORK_SIZE, to_work_rgb
-from lookalike.describe.soft import _soft_axis
-from lookalike.pseudo_lda import kmeans, lda_directions
+from lookalike.embed.descriptors.color import WORK_SIZE, to_work_rgb
+from lookalike.embed.descriptors.soft import _soft_axis
+from lookalike.fuse.pseudo_lda import kmeans, lda_directions
 
 
 def l2n(x: np.ndarray) -> np.ndarray:

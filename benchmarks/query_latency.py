@@ -33,11 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.catalog import FileRecord
-from lookalike.collection import Collection, new_index
 from lookalike.config import get_preset
-from lookalike.indexer import Indexer
-from lookalike.search import Searcher
+from lookalike.indexing.indexer import Indexer
+from lookalike.search.searcher import Searcher
+from lookalike.store.catalog import FileRecord
+from lookalike.store.collection import Collection, new_index
 
 DATASETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
 CHUNK = 5_000  # synthetic rows fused at a time: bounded temporaries

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from lookalike.collection import Collection
-from lookalike.features import FeatureExtractor
-from lookalike.images import load_image
-from lookalike.labels import load_labels
+from lookalike.embed.extractor import FeatureExtractor
+from lookalike.load.images import load_image
+from lookalike.load.labels import load_labels
+from lookalike.store.collection import Collection
 from lookalike.train import TrainOptions, encode_targets
 from lookalike.train.network import TrainingRun
 

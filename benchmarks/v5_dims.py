@@ -17,10 +17,10 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from lookalike.collection import Collection
 from lookalike.config import PRESETS, get_preset
-from lookalike.evaluate import evaluate_held_out
-from lookalike.labels import load_labels
+from lookalike.evaluate.evaluation import evaluate_held_out
+from lookalike.load.labels import load_labels
+from lookalike.store.collection import Collection
 
 
 def register_reduced(dim: int) -> str:

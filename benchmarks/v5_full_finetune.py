@@ -54,9 +54,9 @@ from v5_transductive import default_vectors, label_lda, precision_at_4, projecte
 
 from lookalike.embed import create_backbone
 from lookalike.embed.base import to_batch
-from lookalike.expansion import augment_database
-from lookalike.images import load_image
-from lookalike.pseudo_lda import lda_directions
+from lookalike.fuse.expansion import augment_database
+from lookalike.fuse.pseudo_lda import lda_directions
+from lookalike.load.images import load_image
 from lookalike.train import stratified_split
 from lookalike.train.augment import strong_view
 from lookalike.vectors import l2_normalize

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.blockstore import blocks_for
-from lookalike.collection import Collection
 from lookalike.config import FusionConfig
-from lookalike.evaluate import exact_top_k, labelled_rows, precision_and_map, preset_like
-from lookalike.features import FeatureExtractor
-from lookalike.fuse import Fuser
-from lookalike.labels import load_labels
-from lookalike.pseudo_lda import lda_directions
+from lookalike.embed.extractor import FeatureExtractor
+from lookalike.evaluate.evaluation import exact_top_k, labelled_rows, precision_and_map, preset_like
+from lookalike.fuse.fuser import Fuser
+from lookalike.fuse.pseudo_lda import lda_directions
+from lookalike.load.labels import load_labels
+from lookalike.store.blocks import blocks_for
+from lookalike.store.collection import Collection
 from lookalike.train import stratified_split
 from lookalike.vectors import l2_normalize
 

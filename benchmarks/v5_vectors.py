@@ -15,18 +15,18 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from lookalike.blockstore import blocks_for
-from lookalike.collection import Collection
 from lookalike.config import Block, FusionConfig
-from lookalike.evaluate import (
+from lookalike.embed.extractor import HEAD_FEATURE, FeatureExtractor
+from lookalike.evaluate.evaluation import (
     FEEL_BLOCK,
     held_out_vectors,
     labelled_rows,
     preset_like,
     score_vectors,
 )
-from lookalike.features import HEAD_FEATURE, FeatureExtractor
-from lookalike.labels import load_labels
+from lookalike.load.labels import load_labels
+from lookalike.store.blocks import blocks_for
+from lookalike.store.collection import Collection
 from lookalike.train import load_head, stratified_split
 
 

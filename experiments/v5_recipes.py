@@ -18,13 +18,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from lookalike.train.model import stack_features
 
-from lookalike.blockstore import blocks_for
-from lookalike.collection import Collection
 from lookalike.config import VIEWS, get_preset
-from lookalike.evaluate import exact_top_k, labelled_rows, precision_and_map
-from lookalike.fuse import l2_normalize
-from lookalike.labels import load_labels
+from lookalike.evaluate.evaluation import exact_top_k, labelled_rows, precision_and_map
+from lookalike.fuse.fuser import l2_normalize
+from lookalike.load.labels import load_labels
+from lookalike.store.blocks import blocks_for
+from lookalike.store.collection import Collection
 from lookalike.train import (
     TrainOptions,
     base_extractor,
@@ -33,7 +34,6 @@ from lookalike.train import (
     stratified_split,
 )
 from lookalike.train.augment import AUGMENTATIONS, augmented_blocks
-from lookalike.train.model import stack_features
 
 RECIPES = (
     ("pooled", "hsv"),

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from test_renames import FAKE, lookalike, make_folder
 
-from lookalike.calibration import GOOD_MATCH, calibration_for, fingerprint, fit_isotonic
 from lookalike.config import get_preset
+from lookalike.search.calibration import GOOD_MATCH, calibration_for, fingerprint, fit_isotonic
 
 
 def test_isotonic_fit_is_the_monotone_least_squares_step_function():

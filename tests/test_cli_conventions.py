@@ -151,18 +151,18 @@ def test_the_query_is_named_as_its_results_are_in_the_table_and_the_sheet(
 ):
     coll = tmp_path / "coll"
     assert lookalike("-q", "index", str(photos), "-c", str(coll), *FAKE).returncode == 0
-    from lookalike.search import Searcher
+    from lookalike.search.searcher import Searcher
 
     item = Searcher(coll).resolve("c0/00.png")[0]
     captions = []
 
     def capture(head, tiles, out):  # the sheet's tiles, as cmd_query hands them over
         captions.append((head.caption, [t.caption for t in tiles]))
-        from lookalike.render import WrittenSheet
+        from lookalike.render.sheets import WrittenSheet
 
         return WrittenSheet(Path(out))
 
-    monkeypatch.setattr("lookalike.render.contact_sheet", capture)
+    monkeypatch.setattr("lookalike.render.sheets.contact_sheet", capture)
     for asked in ("c0/00.png", str(item), str(photos / "c0" / "00.png")):
         assert main(["query", str(coll), asked, "--sheet", str(tmp_path / "q.png")]) == 0
         first = capsys.readouterr().out.splitlines()[0]

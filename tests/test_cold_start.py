@@ -71,7 +71,7 @@ def test_looking_for_onnx_runtime_imports_neither_onnx_nor_torch() -> None:
         "import sys\n"
         "from lookalike.embed import onnx_runtime\n"
         "onnx_runtime.available()\n"
-        "import lookalike.cli, lookalike.search\n"
+        "import lookalike.cli, lookalike.search.searcher\n"
         "heavy = ('onnx', 'torch', 'onnxruntime', 'sklearn')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )

@@ -3,7 +3,7 @@ import pytest
 
 from lookalike.config import Block, FusionConfig, PipelineConfig, get_preset, list_presets
 from lookalike.errors import UnknownNameError
-from lookalike.fuse import PCA, Fuser
+from lookalike.fuse.fuser import PCA, Fuser
 from lookalike.vectors import l2_normalize
 
 
@@ -71,7 +71,7 @@ def test_transform_in_chunks_gives_the_rows_of_one_pass(monkeypatch):
     vectors = {"head.a": rng.normal(size=(90, 12)), "whole.b": rng.normal(size=(90, 8))}
     fuser = Fuser(blocks, FusionConfig(pseudo_lda_ks=(5, 10))).fit(vectors)
     whole = fuser.transform(vectors)
-    monkeypatch.setattr("lookalike.fuse.TRANSFORM_CHUNK", 7)
+    monkeypatch.setattr("lookalike.fuse.fuser.TRANSFORM_CHUNK", 7)
     np.testing.assert_allclose(fuser.transform(vectors), whole, atol=1e-6)
     assert whole.shape == (90, fuser.output_dim)
     assert fuser.transform({k: v[:0] for k, v in vectors.items()}).shape == (0, fuser.output_dim)

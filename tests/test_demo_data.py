@@ -8,7 +8,7 @@ import animeface
 import pytest
 from PIL import Image
 
-from lookalike.demo_data import (
+from lookalike.demo.sample import (
     BACKGROUNDS,
     HAIR_COLOURS,
     LABEL_COLUMNS,

@@ -11,7 +11,7 @@ from test_pipeline import folder, index  # noqa: F401 - the folder fixture
 
 from lookalike.config import Block, FusionConfig, get_preset
 from lookalike.errors import IncompatibleCollectionError
-from lookalike.fuse import Fuser
+from lookalike.fuse.fuser import Fuser
 from lookalike.index import create_index, load_index
 from lookalike.vectors import RowMap, l2_normalize
 
@@ -92,8 +92,8 @@ def test_row_map_finds_rows_of_ids_in_any_order():
 
 
 def test_blocks_are_stored_as_float16_and_queries_still_work(folder, tmp_path):  # noqa: F811
-    from lookalike.collection import Collection
-    from lookalike.search import Searcher
+    from lookalike.search.searcher import Searcher
+    from lookalike.store.collection import Collection
 
     index(folder, tmp_path / "coll")
     gen = Collection.open(tmp_path / "coll").require_generation()
@@ -104,7 +104,7 @@ def test_blocks_are_stored_as_float16_and_queries_still_work(folder, tmp_path): 
 
 
 def test_a_collection_of_the_previous_format_is_refused_with_re_index(folder, tmp_path):  # noqa: F811
-    from lookalike.search import Searcher
+    from lookalike.search.searcher import Searcher
 
     index(folder, tmp_path / "coll")
     manifest = tmp_path / "coll" / "manifest.json"

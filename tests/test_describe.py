@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike.describe import (
+from lookalike.embed.descriptors import (
     DESCRIPTORS,
     describe,
     descriptor_dim,

@@ -20,7 +20,7 @@ from lookalike.detect import (
     list_detectors,
 )
 from lookalike.errors import LookalikeError, UnknownNameError
-from lookalike.images import load_image
+from lookalike.load.images import load_image
 
 
 @pytest.fixture(scope="module")

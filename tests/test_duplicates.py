@@ -16,8 +16,8 @@ import pytest
 from PIL import Image, ImageEnhance
 
 from lookalike.config import get_preset
-from lookalike.duplicates import close_pairs, connected_groups, hamming, phash
-from lookalike.indexer import Indexer
+from lookalike.groups.duplicates import close_pairs, connected_groups, hamming, phash
+from lookalike.indexing.indexer import Indexer
 
 
 def lookalike(*args: str) -> subprocess.CompletedProcess:
@@ -129,7 +129,7 @@ def test_connected_groups_join_chains_and_drop_singletons():
 
 
 def test_the_path_is_the_last_tie_breaker(tmp_path: Path):
-    from lookalike.duplicates import keep_order
+    from lookalike.groups.duplicates import keep_order
 
     ranked = sorted([(10, 10, 5, "b"), (10, 10, 5, "a"), (10, 10, 9, "c"), (20, 10, 1, "d")])
     ranked.sort(key=lambda r: keep_order(*r))

@@ -1,6 +1,6 @@
 import numpy as np
 
-from lookalike.evaluate import precision_and_map, shared_labels
+from lookalike.evaluate.evaluation import precision_and_map, shared_labels
 
 
 def test_a_result_is_a_hit_when_it_shares_one_label_with_the_query():

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from lookalike import expansion
-from lookalike.evaluate import exact_top_k, precision_and_map
-from lookalike.expansion import augment_database, expand_query, nearest_neighbours
+from lookalike.evaluate.evaluation import exact_top_k, precision_and_map
+from lookalike.fuse import expansion
+from lookalike.fuse.expansion import augment_database, expand_query, nearest_neighbours
 from lookalike.index import create_index
 from lookalike.vectors import l2_normalize
 

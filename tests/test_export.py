@@ -11,7 +11,7 @@ import pytest
 from test_renames import FAKE, lookalike
 
 from lookalike.errors import LookalikeError
-from lookalike.export import export_collection
+from lookalike.store.export import export_collection
 
 
 @pytest.fixture(scope="module")

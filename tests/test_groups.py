@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 from test_web import COLOURS, PER_COLOUR, build_collection
 
-from lookalike.group_metrics import adjusted_rand_index, purity
-from lookalike.groups import cluster, medoid
-from lookalike.labels import read_labels_csv
+from lookalike.evaluate.group_metrics import adjusted_rand_index, purity
+from lookalike.groups.clusters import cluster, medoid
+from lookalike.load.labels import read_labels_csv
 
 
 def lookalike(*args: str) -> subprocess.CompletedProcess:

@@ -21,14 +21,14 @@ from hypothesis import strategies as st
 from PIL import Image
 from PIL.JpegImagePlugin import JpegImageFile
 
-from lookalike import images
 from lookalike.errors import (
     ImageLoadError,
     ImageTooLargeError,
     LookalikeError,
     UnsupportedImageError,
 )
-from lookalike.images import LoadLimits, file_sha256, iter_image_files, load_image
+from lookalike.load import images
+from lookalike.load.images import LoadLimits, file_sha256, iter_image_files, load_image
 
 
 def save(image: Image.Image, path: Path, format: str | None = None, **params: object) -> Path:

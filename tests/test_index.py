@@ -205,7 +205,7 @@ def test_missing_optional_library_says_how_to_install(name, module, monkeypatch)
 
 def test_merged_block_takes_staged_and_committed_rows_without_concatenating():
     from lookalike.errors import CollectionError
-    from lookalike.indexer import merged_block
+    from lookalike.indexing.indexer import merged_block
 
     chunks = [np.full((2, 3), 1.0) * np.arange(2)[:, None], np.full((3, 3), 10.0)]
     chunks[1][:, 0] = [10, 11, 12]

@@ -1,7 +1,7 @@
 import pytest
 
 from lookalike.errors import LabelsError
-from lookalike.labels import folder_labels, label_set, load_labels, read_labels_csv
+from lookalike.load.labels import folder_labels, label_set, load_labels, read_labels_csv
 
 KNOWN = ["a/1.png", "a/2.png", "b/1.png"]
 

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from lookalike import lowrank
-from lookalike.fuse import PCA
-from lookalike.lowrank import sample_rows, top_components
-from lookalike.pseudo_lda import PseudoLabelLDA
+from lookalike.fuse import lowrank
+from lookalike.fuse.fuser import PCA
+from lookalike.fuse.lowrank import sample_rows, top_components
+from lookalike.fuse.pseudo_lda import PseudoLabelLDA
 
 
 def low_rank_plus_noise(n=400, dim=300, rank=20, seed=0):
@@ -55,13 +55,14 @@ def test_fits_read_at_most_the_row_cap(monkeypatch):
         return real(x, k, seed)
 
     monkeypatch.setattr(lowrank, "MAX_FIT_ROWS", 60)
-    monkeypatch.setattr("lookalike.fuse.top_components", spy)
-    monkeypatch.setattr("lookalike.pseudo_lda.top_components", spy)
+    monkeypatch.setattr("lookalike.fuse.fuser.top_components", spy)
+    monkeypatch.setattr("lookalike.fuse.pseudo_lda.top_components", spy)
     monkeypatch.setattr(
-        "lookalike.fuse.sample_rows", lambda x, seed: lowrank.sample_rows(x, seed, limit=60)
+        "lookalike.fuse.fuser.sample_rows", lambda x, seed: lowrank.sample_rows(x, seed, limit=60)
     )
     monkeypatch.setattr(
-        "lookalike.pseudo_lda.sample_rows", lambda x, seed: lowrank.sample_rows(x, seed, limit=60)
+        "lookalike.fuse.pseudo_lda.sample_rows",
+        lambda x, seed: lowrank.sample_rows(x, seed, limit=60),
     )
     x = low_rank_plus_noise(n=500, dim=64)
     PCA(16).fit(x)

@@ -8,13 +8,13 @@ import pytest
 from PIL import Image
 
 from lookalike.cli import main
-from lookalike.collection import Collection
 from lookalike.config import IndexConfig, get_preset
 from lookalike.errors import LookalikeError
 from lookalike.index import create_index
 from lookalike.index.milvus_index import MilvusIndex, _client, store_params
-from lookalike.indexer import Indexer
-from lookalike.search import Searcher
+from lookalike.indexing.indexer import Indexer
+from lookalike.search.searcher import Searcher
+from lookalike.store.collection import Collection
 
 COLOURS = {"red": (200, 30, 40), "green": (40, 180, 60), "blue": (30, 60, 200)}
 

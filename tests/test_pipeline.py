@@ -8,11 +8,11 @@ import pytest
 from PIL import Image
 
 from lookalike.cli import main
-from lookalike.collection import Collection
 from lookalike.config import get_preset
 from lookalike.errors import CollectionError, QueryError
-from lookalike.indexer import Indexer
-from lookalike.search import Searcher
+from lookalike.indexing.indexer import Indexer
+from lookalike.search.searcher import Searcher
+from lookalike.store.collection import Collection
 
 COLOURS = {"red": (200, 30, 40), "green": (40, 180, 60), "blue": (30, 60, 200)}
 
@@ -93,7 +93,7 @@ def test_an_interrupted_run_resumes_to_the_same_result(folder, tmp_path, monkeyp
     reference = tmp_path / "ref"
     index(folder, reference, batch_size=4)
     interrupted = tmp_path / "int"
-    from lookalike import staging
+    from lookalike.store import staging
 
     calls = {"n": 0}
     real_write = staging.Staging.write

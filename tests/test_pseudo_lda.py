@@ -1,10 +1,10 @@
 import numpy as np
 
 from lookalike.config import Block, FusionConfig
-from lookalike.describe import describe
-from lookalike.evaluate import exact_top_k, precision_and_map
-from lookalike.fuse import Fuser
-from lookalike.pseudo_lda import PseudoLabelLDA, kmeans
+from lookalike.embed.descriptors import describe
+from lookalike.evaluate.evaluation import exact_top_k, precision_and_map
+from lookalike.fuse.fuser import Fuser
+from lookalike.fuse.pseudo_lda import PseudoLabelLDA, kmeans
 from lookalike.vectors import l2_normalize
 
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike.collection import Collection
 from lookalike.config import get_preset
 from lookalike.engines import create_engine
 from lookalike.errors import LookalikeError
-from lookalike.indexer import Indexer
-from lookalike.search import Searcher
+from lookalike.indexing.indexer import Indexer
+from lookalike.search.searcher import Searcher
+from lookalike.store.collection import Collection
 
 COLOURS = {"red": (200, 30, 40), "green": (40, 180, 60), "blue": (30, 60, 200)}
 

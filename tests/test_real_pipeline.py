@@ -5,11 +5,11 @@ import pytest
 
 from lookalike.config import get_preset
 from lookalike.embed import create_backbone
-from lookalike.evaluate import exact_top_k
-from lookalike.features import FeatureExtractor
+from lookalike.embed.extractor import FeatureExtractor
+from lookalike.evaluate.evaluation import exact_top_k
 from lookalike.index import create_index
-from lookalike.indexer import Indexer
-from lookalike.search import Searcher
+from lookalike.indexing.indexer import Indexer
+from lookalike.search.searcher import Searcher
 
 pytestmark = pytest.mark.weights
 
@@ -72,7 +72,7 @@ def test_interrupted_real_run_resumes_to_the_same_vectors(
 ):
     reference = tmp_path / "ref"
     run_index(anime_subset, reference, backbone, batch_size=8).run()
-    from lookalike import staging
+    from lookalike.store import staging
 
     real_write = staging.Staging.write
     calls = {"n": 0}

@@ -29,14 +29,15 @@ from PIL import Image
 from test_images import gradient, png_header_only, save
 from test_pipeline import draw, fake_config
 
-from lookalike import fileio, images
+from lookalike import fileio
 from lookalike.cli import main
-from lookalike.collection import MANIFEST, Collection
 from lookalike.errors import CollectionBusyError, CollectionError, LabelsError
 from lookalike.index import list_indexes
-from lookalike.indexer import Indexer
-from lookalike.labels import Labels, read_labels_csv
-from lookalike.search import Searcher
+from lookalike.indexing.indexer import Indexer
+from lookalike.load import images
+from lookalike.load.labels import Labels, read_labels_csv
+from lookalike.search.searcher import Searcher
+from lookalike.store.collection import MANIFEST, Collection
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 COLOURS = [(200, 30, 40), (40, 180, 60), (30, 60, 200)]
@@ -352,7 +353,7 @@ def test_errors_in_a_real_process_have_no_traceback_unless_debug(tmp_path):
 
 HOLD_LOCK = """
 import sys, time
-from lookalike.collection import Collection
+from lookalike.store.collection import Collection
 with Collection.open(sys.argv[1]).write_lock():
     print("locked", flush=True)
     time.sleep(600)
@@ -377,7 +378,7 @@ def test_a_second_writer_refuses_or_waits_and_a_killed_holder_frees_the_lock(
     small_collection, capsys, caplog
 ):
     root, coll = small_collection
-    caplog.set_level(logging.INFO, logger="lookalike.collection")
+    caplog.set_level(logging.INFO, logger="lookalike.store.collection")
     draw(root / "c1" / "new.png", COLOURS[1], seed=7)
     holder = hold_lock(coll)
     try:

@@ -99,7 +99,7 @@ runpy.run_module("lookalike", run_name="__main__", alter_sys=True)
 """
 
 # Modules the command imports once it runs (after the CLI's own imports).
-LATER_IMPORTS = ["lookalike.search", "numpy", "sqlite3", "PIL.Image"]
+LATER_IMPORTS = ["lookalike.search.searcher", "numpy", "sqlite3", "PIL.Image"]
 
 
 def modules_the_cli_imports() -> list[str]:

@@ -27,12 +27,13 @@ from PIL import EpsImagePlugin, Image
 from test_pipeline import draw, fake_config
 from test_reliability import COLOURS, FAKE, colour_folder
 
-from lookalike import images, indexer
-from lookalike.catalog import Catalog
 from lookalike.errors import ImageLoadError
-from lookalike.images import load_image
-from lookalike.indexer import Indexer
-from lookalike.names import safe_display
+from lookalike.indexing import indexer
+from lookalike.indexing.indexer import Indexer
+from lookalike.load import images
+from lookalike.load.images import load_image
+from lookalike.load.names import safe_display
+from lookalike.store.catalog import Catalog
 from lookalike.web import Gallery, RequestError
 
 EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n0 0 moveto 16 16 lineto stroke\n"
@@ -260,7 +261,7 @@ import os, subprocess, sys
 # The parent's pid is passed in, not read by the child: on a busy machine the parent may be
 # killed before the child's imports finish, and the child must still see it gone.
 child = subprocess.Popen([sys.executable, "-c",
-    f"from lookalike.decode_pool import _watch; _watch({os.getpid()})"])
+    f"from lookalike.indexing.decode_pool import _watch; _watch({os.getpid()})"])
 print(child.pid, flush=True)
 child.wait()
 """

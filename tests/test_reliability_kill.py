@@ -24,10 +24,10 @@ import numpy as np
 import pytest
 from test_reliability import FAKE, answer, colour_folder, lookalike, same_as_json
 
-from lookalike.collection import Collection
 from lookalike.errors import CollectionError
-from lookalike.search import Searcher
-from lookalike.staging import Staging
+from lookalike.search.searcher import Searcher
+from lookalike.store.collection import Collection
+from lookalike.store.staging import Staging
 
 pytestmark = pytest.mark.slow
 

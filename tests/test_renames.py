@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from test_pipeline import COLOURS, draw
 
-from lookalike.collection import Collection
+from lookalike.store.collection import Collection
 
 FAKE = ["--backbone", "fake", "--detector", "none", "-q"]
 

@@ -3,7 +3,7 @@
 import pytest
 from PIL import Image, ImageFont
 
-from lookalike.render import (
+from lookalike.render.sheets import (
     DETECTED_BOX,
     FALLBACK_BOX,
     PAPER,

@@ -7,7 +7,7 @@ from PIL import Image, ImageDraw
 
 from lookalike.config import get_preset
 from lookalike.detect.salient import salient_box
-from lookalike.features import FeatureExtractor
+from lookalike.embed.extractor import FeatureExtractor
 
 
 def grid_with_peak(g: int, row: int, col: int) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 from test_pipeline import COLOURS, draw
 from test_renames import FAKE, embedded_now, ids_by_path, lookalike, make_folder
 
-from lookalike.collection import Collection
+from lookalike.store.collection import Collection
 
 
 def stored_preset(coll) -> str:

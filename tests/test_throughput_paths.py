@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lookalike.collection import Collection
 from lookalike.config import get_preset
-from lookalike.demo_data import generate_sample
+from lookalike.demo.sample import generate_sample
 from lookalike.embed import create_backbone
 from lookalike.embed.cache import cache_dir
+from lookalike.embed.extractor import FeatureExtractor
 from lookalike.embed.onnx_runtime import OnnxRunner, min_cosine
 from lookalike.errors import LookalikeError
-from lookalike.features import FeatureExtractor
-from lookalike.images import load_image
-from lookalike.indexer import Indexer
+from lookalike.indexing.indexer import Indexer
+from lookalike.load.images import load_image
+from lookalike.store.collection import Collection
 
 MIN_COSINE = 0.9999
 ALL_OUTPUTS = ("pooled", "logits", "gem", "gem_mid", "avg_mid")

@@ -12,17 +12,18 @@ import pytest
 import torch
 
 import lookalike.train
-from lookalike import blockstore, indexer
 from lookalike.cli import main
-from lookalike.collection import Collection
 from lookalike.config import PipelineConfig, get_preset
-from lookalike.demo_data import generate_sample
+from lookalike.demo.sample import generate_sample
+from lookalike.embed.extractor import FeatureExtractor
 from lookalike.errors import LabelsError, LookalikeError
-from lookalike.evaluate import evaluate_held_out
-from lookalike.features import FeatureExtractor
-from lookalike.indexer import Indexer
-from lookalike.labels import load_labels
-from lookalike.search import Searcher
+from lookalike.evaluate.evaluation import evaluate_held_out
+from lookalike.indexing import indexer
+from lookalike.indexing.indexer import Indexer
+from lookalike.load.labels import load_labels
+from lookalike.search.searcher import Searcher
+from lookalike.store import blocks as blockstore
+from lookalike.store.collection import Collection
 from lookalike.train import (
     HeadError,
     TrainOptions,
@@ -226,7 +227,7 @@ def test_a_validation_split_chooses_the_epochs_then_trains_on_every_image(coll, 
 def test_held_out_protocol_never_scores_a_training_image(sample, coll, monkeypatch):
     labels = labels_of(coll, str(sample / "labels.csv"))
     trained_on, scored = [], []
-    real_train, real_score = lookalike.train.train_head, lookalike.evaluate.score_vectors
+    real_train, real_score = lookalike.train.train_head, lookalike.evaluate.evaluation.score_vectors
 
     def spy_train(coll_, labels_, rows=None, **kw):
         trained_on.append(list(rows))
@@ -237,7 +238,7 @@ def test_held_out_protocol_never_scores_a_training_image(sample, coll, monkeypat
         return real_score(name, config, fused, y, feel, k)
 
     monkeypatch.setattr(lookalike.train.pipeline, "train_head", spy_train)
-    monkeypatch.setattr(lookalike.evaluate, "score_vectors", spy_score)
+    monkeypatch.setattr(lookalike.evaluate.evaluation, "score_vectors", spy_score)
     held = evaluate_held_out(
         coll, labels, ["default", "v5"], 0.5, k=2, options=QUICK, outputs=("probs", "embedding")
     )

@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from lookalike import blockstore
 from lookalike.cli import main
-from lookalike.collection import Collection
 from lookalike.config import get_preset
 from lookalike.embed import create_backbone
-from lookalike.evaluate import evaluate_held_out
-from lookalike.features import FeatureExtractor
-from lookalike.images import load_image
-from lookalike.indexer import Indexer
-from lookalike.labels import folder_labels
-from lookalike.search import Searcher
+from lookalike.embed.extractor import FeatureExtractor
+from lookalike.evaluate.evaluation import evaluate_held_out
+from lookalike.indexing.indexer import Indexer
+from lookalike.load.images import load_image
+from lookalike.load.labels import folder_labels
+from lookalike.search.searcher import Searcher
+from lookalike.store import blocks as blockstore
+from lookalike.store.collection import Collection
 from lookalike.train import OUTPUTS, HeadError, TrainOptions, load_head
 
 pytestmark = pytest.mark.weights

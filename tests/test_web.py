@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from lookalike.cli import build_parser, main
-from lookalike.collection import Collection
 from lookalike.config import get_preset
-from lookalike.indexer import Indexer
+from lookalike.indexing.indexer import Indexer
+from lookalike.store.collection import Collection
 from lookalike.vectors import l2_normalize
 from lookalike.web import Gallery, GalleryServer, RequestError, WebLimits
 from lookalike.web.server import ServerStartError

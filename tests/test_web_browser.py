@@ -18,10 +18,10 @@ from playwright.sync_api import expect
 from test_web import COLOURS, PER_COLOUR, Running, build_collection, draw, fake_config
 
 from lookalike.config import get_preset
-from lookalike.indexer import Indexer
-from lookalike.labels import read_labels_csv
-from lookalike.render import DETECTED_BOX, FALLBACK_BOX
-from lookalike.search import Searcher
+from lookalike.indexing.indexer import Indexer
+from lookalike.load.labels import read_labels_csv
+from lookalike.render.sheets import DETECTED_BOX, FALLBACK_BOX
+from lookalike.search.searcher import Searcher
 from lookalike.web import Gallery, WebLimits
 
 CHROMIUM = "/usr/bin/chromium"

@@ -6,7 +6,7 @@ when a backbone, detector or index is created.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from lookalike.version import __version__
 
 __all__ = [
     "Match",
@@ -25,11 +25,11 @@ def __getattr__(name: str) -> object:
 
         return getattr(config, name)
     if name == "index_folder":
-        from lookalike.indexer import index_folder
+        from lookalike.indexing.indexer import index_folder
 
         return index_folder
     if name in ("Searcher", "Match"):
-        from lookalike import search
+        from lookalike.search import searcher as search
 
         return getattr(search, name)
     raise AttributeError(f"module 'lookalike' has no attribute {name!r}")

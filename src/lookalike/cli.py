@@ -18,15 +18,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from lookalike import __version__
 from lookalike.errors import LookalikeError
-from lookalike.names import safe_display
+from lookalike.load.names import safe_display
+from lookalike.version import __version__
 
 if TYPE_CHECKING:
-    from lookalike.collection import Collection
-    from lookalike.labels import Labels
+    from lookalike.load.labels import Labels
     from lookalike.registry import Registry
-    from lookalike.search import QueryResult, Searcher
+    from lookalike.search.searcher import QueryResult, Searcher
+    from lookalike.store.collection import Collection
     from lookalike.train.options import TrainOptions
 
 EXIT_SKIPPED = 1
@@ -637,8 +637,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_from_args(args: argparse.Namespace):
-    from lookalike.collection import Collection
     from lookalike.config import IndexConfig, get_preset
+    from lookalike.store.collection import Collection
 
     if args.preset:
         config = get_preset(args.preset)
@@ -682,9 +682,9 @@ def _config_from_args(args: argparse.Namespace):
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from lookalike.collection import Collection
     from lookalike.engines import create_engine
-    from lookalike.indexer import Indexer
+    from lookalike.indexing.indexer import Indexer
+    from lookalike.store.collection import Collection
 
     config = _config_from_args(args)
     if args.store:
@@ -723,10 +723,10 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from lookalike.search import Searcher, Threshold
+    from lookalike.search.searcher import Searcher, Threshold
 
     if args.sheet:
-        from lookalike.render import check_sheet_target
+        from lookalike.render.sheets import check_sheet_target
 
         check_sheet_target(args.sheet)  # before the query: a bad target fails at once
     searcher = Searcher(args.collection)
@@ -774,7 +774,7 @@ def _write_sheet(
     read (moved, deleted)."""
     if out is None:
         return []
-    from lookalike.render import SheetItem, contact_sheet
+    from lookalike.render.sheets import SheetItem, contact_sheet
 
     root = searcher.collection.root
     head = SheetItem(query_path, query_name, None, result.query_head_box, result.query_fallback)
@@ -785,7 +785,7 @@ def _write_sheet(
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from lookalike.collection import Collection
+    from lookalike.store.collection import Collection
 
     coll = Collection.open(args.collection)
     catalog = coll.catalog
@@ -831,8 +831,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def _collection_and_labels(args: argparse.Namespace) -> tuple[Collection, Labels]:
     """The collection and --labels, checked against the files it indexes."""
-    from lookalike.collection import Collection
-    from lookalike.labels import load_labels
+    from lookalike.load.labels import load_labels
+    from lookalike.store.collection import Collection
 
     coll = Collection.open(args.collection)
     gen = coll.require_generation()
@@ -841,7 +841,7 @@ def _collection_and_labels(args: argparse.Namespace) -> tuple[Collection, Labels
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from lookalike.export import export_collection
+    from lookalike.store.export import export_collection
 
     summary = export_collection(args.collection, args.out, args.format, args.labels)
     print("\n".join(safe_display(line) for line in summary.lines()))
@@ -850,13 +850,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from lookalike.config import preset_names_for_evaluation
-    from lookalike.evaluate import detection_rate, evaluate, markdown_table, to_json
+    from lookalike.evaluate.evaluation import detection_rate, evaluate, markdown_table, to_json
     from lookalike.fileio import atomic_write_bytes
 
     coll, labels = _collection_and_labels(args)
     presets = args.presets or preset_names_for_evaluation()
     if args.train_fraction is not None:
-        from lookalike.evaluate import evaluate_held_out
+        from lookalike.evaluate.evaluation import evaluate_held_out
         from lookalike.train import OUTPUTS
 
         held = evaluate_held_out(
@@ -911,7 +911,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_duplicates(args: argparse.Namespace) -> int:
-    from lookalike.duplicates import find_duplicates
+    from lookalike.groups.duplicates import find_duplicates
 
     report = find_duplicates(args.collection, args.threshold)
     rows = [
@@ -933,8 +933,8 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
 
 
 def cmd_groups(args: argparse.Namespace) -> int:
-    from lookalike.collection import Collection
-    from lookalike.groups import find_groups, read_names, write_labels, write_sheets
+    from lookalike.groups.clusters import find_groups, read_names, write_labels, write_sheets
+    from lookalike.store.collection import Collection
 
     coll = Collection.open(args.collection)
     names = read_names(args.names) if args.names else None
@@ -986,7 +986,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from lookalike.demo import run_demo
+    from lookalike.demo.run import run_demo
 
     return run_demo(
         args.out,

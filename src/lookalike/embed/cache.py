@@ -17,7 +17,7 @@ from pathlib import Path
 from platformdirs import user_cache_dir
 
 from lookalike.fileio import atomic_write_bytes
-from lookalike.images import file_sha256
+from lookalike.load.images import file_sha256
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ plans the run, stages the vectors and commits, so the collection format is the s
 from __future__ import annotations
 
 from lookalike.errors import LookalikeError
-from lookalike.indexer import Engine
+from lookalike.indexing.indexer import Engine
 
 ENGINES = ("local", "ray")
 

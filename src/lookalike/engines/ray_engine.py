@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from lookalike.catalog import FileRecord
 from lookalike.config import PipelineConfig
+from lookalike.embed.extractor import FeatureExtractor
 from lookalike.errors import LookalikeError
-from lookalike.features import FeatureExtractor
-from lookalike.images import LoadLimits
-from lookalike.indexer import ProcessedBatch, embed_loaded, load_record
+from lookalike.indexing.indexer import ProcessedBatch, embed_loaded, load_record
+from lookalike.load.images import LoadLimits
+from lookalike.store.catalog import FileRecord
 
 
 def _ray() -> Any:

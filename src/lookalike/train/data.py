@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lookalike.errors import LabelsError
-from lookalike.labels import Labels, label_set
+from lookalike.load.labels import Labels, label_set
 
 MISSING = -1  # the target of an image that has no label for a task
 

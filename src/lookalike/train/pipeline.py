@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lookalike.blockstore import blocks_for
-from lookalike.collection import Collection, new_index
 from lookalike.config import PipelineConfig
+from lookalike.embed.extractor import FeatureExtractor
 from lookalike.errors import ImageLoadError, LabelsError, LookalikeError
-from lookalike.features import FeatureExtractor
-from lookalike.fuse import Fuser
-from lookalike.images import load_image
-from lookalike.labels import Labels
+from lookalike.fuse.fuser import Fuser
+from lookalike.load.images import load_image
+from lookalike.load.labels import Labels
+from lookalike.store.blocks import blocks_for
+from lookalike.store.collection import Collection, new_index
 from lookalike.train.data import encode_targets
 from lookalike.train.head import Head, HeadConfig, load_head, save_network
 from lookalike.train.network import NetworkResult, Output, check_trainable, train_network

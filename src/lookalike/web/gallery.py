@@ -21,21 +21,21 @@ from typing import Any
 
 import numpy as np
 
-from lookalike.calibration import GOOD_MATCH
-from lookalike.collection import Collection
+from lookalike.embed.extractor import FeatureExtractor
 from lookalike.errors import (
     ImageLoadError,
     IncompatibleCollectionError,
     LookalikeError,
     QueryError,
 )
-from lookalike.faces import MAX_FACES
-from lookalike.features import FeatureExtractor
-from lookalike.images import LoadLimits, load_image
-from lookalike.labels import Labels, load_labels
-from lookalike.render import DETECTED_BOX, FALLBACK_BOX
-from lookalike.rerank import default_head_weight
-from lookalike.search import Searcher
+from lookalike.load.images import LoadLimits, load_image
+from lookalike.load.labels import Labels, load_labels
+from lookalike.render.sheets import DETECTED_BOX, FALLBACK_BOX
+from lookalike.search.calibration import GOOD_MATCH
+from lookalike.search.rerank import default_head_weight
+from lookalike.search.searcher import Searcher
+from lookalike.store.collection import Collection
+from lookalike.store.faces import MAX_FACES
 
 EVALUATION_FILE = "evaluation.json"
 
@@ -238,12 +238,12 @@ class Gallery:
 
     # -- groups and near duplicates (computed on the first request, then kept) ----------
     def groups(self) -> dict[str, Any]:
-        from lookalike.groups import find_groups
+        from lookalike.groups.clusters import find_groups
 
         return self._report("groups", lambda: find_groups(self.collection, min_size=2))
 
     def duplicates(self) -> dict[str, Any]:
-        from lookalike.duplicates import find_duplicates
+        from lookalike.groups.duplicates import find_duplicates
 
         return self._report("duplicates", lambda: find_duplicates(self.collection))
 

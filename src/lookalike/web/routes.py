@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from lookalike.errors import LookalikeError
-from lookalike.images import LoadLimits, load_image
+from lookalike.load.images import LoadLimits, load_image
 from lookalike.web.gallery import UPLOAD_TYPES, Gallery, RequestError
 from lookalike.web.server import error_body
 

@@ -17,17 +17,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lookalike.blockstore import blocks_for
-from lookalike.collection import Collection, Generation
 from lookalike.config import VIEWS, PipelineConfig, get_preset
 from lookalike.embed import Backbone
+from lookalike.embed.extractor import HEAD_FEATURE, FeatureExtractor, split_key
 from lookalike.errors import LabelsError
-from lookalike.expansion import expand_collection
-from lookalike.faces import fuse_items, with_face_scores
-from lookalike.features import HEAD_FEATURE, FeatureExtractor, split_key
-from lookalike.fuse import Fuser
+from lookalike.fuse.expansion import expand_collection
+from lookalike.fuse.fuser import Fuser
 from lookalike.index import create_index
-from lookalike.labels import Labels, label_set
+from lookalike.load.labels import Labels, label_set
+from lookalike.store.blocks import blocks_for
+from lookalike.store.collection import Collection, Generation
+from lookalike.store.faces import fuse_items, with_face_scores
 from lookalike.vectors import l2_normalize
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ FEEL_BLOCK = "whole.hsv"
 
 @dataclass
 class FaceVectors:
-    """The fused face items of the scored pictures (`lookalike.faces`)."""
+    """The fused face items of the scored pictures (`lookalike.store.faces`)."""
 
     vectors: np.ndarray  # (n, dims)
     owner_rows: np.ndarray  # the scored row (query and gallery position) of each one's picture

@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lookalike.collection import BLOCK_DTYPE, Collection, Generation
+from lookalike.embed.extractor import HEAD_FEATURE, FeatureExtractor, split_key
 from lookalike.errors import ImageLoadError, LookalikeError
-from lookalike.features import HEAD_FEATURE, FeatureExtractor, split_key
 from lookalike.fileio import atomic_save_npz
-from lookalike.images import load_image
+from lookalike.load.images import load_image
+from lookalike.store.collection import BLOCK_DTYPE, Collection, Generation
 
 log = logging.getLogger(__name__)
 

@@ -23,14 +23,14 @@ from tqdm import tqdm
 
 from lookalike.detect import crop, head_box
 from lookalike.detect.base import Face
+from lookalike.embed.extractor import split_key
 from lookalike.errors import ImageLoadError
-from lookalike.features import split_key
-from lookalike.images import DEFAULT_LIMITS, LoadLimits, load_image
+from lookalike.load.images import DEFAULT_LIMITS, LoadLimits, load_image
 
 if TYPE_CHECKING:
-    from lookalike.catalog import FileRecord
-    from lookalike.features import Analysis, FeatureExtractor
-    from lookalike.fuse import Fuser
+    from lookalike.embed.extractor import Analysis, FeatureExtractor
+    from lookalike.fuse.fuser import Fuser
+    from lookalike.store.catalog import FileRecord
 
 # Faces per picture that become searchable: a crowd scene costs at most 7 more head passes.
 MAX_FACES = 8

@@ -17,41 +17,41 @@ from typing import Protocol
 import numpy as np
 from tqdm import tqdm
 
-from lookalike.blockstore import Pictures, add_to_cache
-from lookalike.catalog import FileRecord
-from lookalike.collection import (
-    BLOCK_DTYPE,
-    Collection,
-    Generation,
-    new_index,
-    round_to_stored,
-)
 from lookalike.config import PipelineConfig, get_preset, preset_names_for_evaluation
-from lookalike.decode_pool import DecodePool
+from lookalike.embed.extractor import Analysis, FeatureExtractor
 from lookalike.errors import CollectionError, DamagedPartError, ImageLoadError, LookalikeError
-from lookalike.evaluate import blocks_to_compare
-from lookalike.expansion import expand_collection
-from lookalike.faces import (
-    FaceItems,
-    carried_and_computed,
-    compute_face_items,
-    fuse_items,
-    head_keys,
-)
-from lookalike.features import Analysis, FeatureExtractor
+from lookalike.evaluate.evaluation import blocks_to_compare
 from lookalike.fileio import disk_full_is_an_error
-from lookalike.fuse import Fuser
-from lookalike.images import LoadLimits, file_sha256, iter_image_files, load_image
+from lookalike.fuse.expansion import expand_collection
+from lookalike.fuse.fuser import Fuser
 from lookalike.index import IncrementalIndex, VectorIndex
-from lookalike.names import safe_display
-from lookalike.staging import Staging
-from lookalike.switch import (
+from lookalike.indexing.decode_pool import DecodePool
+from lookalike.indexing.switch import (
     SwitchReport,
     check_switchable,
     redetect_reasons,
     shared_backbone,
     switch_settings,
 )
+from lookalike.load.images import LoadLimits, file_sha256, iter_image_files, load_image
+from lookalike.load.names import safe_display
+from lookalike.store.blocks import Pictures, add_to_cache
+from lookalike.store.catalog import FileRecord
+from lookalike.store.collection import (
+    BLOCK_DTYPE,
+    Collection,
+    Generation,
+    new_index,
+    round_to_stored,
+)
+from lookalike.store.faces import (
+    FaceItems,
+    carried_and_computed,
+    compute_face_items,
+    fuse_items,
+    head_keys,
+)
+from lookalike.store.staging import Staging
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from lookalike.errors import ImageLoadError, LookalikeError
 from lookalike.fileio import atomic_write_bytes
-from lookalike.images import load_image
-from lookalike.names import safe_display
+from lookalike.load.images import load_image
+from lookalike.load.names import safe_display
 
 Box = tuple[int, int, int, int]
 RGB = tuple[int, int, int]

@@ -31,7 +31,7 @@ from lookalike.errors import (
     LookalikeError,
     UnsupportedImageError,
 )
-from lookalike.names import safe_display
+from lookalike.load.names import safe_display
 
 log = logging.getLogger(__name__)
 

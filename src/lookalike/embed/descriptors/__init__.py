@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from lookalike.describe.color import (
+from lookalike.embed.descriptors.color import (
     CENTRE,
     TOP_BAND,
     WHOLE,
@@ -29,7 +29,7 @@ from lookalike.describe.color import (
     ConcatDescriptor,
     grid_regions,
 )
-from lookalike.describe.soft import SoftHsvGrid
+from lookalike.embed.descriptors.soft import SoftHsvGrid
 from lookalike.registry import Registry
 
 __all__ = [

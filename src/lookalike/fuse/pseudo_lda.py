@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lookalike.lowrank import sample_rows, top_components
+from lookalike.fuse.lowrank import sample_rows, top_components
 from lookalike.vectors import l2_normalize
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from lookalike.describe.color import WORK_SIZE, to_work_rgb
+from lookalike.embed.descriptors.color import WORK_SIZE, to_work_rgb
 
 
 def _soft_axis(values: np.ndarray, n: int, circular: bool) -> tuple[np.ndarray, ...]:

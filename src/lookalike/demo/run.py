@@ -7,15 +7,15 @@ import shlex
 import sys
 from pathlib import Path
 
-from lookalike.collection import Collection
 from lookalike.config import get_preset, preset_names_for_evaluation
-from lookalike.demo_data import generate_sample
-from lookalike.evaluate import detection_rate, evaluate, markdown_table, to_json
-from lookalike.indexer import Indexer
+from lookalike.demo.sample import generate_sample
+from lookalike.evaluate.evaluation import detection_rate, evaluate, markdown_table, to_json
+from lookalike.indexing.indexer import Indexer
 from lookalike.invocation import activate_hint, lookalike_command
-from lookalike.labels import load_labels
-from lookalike.render import SheetItem, grid_sheet
-from lookalike.search import Searcher
+from lookalike.load.labels import load_labels
+from lookalike.render.sheets import SheetItem, grid_sheet
+from lookalike.search.searcher import Searcher
+from lookalike.store.collection import Collection
 
 
 def run_demo(

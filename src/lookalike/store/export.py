@@ -30,10 +30,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from lookalike.collection import Collection
 from lookalike.errors import LookalikeError
 from lookalike.fileio import atomic_save_npy, atomic_write_bytes
-from lookalike.labels import load_labels
+from lookalike.load.labels import load_labels
+from lookalike.store.collection import Collection
 
 Format = Literal["parquet", "csv", "npy"]
 FORMATS: tuple[Format, ...] = ("parquet", "csv", "npy")

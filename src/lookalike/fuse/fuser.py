@@ -18,8 +18,8 @@ import numpy as np
 from lookalike.config import Block, FusionConfig
 from lookalike.errors import CollectionError
 from lookalike.fileio import atomic_save_npz
-from lookalike.lowrank import sample_index, sample_rows, top_components
-from lookalike.pseudo_lda import PseudoLabelLDA
+from lookalike.fuse.lowrank import sample_index, sample_rows, top_components
+from lookalike.fuse.pseudo_lda import PseudoLabelLDA
 from lookalike.vectors import l2_normalize
 
 # Rows fused at a time: the intermediate arrays stay this small whatever the collection.

@@ -19,15 +19,15 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 
-from lookalike.blockstore import Computed, blocks_for, keep_in_cache
-from lookalike.collection import Collection, new_index
 from lookalike.config import PipelineConfig
 from lookalike.embed import Backbone
+from lookalike.embed.extractor import FeatureExtractor
 from lookalike.errors import IncompatibleCollectionError
-from lookalike.expansion import expand_collection
-from lookalike.features import FeatureExtractor
-from lookalike.fuse import Fuser
-from lookalike.staging import Staging
+from lookalike.fuse.expansion import expand_collection
+from lookalike.fuse.fuser import Fuser
+from lookalike.store.blocks import Computed, blocks_for, keep_in_cache
+from lookalike.store.collection import Collection, new_index
+from lookalike.store.staging import Staging
 
 log = logging.getLogger(__name__)
 

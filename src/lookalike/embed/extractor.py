@@ -16,10 +16,10 @@ import numpy as np
 from PIL import Image
 
 from lookalike.config import VIEWS, PipelineConfig
-from lookalike.describe import describe, list_descriptors
 from lookalike.detect import Detector, create_detector, crop, head_box
 from lookalike.detect.salient import SALIENT_MIN_SIDE, salient_box
 from lookalike.embed import Backbone, create_backbone
+from lookalike.embed.descriptors import describe, list_descriptors
 from lookalike.errors import LookalikeError
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from lookalike.errors import CollectionError
 from lookalike.fileio import no_room_left
-from lookalike.names import from_stored, to_stored
+from lookalike.load.names import from_stored, to_stored
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (

@@ -12,11 +12,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from lookalike.calibration import GOOD_MATCH, calibration_for
-from lookalike.collection import Collection
+from lookalike.embed.extractor import Analysis, FeatureExtractor
 from lookalike.errors import DamagedPartError, ImageLoadError, QueryError
-from lookalike.expansion import expand_query
-from lookalike.faces import (
+from lookalike.fuse.expansion import expand_query
+from lookalike.load.images import file_sha256, load_image
+from lookalike.search.calibration import GOOD_MATCH, calibration_for
+from lookalike.search.rerank import ViewScorer, combine, rank
+from lookalike.store.collection import Collection
+from lookalike.store.faces import (
     MAX_FACES,
     FaceItems,
     best_per_owner,
@@ -24,9 +27,6 @@ from lookalike.faces import (
     head_keys,
     item_blocks,
 )
-from lookalike.features import Analysis, FeatureExtractor
-from lookalike.images import file_sha256, load_image
-from lookalike.rerank import ViewScorer, combine, rank
 from lookalike.vectors import RowMap
 
 log = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ class Searcher:
         self.head_boxes = gen.head_boxes
         self.index = gen.index()
         self.fuser = gen.fuser()
-        # Every face of a picture with several is searchable (lookalike.faces).
+        # Every face of a picture with several is searchable (lookalike.store.faces).
         self.faces = gen.face_items() or FaceItems.empty(head_keys(self.config.block_keys))
         self.face_fused = np.asarray(gen.face_fused())
         self._gen = gen

@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from lookalike.collection import Collection
 from lookalike.errors import LookalikeError
 from lookalike.fileio import atomic_write_bytes
-from lookalike.lowrank import sample_index
-from lookalike.pseudo_lda import kmeans
+from lookalike.fuse.lowrank import sample_index
+from lookalike.fuse.pseudo_lda import kmeans
+from lookalike.store.collection import Collection
 from lookalike.vectors import l2_normalize
 
 # Neighbour counts tried (the eigengap picks one); 40 as well cost the built-in sample
@@ -242,7 +242,7 @@ SHEET_MOST = 48  # members drawn per group sheet at most (the sheet says how man
 def write_sheets(report: GroupReport, coll: Collection, folder: Path) -> list[Path]:
     """One contact sheet per group in `folder` (`<name>.png`): the representative first,
     then the members, SHEET_ROW to a row."""
-    from lookalike.render import SheetItem, grid_sheet
+    from lookalike.render.sheets import SheetItem, grid_sheet
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -38,8 +38,6 @@ from typing import Any
 import numpy as np
 from filelock import FileLock, Timeout
 
-from lookalike import __version__
-from lookalike.catalog import Catalog
 from lookalike.config import PipelineConfig
 from lookalike.errors import (
     CollectionBusyError,
@@ -47,10 +45,12 @@ from lookalike.errors import (
     DamagedPartError,
     IncompatibleCollectionError,
 )
-from lookalike.faces import FaceItems, head_keys
 from lookalike.fileio import atomic_save_npy, atomic_write_json, fsync_dir
-from lookalike.fuse import Fuser
+from lookalike.fuse.fuser import Fuser
 from lookalike.index import VectorIndex, create_index, load_index
+from lookalike.store.catalog import Catalog
+from lookalike.store.faces import FaceItems, head_keys
+from lookalike.version import __version__
 
 # 2: feature blocks stored as float16, the dense default (issue 16). A version-1 collection
 # is refused with a message that says to re-index (its 8337-dim vectors and Annoy trees
@@ -106,7 +106,7 @@ class Generation:
         return self._array("fused.npy", 2, mmap=True)
 
     def face_items(self) -> FaceItems | None:
-        """The face items (`lookalike.faces`); None for a generation written without them."""
+        """The face items (`lookalike.store.faces`); None for a generation written without them."""
         if not (self.path / "faces").is_dir():
             return None
         keys = [

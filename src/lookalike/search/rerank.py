@@ -20,7 +20,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from lookalike.config import VIEWS
-from lookalike.fuse import Fuser
+from lookalike.fuse.fuser import Fuser
 
 
 def view_fusers(fuser: Fuser) -> dict[str, Fuser]:

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from lookalike.collection import Collection
 from lookalike.errors import ImageLoadError, LookalikeError
-from lookalike.images import LoadLimits, load_image
+from lookalike.load.images import LoadLimits, load_image
+from lookalike.store.collection import Collection
 
 HASH_SIDE = 32  # the grey copy the DCT is taken of
 HASH_LOW = 8  # the lowest HASH_LOW x HASH_LOW frequencies make the 64 bits

@@ -23,13 +23,13 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lookalike.catalog import FileRecord
 from lookalike.config import PipelineConfig
-from lookalike.features import FeatureExtractor
-from lookalike.images import LoadLimits
+from lookalike.embed.extractor import FeatureExtractor
+from lookalike.load.images import LoadLimits
+from lookalike.store.catalog import FileRecord
 
 if TYPE_CHECKING:
-    from lookalike.indexer import _Loaded
+    from lookalike.indexing.indexer import _Loaded
 
 _state: dict[str, Any] = {}
 
@@ -63,7 +63,7 @@ def _watch(parent: int) -> None:
 
 
 def _load(rec: FileRecord) -> _Loaded:
-    from lookalike.indexer import load_record
+    from lookalike.indexing.indexer import load_record
 
     return load_record(rec, _state["root"], _state["limits"], _state["extractor"])
 

@@ -1,0 +1,1 @@
+"""The collection organised: groups of the same character, near-duplicate pictures."""

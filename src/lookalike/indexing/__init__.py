@@ -1,0 +1,1 @@
+"""The `index` run: scan, diff, decode and detect in workers, embed, commit."""

@@ -1,0 +1,1 @@
+"""Reading what the user gives: image files (safe decoding), file names, labels."""

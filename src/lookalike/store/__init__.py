@@ -1,0 +1,1 @@
+"""The collection on disk: catalog, generations, staging, feature blocks, face items, export."""
