@@ -7,6 +7,7 @@ are fused and reduced, and which index serves the queries.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
@@ -224,3 +225,27 @@ __all__ = [
     "get_preset",
     "list_presets",
 ]
+
+
+# Feel: colour histograms of the whole images, compared by cosine similarity.
+FEEL_BLOCK = "whole.hsv"
+
+
+def preset_like(name: str, base: PipelineConfig) -> PipelineConfig:
+    """Preset `name` on the collection's own detections, backbone and trained head (v5 of a
+    collection switched to a head scores that head): evaluated presets differ only in what
+    they fuse, so the stored boxes and vectors can be reused."""
+    return get_preset(name).with_options(
+        backbone=base.backbone,
+        backbone_options=base.backbone_options,
+        detector=base.detector,
+        head_dir=base.head_dir,
+    )
+
+
+def blocks_to_compare(base: PipelineConfig, presets: Sequence[str]) -> list[str]:
+    """Every block the `presets` need on the collection's settings `base`, and the feel's:
+    one pass over the images gives them all (one forward pass gives every output of a
+    view)."""
+    configs = [preset_like(name, base) for name in presets]
+    return list(dict.fromkeys([*(k for c in configs for k in c.block_keys), FEEL_BLOCK]))

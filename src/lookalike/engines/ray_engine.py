@@ -27,7 +27,7 @@ import numpy as np
 from lookalike.config import PipelineConfig
 from lookalike.embed.extractor import FeatureExtractor
 from lookalike.errors import LookalikeError
-from lookalike.indexing.indexer import ProcessedBatch, embed_loaded, load_record
+from lookalike.indexing.prepare import ProcessedBatch, embed_loaded, load_record
 from lookalike.load.images import LoadLimits
 from lookalike.store.catalog import FileRecord
 

@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lookalike.config import VIEWS, PipelineConfig, get_preset
+from lookalike.config import (
+    FEEL_BLOCK,
+    VIEWS,
+    PipelineConfig,
+    blocks_to_compare,
+    preset_like,
+)
 from lookalike.embed import Backbone
 from lookalike.embed.extractor import HEAD_FEATURE, FeatureExtractor, split_key
 from lookalike.errors import LabelsError
@@ -34,9 +40,6 @@ if TYPE_CHECKING:
     from lookalike.train.head import Head
     from lookalike.train.network import Output
     from lookalike.train.options import TrainOptions
-
-# Feel: colour histograms of the whole images, compared by cosine similarity.
-FEEL_BLOCK = "whole.hsv"
 
 
 @dataclass
@@ -112,26 +115,6 @@ def feel_score(feel_vectors: np.ndarray, neighbours: np.ndarray) -> float:
     v = l2_normalize(feel_vectors)
     sims = np.einsum("nd,nkd->nk", v, v[neighbours])
     return float(sims.mean())
-
-
-def preset_like(name: str, base: PipelineConfig) -> PipelineConfig:
-    """Preset `name` on the collection's own detections, backbone and trained head (v5 of a
-    collection switched to a head scores that head): evaluated presets differ only in what
-    they fuse, so the stored boxes and vectors can be reused."""
-    return get_preset(name).with_options(
-        backbone=base.backbone,
-        backbone_options=base.backbone_options,
-        detector=base.detector,
-        head_dir=base.head_dir,
-    )
-
-
-def blocks_to_compare(base: PipelineConfig, presets: Sequence[str]) -> list[str]:
-    """Every block the `presets` need on the collection's settings `base`, and the feel's:
-    one pass over the images gives them all (one forward pass gives every output of a
-    view)."""
-    configs = [preset_like(name, base) for name in presets]
-    return list(dict.fromkeys([*(k for c in configs for k in c.block_keys), FEEL_BLOCK]))
 
 
 def evaluate(

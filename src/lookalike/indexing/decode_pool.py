@@ -21,15 +21,13 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lookalike.config import PipelineConfig
 from lookalike.embed.extractor import FeatureExtractor
+from lookalike.indexing.prepare import LoadedFile, load_record
 from lookalike.load.images import LoadLimits
 from lookalike.store.catalog import FileRecord
-
-if TYPE_CHECKING:
-    from lookalike.indexing.indexer import _Loaded
 
 _state: dict[str, Any] = {}
 
@@ -62,9 +60,7 @@ def _watch(parent: int) -> None:
     os._exit(1)
 
 
-def _load(rec: FileRecord) -> _Loaded:
-    from lookalike.indexing.indexer import load_record
-
+def _load(rec: FileRecord) -> LoadedFile:
     return load_record(rec, _state["root"], _state["limits"], _state["extractor"])
 
 
@@ -82,7 +78,7 @@ class DecodePool:
             initargs=(config.to_dict(), str(root), limits, os.getpid()),
         )
 
-    def map(self, records: Sequence[FileRecord]) -> Iterator[_Loaded]:
+    def map(self, records: Sequence[FileRecord]) -> Iterator[LoadedFile]:
         return self._pool.map(_load, records, chunksize=4)
 
     def close(self) -> None:

@@ -17,15 +17,20 @@ from typing import Protocol
 import numpy as np
 from tqdm import tqdm
 
-from lookalike.config import PipelineConfig, get_preset, preset_names_for_evaluation
-from lookalike.embed.extractor import Analysis, FeatureExtractor
+from lookalike.config import (
+    PipelineConfig,
+    blocks_to_compare,
+    get_preset,
+    preset_names_for_evaluation,
+)
+from lookalike.embed.extractor import FeatureExtractor
 from lookalike.errors import CollectionError, DamagedPartError, ImageLoadError, LookalikeError
-from lookalike.evaluate.evaluation import blocks_to_compare
 from lookalike.fileio import disk_full_is_an_error
 from lookalike.fuse.expansion import expand_collection
 from lookalike.fuse.fuser import Fuser
 from lookalike.index import IncrementalIndex, VectorIndex
 from lookalike.indexing.decode_pool import DecodePool
+from lookalike.indexing.prepare import LoadedFile, ProcessedBatch, embed_loaded, load_record
 from lookalike.indexing.switch import (
     SwitchReport,
     check_switchable,
@@ -33,7 +38,7 @@ from lookalike.indexing.switch import (
     shared_backbone,
     switch_settings,
 )
-from lookalike.load.images import LoadLimits, file_sha256, iter_image_files, load_image
+from lookalike.load.images import LoadLimits, file_sha256, iter_image_files
 from lookalike.load.names import safe_display
 from lookalike.store.blocks import Pictures, add_to_cache
 from lookalike.store.catalog import FileRecord
@@ -114,56 +119,6 @@ class IndexSummary:
         if len(self.skipped) > 20:
             out.append(f"  ... and {len(self.skipped) - 20} more (lookalike info COLL --errors)")
         return out
-
-
-@dataclass
-class _Loaded:
-    record: FileRecord
-    analysis: Analysis | None
-
-
-@dataclass
-class ProcessedBatch:
-    """A batch of files through decode, detect and embed: what a run stores (any engine)."""
-
-    records: list[FileRecord]  # every file of the batch, status "ok" or "error"
-    ids: np.ndarray  # catalog ids of the ok ones: the rows of `blocks`
-    blocks: dict[str, np.ndarray]
-
-
-def load_record(
-    rec: FileRecord, root: Path, limits: LoadLimits, extractor: FeatureExtractor
-) -> _Loaded:
-    """Decode and detect one file, filling its catalog record (status ok, or error + reason)."""
-    path = root / rec.path
-    try:
-        image = load_image(path, limits)
-        rec.sha256 = file_sha256(path)
-    except ImageLoadError as exc:
-        rec.status, rec.error = "error", exc.reason
-        return _Loaded(rec, None)
-    analysis = extractor.analyse(image)
-    rec.width, rec.height = image.size
-    rec.detector = extractor.config.detector
-    rec.faces, rec.head_box, rec.fallback = analysis.faces, analysis.head_box, analysis.fallback
-    rec.status, rec.error = "ok", None
-    return _Loaded(rec, analysis)
-
-
-def embed_loaded(
-    extractor: FeatureExtractor, batch: Sequence[_Loaded], keys: Sequence[str] = ()
-) -> ProcessedBatch:
-    """Embed the loaded files of a batch (the single-process and the Ray engine both call it):
-    the config's blocks, or `keys` (which hold them) when given."""
-    good = [item for item in batch if item.analysis is not None]
-    analyses = [item.analysis for item in good if item.analysis is not None]
-    extractor.settle_fallbacks(analyses)
-    for item, analysis in zip(good, analyses, strict=True):
-        item.record.head_box = analysis.head_box
-    views = [analysis.views for analysis in analyses]
-    blocks = extractor.compute(views, keys or extractor.config.block_keys) if good else {}
-    ids = np.array([item.record.id for item in good], dtype=np.int64)
-    return ProcessedBatch([item.record for item in batch], ids, blocks)
 
 
 def relative_key(path: Path, root: Path) -> str:
@@ -388,7 +343,7 @@ class Indexer:
         catalog.upsert(todo)  # as 'pending': gives each new file its id
         return todo, deleted
 
-    def _load_one(self, rec: FileRecord) -> _Loaded:
+    def _load_one(self, rec: FileRecord) -> LoadedFile:
         return load_record(rec, self.root, self.limits, self.extractor)
 
     @property
@@ -399,7 +354,7 @@ class Indexer:
     @contextlib.contextmanager
     def _loader(
         self, n_files: int
-    ) -> Iterator[Callable[[Sequence[FileRecord]], Iterator[_Loaded]]]:
+    ) -> Iterator[Callable[[Sequence[FileRecord]], Iterator[LoadedFile]]]:
         """A map over files that decodes and detects them in parallel workers."""
         # Processes only pay off when there is enough to do: each one starts a Python.
         if self.processes and n_files >= 4 * self.batch_size and self.workers > 1:
@@ -415,7 +370,7 @@ class Indexer:
             finally:  # on Ctrl-C, do not decode the queued batches first
                 threads.shutdown(cancel_futures=True)
 
-    def _batches(self, todo: Sequence[FileRecord]) -> Iterator[list[_Loaded]]:
+    def _batches(self, todo: Sequence[FileRecord]) -> Iterator[list[LoadedFile]]:
         # Decoding and detection of the next batches overlap the embedding of this one.
         with self._loader(len(todo)) as load:
             pending = []

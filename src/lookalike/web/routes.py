@@ -27,8 +27,8 @@ from starlette.exceptions import HTTPException
 
 from lookalike.errors import LookalikeError
 from lookalike.load.images import LoadLimits, load_image
+from lookalike.web.errors import error_body
 from lookalike.web.gallery import UPLOAD_TYPES, Gallery, RequestError
-from lookalike.web.server import error_body
 
 STATIC_TYPES = {
     ".html": "text/html; charset=utf-8",

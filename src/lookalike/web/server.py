@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import logging
 import socket
 import sys
@@ -34,6 +33,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from lookalike.errors import LookalikeError
+from lookalike.web.errors import error_body
 from lookalike.web.gallery import Gallery
 
 log = logging.getLogger(__name__)
@@ -91,10 +91,6 @@ def parse_host_header(value: str) -> tuple[str, int] | None:
     if not parts.hostname:
         return None
     return parts.hostname.rstrip("."), 80 if port is None else port
-
-
-def error_body(status: int, message: str) -> bytes:
-    return json.dumps({"error": message, "status": status}).encode()
 
 
 class Addressing:
