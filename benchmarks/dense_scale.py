@@ -28,10 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from lookalike.fuse.fitting import new_index
 from lookalike.index.exact import top_k_inner
 from lookalike.search.searcher import Searcher
 from lookalike.store.catalog import FileRecord
-from lookalike.store.collection import Collection, new_index
+from lookalike.store.collection import Collection
 from lookalike.vectors import l2_normalize
 
 CHUNK = 100_000

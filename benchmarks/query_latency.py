@@ -34,10 +34,11 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.config import get_preset
+from lookalike.fuse.fitting import new_index
 from lookalike.indexing.indexer import Indexer
 from lookalike.search.searcher import Searcher
 from lookalike.store.catalog import FileRecord
-from lookalike.store.collection import Collection, new_index
+from lookalike.store.collection import Collection
 
 DATASETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
 CHUNK = 5_000  # synthetic rows fused at a time: bounded temporaries

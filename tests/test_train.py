@@ -18,7 +18,7 @@ from lookalike.demo.sample import generate_sample
 from lookalike.embed.extractor import FeatureExtractor
 from lookalike.errors import LabelsError, LookalikeError
 from lookalike.evaluate.evaluation import evaluate_held_out
-from lookalike.indexing import indexer
+from lookalike.indexing import prepare
 from lookalike.indexing.indexer import Indexer
 from lookalike.load.labels import load_labels
 from lookalike.search.searcher import Searcher
@@ -100,7 +100,7 @@ def test_train_index_query_from_the_command_line(sample, tmp_path, monkeypatch):
     read = []
     real = blockstore.load_image
     monkeypatch.setattr(blockstore, "load_image", lambda p: read.append(p) or real(p))
-    monkeypatch.setattr(indexer, "load_image", lambda *_: pytest.fail("detection ran again"))
+    monkeypatch.setattr(prepare, "load_image", lambda *_: pytest.fail("detection ran again"))
     assert main(["index", str(sample), "-c", str(coll), "--head", str(head), "-q"]) == 0
     assert len(read) == 18
     stored = Collection.open(coll)

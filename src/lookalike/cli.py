@@ -14,7 +14,7 @@ import os
 import shlex
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -349,6 +349,10 @@ def _add_collection(p: argparse.ArgumentParser) -> None:
     p.add_argument("collection", type=Path, help="collection folder (made by lookalike index)")
 
 
+# Adds one subcommand's parser (with the shared --quiet/--verbose) and returns it.
+AddCommand = Callable[..., argparse.ArgumentParser]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="lookalike",
@@ -365,274 +369,20 @@ def build_parser() -> argparse.ArgumentParser:
     def add_command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[output], **kwargs)
 
-    p = add_command(
-        "index",
-        help="index a folder of images into a collection",
-        description="Index every image under FOLDER (recursively). Running it "
-        "again processes only new and changed files and drops deleted ones; an "
-        "interrupted run resumes where it stopped. Exit code 1 if files were "
-        "skipped (listed by `lookalike info COLL --errors`).",
-    )
-    p.add_argument("folder", type=Path, help="folder of images")
-    p.add_argument("--collection", "-c", type=Path, required=True, help="collection folder")
-    _add_pipeline_options(p)
-    p.add_argument(
-        "--head",
-        type=Path,
-        help="trained head (from `lookalike train`) for preset v5; an indexed collection "
-        "switches to it from its stored features, without reading the images again",
-    )
-    p.add_argument(
-        "--moved-from",
-        type=Path,
-        metavar="OLD_FOLDER",
-        help="the folder the collection indexed before it was moved to FOLDER: files keep "
-        "their ids and vectors",
-    )
-    p.add_argument("--batch-size", type=at_least(1), default=32, help="images per embedding batch")
-    p.add_argument("--wait", action="store_true", help="wait if another run holds the collection")
-    p.add_argument(
-        "--engine",
-        choices=["local", "ray"],
-        default="local",
-        help="where decode, detect and embed run: this process (default) or Ray",
-    )
-    p.add_argument("--ray-address", help="join this Ray cluster (default: start a local Ray)")
-    p.add_argument(
-        "--ray-workers", type=at_least(1), default=2, help="Ray embedding actors (default 2)"
-    )
-    p.add_argument(
-        "--store",
-        help="keep the vectors in Milvus: milvus:PATH (Milvus Lite file) or milvus://HOST:PORT",
-    )
-
-    p = add_command(
-        "query",
-        help="what looks like this image?",
-        description="Find the k images most like IMAGE_OR_ID: an image file "
-        "(inside or outside the collection), a path relative to the indexed "
-        "folder, or an item id. The query itself is never among the results.",
-    )
-    _add_collection(p)
-    p.add_argument(
-        "query",
-        type=query_argument,
-        help="image file, path inside the indexed folder, or item id",
-    )
-    p.add_argument("-k", type=at_least(1), default=4, help="number of results (default 4)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument(
-        "--min-score",
-        type=float,
-        help="leave out results under this cosine score (the score column); says so when "
-        "nothing passes",
-    )
-    p.add_argument(
-        "--min-probability",
-        type=_probability,
-        help="leave out results whose probability of showing the same character (the P(same) "
-        "column, calibrated per preset on the dev sets) is under this, from 0 to 1",
-    )
-    p.add_argument(
-        "--sheet",
-        type=Path,
-        help="write a contact sheet, the query then its results; the suffix chooses the "
-        "format: .png, .jpg/.jpeg or .webp (an existing file is written into, never replaced)",
-    )
-    p.add_argument(
-        "--face",
-        type=at_least(0),
-        default=0,
-        help="which face of a query picture with several asks: 0 (default) the best found, "
-        "1 the next, ... (lookalike info --json lists each picture's faces)",
-    )
-
-    p = add_command(
-        "info",
-        help="describe a collection",
-        description="The collection's settings, generation, counts of files and of the faces "
-        "found per picture, and whether an index run is writing it now.",
-    )
-    _add_collection(p)
-    p.add_argument("--errors", action="store_true", help="list the files that were skipped")
-    p.add_argument("--json", action="store_true", help="print JSON (the manifest) instead")
-
-    p = add_command(
-        "export",
-        help="write ids, paths, sizes, faces, labels and vectors for other tools",
-        description="Write the collection's items as clip-retrieval lays out embeddings: "
-        "OUT/img_emb/img_emb_0.npy (the fused vectors, one row per item), OUT/ids.npy, and "
-        "OUT/metadata/metadata_0.parquet or .csv (id, path, root, width, height, bytes, "
-        "sha256, faces, head box, fallback, labels), rows in the order of the vectors.",
-    )
-    _add_collection(p)
-    p.add_argument("--out", type=Path, required=True, help="folder to write into")
-    p.add_argument(
-        "--format",
-        choices=["parquet", "csv", "npy"],  # export.FORMATS (not imported: start-up time)
-        default="csv",
-        help="metadata as parquet (needs pyarrow: pip install 'lookalike[export]'), csv "
-        "(default), or npy (the vectors and ids only)",
-    )
-    p.add_argument(
-        "--labels", help="add label columns: 'folders' (parent folder name) or a CSV with 'file'"
-    )
-
-    p = add_command(
-        "evaluate",
-        help="measure retrieval quality with labels",
-        description="Leave-one-out retrieval among the labelled images: "
-        "precision@k, mAP@k, the ANN backend's recall@k against exact search, a "
-        "feel score (colour similarity of the whole images) and dims per preset.",
-    )
-    _add_collection(p)
-    p.add_argument(
-        "--labels",
-        required=True,
-        help="'folders' (parent folder name = label) or a CSV with a 'file' column",
-    )
-    p.add_argument("--task", help="label column of the CSV to use (default: the first)")
-    p.add_argument(
-        "--preset",
-        action="append",
-        dest="presets",
-        metavar="PRESET",
-        help="preset to evaluate: {presets} (repeatable; default {evaluated_presets})",
-    )
-    p.add_argument(
-        "-k", type=at_least(1), default=4, help="the k of precision@k, mAP@k (default 4)"
-    )
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument(
-        "--train-fraction",
-        type=float,
-        help="train a v5 head on this stratified fraction of the labelled images and score "
-        "every preset on the rest only (queries and gallery); adds v5 to the presets",
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the split and the training")
-    _add_training_options(p)
-
-    p = add_command(
-        "train",
-        help="train a v5 head on your labels (multi-task)",
-        description="Tune a network of its own on the labelled images, with one classifier per "
-        "label column (task), on both views (head crop and whole image). The head is saved as "
-        "safetensors + head.json; use it with "
-        "`lookalike index FOLDER -c COLL --preset v5 --head HEAD_DIR`.",
-    )
-    _add_collection(p)
-    p.add_argument(
-        "--labels",
-        required=True,
-        help="'folders' (one task, character = parent folder) or a CSV: a 'file' column and "
-        "one column per task (an empty cell: no label)",
-    )
-    p.add_argument("--tasks", help="comma-separated label columns to learn (default: all)")
-    _add_training_options(p)
-    p.add_argument(
-        "--output",
-        choices=["probs", "logits", "embedding"],
-        default="probs",
-        help="the retrieval vector: task probabilities (default), logits, or the embedding "
-        "(the tuned network's GeM)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the training (views, order, init)")
-    p.add_argument("--out", type=Path, help="head folder (default: COLL/head)")
-
-    p = add_command(
-        "duplicates",
-        help="groups of near-duplicate pictures (re-saves, resizes, crops, recolours)",
-        description="Groups of pictures that are the same art: perceptual hashes of the "
-        "indexed files (and of their crops) at most --threshold bits apart. Each group "
-        "names the file to keep (most pixels, then most bytes, then by path). Nothing is "
-        "deleted.",
-    )
-    _add_collection(p)
-    p.add_argument(
-        "--threshold",
-        type=at_least(0),
-        default=6,  # duplicates.DEFAULT_THRESHOLD (not imported: start-up time)
-        help="most differing bits of the 64-bit hashes (default 6; 8 finds more crops and "
-        "edits, and pairs some different pictures: check the groups)",
-    )
-    _add_table_formats(p)
-
-    p = add_command(
-        "groups",
-        help="the collection clustered into characters (or people), without labels",
-        description="Clusters the stored vectors into groups (characters, or people with "
-        "the photo preset), each with a representative picture. --labels-out writes a "
-        "labels CSV (group_N, or the names of --names) that train and evaluate read.",
-    )
-    _add_collection(p)
-    p.add_argument(
-        "--min-size",
-        type=at_least(1),
-        default=3,
-        help="smallest group listed (default 3); smaller ones are listed as ungrouped",
-    )
-    p.add_argument("--names", type=Path, help="CSV 'group,name' naming groups (group_3,Saber)")
-    p.add_argument("--labels-out", type=Path, help="write the labels CSV (file,character) here")
-    p.add_argument("--sheets", type=Path, help="write a contact sheet per group into this folder")
-    _add_table_formats(p)
-
-    for kind, what in LISTED_REGISTRIES.items():
-        add_command(kind, help=f"list the {what}", description=f"The {what}, one per line.")
-
-    p = add_command(
-        "demo",
-        help="generate the built-in sample, index it, query, evaluate",
-        description="Draws a labelled sample of anime-style characters "
-        "(no data from outside), indexes it, writes contact sheets and the "
-        "evaluation table into --out.",
-    )
-    p.add_argument("--out", type=Path, default=Path("lookalike-demo"), help="output folder")
-    p.add_argument(
-        "--characters",
-        type=at_least(1),
-        default=12,
-        help="characters drawn in the sample (default 12)",
-    )
-    p.add_argument(
-        "--per-character",
-        type=at_least(1),
-        default=20,
-        help="images drawn of each character (default 20)",
-    )
-    p.add_argument(
-        "--seed", type=int, default=0, help="seed of the drawing: the same seed, the same sample"
-    )
-    p.add_argument(
-        "--backbone", default=None, help="CNN backbone: {backbones} (default efficientnet-lite0)"
-    )
-
-    p = add_command(
-        "serve",
-        help="browse the collection and query it in a web page (and a JSON API)",
-        description="Serve a gallery of the collection with look-alike search, "
-        "a head-versus-whole slider, uploads and label filters, plus the JSON API "
-        "(described at /api/openapi.json). Read-only; Ctrl-C stops it.",
-    )
-    _add_collection(p)
-    p.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)"
-    )
-    p.add_argument(
-        "--port", type=port_number, default=8000, help="port (default 8000; 0 picks a free one)"
-    )
-    p.add_argument(
-        "--labels", help="label filters: 'folders' (parent folder name) or a CSV with 'file'"
-    )
-    p.add_argument(
-        "--evaluation",
-        type=Path,
-        help="evaluation JSON to show (default: COLL/evaluation.json, written by evaluate)",
-    )
-    p.add_argument(
-        "--open",
-        action="store_true",
-        help="open the page in the web browser ($BROWSER where set)",
-    )
+    for add_parser in (
+        add_index_parser,
+        add_query_parser,
+        add_info_parser,
+        add_export_parser,
+        add_evaluate_parser,
+        add_train_parser,
+        add_duplicates_parser,
+        add_groups_parser,
+        add_list_parser,
+        add_demo_parser,
+        add_serve_parser,
+    ):
+        add_parser(add_command)
     return parser
 
 
@@ -681,6 +431,50 @@ def _config_from_args(args: argparse.Namespace):
     return config.with_options(**changes)
 
 
+def add_index_parser(add_command: AddCommand) -> None:
+    """The `index` command's arguments."""
+    p = add_command(
+        "index",
+        help="index a folder of images into a collection",
+        description="Index every image under FOLDER (recursively). Running it "
+        "again processes only new and changed files and drops deleted ones; an "
+        "interrupted run resumes where it stopped. Exit code 1 if files were "
+        "skipped (listed by `lookalike info COLL --errors`).",
+    )
+    p.add_argument("folder", type=Path, help="folder of images")
+    p.add_argument("--collection", "-c", type=Path, required=True, help="collection folder")
+    _add_pipeline_options(p)
+    p.add_argument(
+        "--head",
+        type=Path,
+        help="trained head (from `lookalike train`) for preset v5; an indexed collection "
+        "switches to it from its stored features, without reading the images again",
+    )
+    p.add_argument(
+        "--moved-from",
+        type=Path,
+        metavar="OLD_FOLDER",
+        help="the folder the collection indexed before it was moved to FOLDER: files keep "
+        "their ids and vectors",
+    )
+    p.add_argument("--batch-size", type=at_least(1), default=32, help="images per embedding batch")
+    p.add_argument("--wait", action="store_true", help="wait if another run holds the collection")
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="where decode, detect and embed run: this process (default) or Ray",
+    )
+    p.add_argument("--ray-address", help="join this Ray cluster (default: start a local Ray)")
+    p.add_argument(
+        "--ray-workers", type=at_least(1), default=2, help="Ray embedding actors (default 2)"
+    )
+    p.add_argument(
+        "--store",
+        help="keep the vectors in Milvus: milvus:PATH (Milvus Lite file) or milvus://HOST:PORT",
+    )
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     from lookalike.engines import create_engine
     from lookalike.indexing.indexer import Indexer
@@ -720,6 +514,50 @@ def cmd_index(args: argparse.Namespace) -> int:
         return 130
     print("\n".join(summary.lines()))
     return EXIT_SKIPPED if summary.skipped else 0
+
+
+def add_query_parser(add_command: AddCommand) -> None:
+    """The `query` command's arguments."""
+    p = add_command(
+        "query",
+        help="what looks like this image?",
+        description="Find the k images most like IMAGE_OR_ID: an image file "
+        "(inside or outside the collection), a path relative to the indexed "
+        "folder, or an item id. The query itself is never among the results.",
+    )
+    _add_collection(p)
+    p.add_argument(
+        "query",
+        type=query_argument,
+        help="image file, path inside the indexed folder, or item id",
+    )
+    p.add_argument("-k", type=at_least(1), default=4, help="number of results (default 4)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--min-score",
+        type=float,
+        help="leave out results under this cosine score (the score column); says so when "
+        "nothing passes",
+    )
+    p.add_argument(
+        "--min-probability",
+        type=_probability,
+        help="leave out results whose probability of showing the same character (the P(same) "
+        "column, calibrated per preset on the dev sets) is under this, from 0 to 1",
+    )
+    p.add_argument(
+        "--sheet",
+        type=Path,
+        help="write a contact sheet, the query then its results; the suffix chooses the "
+        "format: .png, .jpg/.jpeg or .webp (an existing file is written into, never replaced)",
+    )
+    p.add_argument(
+        "--face",
+        type=at_least(0),
+        default=0,
+        help="which face of a query picture with several asks: 0 (default) the best found, "
+        "1 the next, ... (lookalike info --json lists each picture's faces)",
+    )
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -784,6 +622,19 @@ def _write_sheet(
     return contact_sheet(head, tiles, out).unreadable
 
 
+def add_info_parser(add_command: AddCommand) -> None:
+    """The `info` command's arguments."""
+    p = add_command(
+        "info",
+        help="describe a collection",
+        description="The collection's settings, generation, counts of files and of the faces "
+        "found per picture, and whether an index run is writing it now.",
+    )
+    _add_collection(p)
+    p.add_argument("--errors", action="store_true", help="list the files that were skipped")
+    p.add_argument("--json", action="store_true", help="print JSON (the manifest) instead")
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from lookalike.store.collection import Collection
 
@@ -840,12 +691,73 @@ def _collection_and_labels(args: argparse.Namespace) -> tuple[Collection, Labels
     return coll, load_labels(args.labels, paths)
 
 
+def add_export_parser(add_command: AddCommand) -> None:
+    """The `export` command's arguments."""
+    p = add_command(
+        "export",
+        help="write ids, paths, sizes, faces, labels and vectors for other tools",
+        description="Write the collection's items as clip-retrieval lays out embeddings: "
+        "OUT/img_emb/img_emb_0.npy (the fused vectors, one row per item), OUT/ids.npy, and "
+        "OUT/metadata/metadata_0.parquet or .csv (id, path, root, width, height, bytes, "
+        "sha256, faces, head box, fallback, labels), rows in the order of the vectors.",
+    )
+    _add_collection(p)
+    p.add_argument("--out", type=Path, required=True, help="folder to write into")
+    p.add_argument(
+        "--format",
+        choices=["parquet", "csv", "npy"],  # export.FORMATS (not imported: start-up time)
+        default="csv",
+        help="metadata as parquet (needs pyarrow: pip install 'lookalike[export]'), csv "
+        "(default), or npy (the vectors and ids only)",
+    )
+    p.add_argument(
+        "--labels", help="add label columns: 'folders' (parent folder name) or a CSV with 'file'"
+    )
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from lookalike.store.export import export_collection
 
     summary = export_collection(args.collection, args.out, args.format, args.labels)
     print("\n".join(safe_display(line) for line in summary.lines()))
     return 0
+
+
+def add_evaluate_parser(add_command: AddCommand) -> None:
+    """The `evaluate` command's arguments."""
+    p = add_command(
+        "evaluate",
+        help="measure retrieval quality with labels",
+        description="Leave-one-out retrieval among the labelled images: "
+        "precision@k, mAP@k, the ANN backend's recall@k against exact search, a "
+        "feel score (colour similarity of the whole images) and dims per preset.",
+    )
+    _add_collection(p)
+    p.add_argument(
+        "--labels",
+        required=True,
+        help="'folders' (parent folder name = label) or a CSV with a 'file' column",
+    )
+    p.add_argument("--task", help="label column of the CSV to use (default: the first)")
+    p.add_argument(
+        "--preset",
+        action="append",
+        dest="presets",
+        metavar="PRESET",
+        help="preset to evaluate: {presets} (repeatable; default {evaluated_presets})",
+    )
+    p.add_argument(
+        "-k", type=at_least(1), default=4, help="the k of precision@k, mAP@k (default 4)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--train-fraction",
+        type=float,
+        help="train a v5 head on this stratified fraction of the labelled images and score "
+        "every preset on the rest only (queries and gallery); adds v5 to the presets",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and the training")
+    _add_training_options(p)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -887,6 +799,36 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_train_parser(add_command: AddCommand) -> None:
+    """The `train` command's arguments."""
+    p = add_command(
+        "train",
+        help="train a v5 head on your labels (multi-task)",
+        description="Tune a network of its own on the labelled images, with one classifier per "
+        "label column (task), on both views (head crop and whole image). The head is saved as "
+        "safetensors + head.json; use it with "
+        "`lookalike index FOLDER -c COLL --preset v5 --head HEAD_DIR`.",
+    )
+    _add_collection(p)
+    p.add_argument(
+        "--labels",
+        required=True,
+        help="'folders' (one task, character = parent folder) or a CSV: a 'file' column and "
+        "one column per task (an empty cell: no label)",
+    )
+    p.add_argument("--tasks", help="comma-separated label columns to learn (default: all)")
+    _add_training_options(p)
+    p.add_argument(
+        "--output",
+        choices=["probs", "logits", "embedding"],
+        default="probs",
+        help="the retrieval vector: task probabilities (default), logits, or the embedding "
+        "(the tuned network's GeM)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the training (views, order, init)")
+    p.add_argument("--out", type=Path, help="head folder (default: COLL/head)")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from lookalike.train import save_head, train_head
 
@@ -910,6 +852,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_duplicates_parser(add_command: AddCommand) -> None:
+    """The `duplicates` command's arguments."""
+    p = add_command(
+        "duplicates",
+        help="groups of near-duplicate pictures (re-saves, resizes, crops, recolours)",
+        description="Groups of pictures that are the same art: perceptual hashes of the "
+        "indexed files (and of their crops) at most --threshold bits apart. Each group "
+        "names the file to keep (most pixels, then most bytes, then by path). Nothing is "
+        "deleted.",
+    )
+    _add_collection(p)
+    p.add_argument(
+        "--threshold",
+        type=at_least(0),
+        default=6,  # duplicates.DEFAULT_THRESHOLD (not imported: start-up time)
+        help="most differing bits of the 64-bit hashes (default 6; 8 finds more crops and "
+        "edits, and pairs some different pictures: check the groups)",
+    )
+    _add_table_formats(p)
+
+
 def cmd_duplicates(args: argparse.Namespace) -> int:
     from lookalike.groups.duplicates import find_duplicates
 
@@ -930,6 +893,28 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
     for path, reason in report.unreadable:
         print(f"lookalike: warning: {safe_display(path)}: {reason}: not compared", file=sys.stderr)
     return EXIT_SKIPPED if report.unreadable else 0
+
+
+def add_groups_parser(add_command: AddCommand) -> None:
+    """The `groups` command's arguments."""
+    p = add_command(
+        "groups",
+        help="the collection clustered into characters (or people), without labels",
+        description="Clusters the stored vectors into groups (characters, or people with "
+        "the photo preset), each with a representative picture. --labels-out writes a "
+        "labels CSV (group_N, or the names of --names) that train and evaluate read.",
+    )
+    _add_collection(p)
+    p.add_argument(
+        "--min-size",
+        type=at_least(1),
+        default=3,
+        help="smallest group listed (default 3); smaller ones are listed as ungrouped",
+    )
+    p.add_argument("--names", type=Path, help="CSV 'group,name' naming groups (group_3,Saber)")
+    p.add_argument("--labels-out", type=Path, help="write the labels CSV (file,character) here")
+    p.add_argument("--sheets", type=Path, help="write a contact sheet per group into this folder")
+    _add_table_formats(p)
 
 
 def cmd_groups(args: argparse.Namespace) -> int:
@@ -976,6 +961,12 @@ def _print_rows(args: argparse.Namespace, as_json: Any, header: list[str], rows:
         print("  ".join(safe_display(str(c)) for c in row))
 
 
+def add_list_parser(add_command: AddCommand) -> None:
+    """The commands that list a registry (presets, detectors, backbones, indexes)."""
+    for kind, what in LISTED_REGISTRIES.items():
+        add_command(kind, help=f"list the {what}", description=f"The {what}, one per line.")
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     """`lookalike presets` (detectors, backbones, indexes): one line per registered name."""
     described = registry(args.command).describe()
@@ -983,6 +974,36 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name, text in described.items():
         print(f"{name:<{width}}  {text}".rstrip())
     return 0
+
+
+def add_demo_parser(add_command: AddCommand) -> None:
+    """The `demo` command's arguments."""
+    p = add_command(
+        "demo",
+        help="generate the built-in sample, index it, query, evaluate",
+        description="Draws a labelled sample of anime-style characters "
+        "(no data from outside), indexes it, writes contact sheets and the "
+        "evaluation table into --out.",
+    )
+    p.add_argument("--out", type=Path, default=Path("lookalike-demo"), help="output folder")
+    p.add_argument(
+        "--characters",
+        type=at_least(1),
+        default=12,
+        help="characters drawn in the sample (default 12)",
+    )
+    p.add_argument(
+        "--per-character",
+        type=at_least(1),
+        default=20,
+        help="images drawn of each character (default 20)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the drawing: the same seed, the same sample"
+    )
+    p.add_argument(
+        "--backbone", default=None, help="CNN backbone: {backbones} (default efficientnet-lite0)"
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -995,6 +1016,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         backbone=args.backbone,
         progress=not args.quiet,
+    )
+
+
+def add_serve_parser(add_command: AddCommand) -> None:
+    """The `serve` command's arguments."""
+    p = add_command(
+        "serve",
+        help="browse the collection and query it in a web page (and a JSON API)",
+        description="Serve a gallery of the collection with look-alike search, "
+        "a head-versus-whole slider, uploads and label filters, plus the JSON API "
+        "(described at /api/openapi.json). Read-only; Ctrl-C stops it.",
+    )
+    _add_collection(p)
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)"
+    )
+    p.add_argument(
+        "--port", type=port_number, default=8000, help="port (default 8000; 0 picks a free one)"
+    )
+    p.add_argument(
+        "--labels", help="label filters: 'folders' (parent folder name) or a CSV with 'file'"
+    )
+    p.add_argument(
+        "--evaluation",
+        type=Path,
+        help="evaluation JSON to show (default: COLL/evaluation.json, written by evaluate)",
+    )
+    p.add_argument(
+        "--open",
+        action="store_true",
+        help="open the page in the web browser ($BROWSER where set)",
     )
 
 

@@ -18,6 +18,8 @@ from lookalike.search.searcher import Searcher
 from lookalike.store.collection import Collection
 
 
+# Longer than 60 lines on purpose: the demo's steps in the order it prints them (draw,
+# index, query, sheets, evaluate), each a call or two, read best as one script.
 def run_demo(
     out: Path,
     characters: int = 12,

@@ -28,8 +28,8 @@ from lookalike.embed import Backbone
 from lookalike.embed.extractor import HEAD_FEATURE, FeatureExtractor, split_key
 from lookalike.errors import LabelsError
 from lookalike.fuse.expansion import expand_collection
+from lookalike.fuse.fitting import fit_fused, new_index
 from lookalike.fuse.fuser import Fuser
-from lookalike.index import create_index
 from lookalike.load.labels import Labels, label_set
 from lookalike.store.blocks import blocks_for
 from lookalike.store.collection import Collection, Generation
@@ -101,7 +101,7 @@ def precision_and_map(neighbours: np.ndarray, labels: np.ndarray) -> tuple[float
 
 
 def ann_recall(vectors: np.ndarray, exact: np.ndarray, config: PipelineConfig, k: int) -> float:
-    index = create_index(config.index.backend, **config.index.params)
+    index = new_index(config)
     index.build(vectors)
     ids, _ = index.query(vectors, k + 1)
     recalls = []
@@ -136,9 +136,9 @@ def evaluate(
     results = []
     for name, config in zip(presets, configs, strict=True):
         used = {key: blocks[key] for key in config.block_keys}
-        fuser = Fuser(config.blocks, config.fusion).fit(used)  # unsupervised, whole collection
-        # Expansion is unsupervised: it sees every image of the collection, as at index time.
-        fused = expand_collection(fuser.transform(used), config)[rows]
+        # Unsupervised, on the whole collection, as at index time.
+        fuser, fused = fit_fused(config, used)
+        fused = fused[rows]
         # The collection's own preset has its pictures' other faces: scored as queried.
         faces = face_vectors(gen, fuser, used, rows) if config == base else None
         feel = blocks[FEEL_BLOCK][rows]

@@ -26,7 +26,7 @@ from lookalike.config import (
 from lookalike.embed.extractor import FeatureExtractor
 from lookalike.errors import CollectionError, DamagedPartError, ImageLoadError, LookalikeError
 from lookalike.fileio import disk_full_is_an_error
-from lookalike.fuse.expansion import expand_collection
+from lookalike.fuse.fitting import fit_fused_index, new_index
 from lookalike.fuse.fuser import Fuser
 from lookalike.index import IncrementalIndex, VectorIndex
 from lookalike.indexing.decode_pool import DecodePool
@@ -46,7 +46,6 @@ from lookalike.store.collection import (
     BLOCK_DTYPE,
     Collection,
     Generation,
-    new_index,
     round_to_stored,
 )
 from lookalike.store.faces import (
@@ -543,10 +542,7 @@ class Indexer:
         config = coll.config
         index = new_index(config)
         if not isinstance(index, IncrementalIndex):
-            fuser = Fuser(config.blocks, config.fusion).fit(blocks)
-            fused = expand_collection(fuser.transform(blocks), config)
-            index.build(fused)
-            return fuser, fused, index
+            return fit_fused_index(config, blocks)
         # A store updated in place gets no query expansion: it would rewrite the
         # neighbours of every new item, i.e. most of the store, at every run.
         keep = (

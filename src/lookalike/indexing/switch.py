@@ -23,10 +23,9 @@ from lookalike.config import PipelineConfig
 from lookalike.embed import Backbone
 from lookalike.embed.extractor import FeatureExtractor
 from lookalike.errors import IncompatibleCollectionError
-from lookalike.fuse.expansion import expand_collection
-from lookalike.fuse.fuser import Fuser
+from lookalike.fuse.fitting import fit_fused_index
 from lookalike.store.blocks import Computed, blocks_for, keep_in_cache
-from lookalike.store.collection import Collection, new_index
+from lookalike.store.collection import Collection
 from lookalike.store.staging import Staging
 
 log = logging.getLogger(__name__)
@@ -111,10 +110,7 @@ def switch_settings(
     )
     report.computed, report.items = computed.keys, computed.pictures
     report.reused = [k for k in wanted.block_keys if k not in report.computed]
-    fuser = Fuser(wanted.blocks, wanted.fusion).fit(blocks)
-    fused = expand_collection(fuser.transform(blocks), wanted)
-    index = new_index(wanted)
-    index.build(fused)
+    fuser, fused, index = fit_fused_index(wanted, blocks)
     _adopt(coll, wanted, extractor)
     coll.commit(gen.ids, gen.head_boxes, blocks, fuser, fused, index, coll.manifest["counts"])
     return report

@@ -453,6 +453,19 @@ class Searcher:
             picked = None
         # Probabilities are of the fused score (the calibrated one), whatever ranks.
         probabilities = self.block_probabilities(picked, fused[order].tolist(), wide)
+        return self._matches(rows, items, order, scores, fused, cosines, probabilities)
+
+    def _matches(
+        self,
+        rows: np.ndarray,
+        items: np.ndarray,
+        order: np.ndarray,
+        scores: np.ndarray,
+        fused: np.ndarray,
+        cosines: dict[str, np.ndarray],
+        probabilities: list[float | None],
+    ) -> list[Match]:
+        """The ranked candidates `order` as matches, with their catalog records."""
         records = self.collection.catalog.get_many(int(self.ids[r]) for r in rows[order])
         matches = []
         for n, pos in enumerate(order):

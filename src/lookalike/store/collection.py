@@ -47,7 +47,7 @@ from lookalike.errors import (
 )
 from lookalike.fileio import atomic_save_npy, atomic_write_json, fsync_dir
 from lookalike.fuse.fuser import Fuser
-from lookalike.index import VectorIndex, create_index, load_index
+from lookalike.index import VectorIndex, load_index
 from lookalike.store.catalog import Catalog
 from lookalike.store.faces import FaceItems, head_keys
 from lookalike.version import __version__
@@ -577,7 +577,3 @@ def _unwritable_is_an_error(path: Path) -> Iterator[None]:
             "`lookalike index` needs write access to it (a read-only collection still answers "
             "queries)"
         ) from exc
-
-
-def new_index(config: PipelineConfig) -> VectorIndex:
-    return create_index(config.index.backend, **config.index.params)

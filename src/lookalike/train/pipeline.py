@@ -17,11 +17,11 @@ from PIL import Image
 from lookalike.config import PipelineConfig
 from lookalike.embed.extractor import FeatureExtractor
 from lookalike.errors import ImageLoadError, LabelsError, LookalikeError
-from lookalike.fuse.fuser import Fuser
+from lookalike.fuse.fitting import fit_fused_index
 from lookalike.load.images import load_image
 from lookalike.load.labels import Labels
 from lookalike.store.blocks import blocks_for
-from lookalike.store.collection import Collection, new_index
+from lookalike.store.collection import Collection
 from lookalike.train.data import encode_targets
 from lookalike.train.head import Head, HeadConfig, load_head, save_network
 from lookalike.train.network import NetworkResult, Output, check_trainable, train_network
@@ -124,10 +124,7 @@ def switch_to_head(coll: Collection, config: PipelineConfig, progress: bool = Tr
         coll.reload()
         gen = coll.require_generation()
         blocks = blocks_for(coll, gen, config.block_keys, ext, progress=progress)
-        fuser = Fuser(config.blocks, config.fusion).fit(blocks)
-        fused = fuser.transform(blocks)
-        index = new_index(config)
-        index.build(fused)
+        fuser, fused, index = fit_fused_index(config, blocks)
         coll.manifest["config"] = config.to_dict()
         coll.manifest["head_fingerprint"] = head.fingerprint  # what computed the v5 blocks
         coll.commit(gen.ids, gen.head_boxes, blocks, fuser, fused, index, coll.manifest["counts"])

@@ -1,0 +1,34 @@
+"""Fit, reduce, index: from a collection's feature blocks to its final vectors and their
+index, the one way every writer (the index run, a settings switch, `train`) and `evaluate`
+make them, so that the vectors they store and score are the same."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lookalike.config import PipelineConfig
+from lookalike.fuse.expansion import expand_collection
+from lookalike.fuse.fuser import Fuser
+from lookalike.index import VectorIndex, create_index
+
+
+def new_index(config: PipelineConfig) -> VectorIndex:
+    """The preset's index backend with its parameters, empty."""
+    return create_index(config.index.backend, **config.index.params)
+
+
+def fit_fused(config: PipelineConfig, blocks: dict[str, np.ndarray]) -> tuple[Fuser, np.ndarray]:
+    """The preset's fuser fitted on `blocks` without labels, and the collection's final
+    vectors: fused, reduced, then expanded (query expansion sees the whole collection)."""
+    fuser = Fuser(config.blocks, config.fusion).fit(blocks)
+    return fuser, expand_collection(fuser.transform(blocks), config)
+
+
+def fit_fused_index(
+    config: PipelineConfig, blocks: dict[str, np.ndarray]
+) -> tuple[Fuser, np.ndarray, VectorIndex]:
+    """`fit_fused`, and an index built on the vectors."""
+    fuser, fused = fit_fused(config, blocks)
+    index = new_index(config)
+    index.build(fused)
+    return fuser, fused, index
