@@ -35,7 +35,7 @@ NAME_MAX = 255  # bytes in one file name (Linux, macOS); longer ones make os.sta
 
 
 # The environment variables lookalike reads, for the --help epilog (and the README's
-# "Environment" section); tests/test_cli_conventions.py checks that every os.environ
+# "Environment" section); tests/cli/test_cli_conventions.py checks that every os.environ
 # read of the package is listed.
 ENVIRONMENT = {
     "LOOKALIKE_CACHE_DIR": "where the ONNX exports of the backbones and the weights' "

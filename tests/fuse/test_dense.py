@@ -1,0 +1,115 @@
+"""Issue 16: the dense final vector, the auto index, float16 blocks, the format refusal."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lookalike.config import Block, FusionConfig, get_preset
+from lookalike.errors import IncompatibleCollectionError
+from lookalike.fuse.fuser import Fuser
+from lookalike.index import create_index, load_index
+from lookalike.vectors import RowMap, l2_normalize
+from tests.end_to_end.test_pipeline import folder, index  # noqa: F401 - the folder fixture
+from tests.index.test_index import clustered
+
+BLOCKS = (Block("head", "a"), Block("whole", "b", 0.5))
+
+
+def _blocks(n: int = 300, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(12, 40))
+    x = centres[rng.integers(12, size=n)] + 0.3 * rng.normal(size=(n, 40))
+    return {"head.a": x[:, :30].astype(np.float32), "whole.b": x[:, 30:].astype(np.float32)}
+
+
+@pytest.mark.parametrize("ks", [(), (4, 8)])
+def test_dense_vector_has_out_dim_and_survives_save_and_load(ks, tmp_path):
+    fusion = FusionConfig(pseudo_lda_ks=ks, out_dim=16)
+    blocks = _blocks()
+    fuser = Fuser(BLOCKS, fusion).fit(blocks)
+    fused = fuser.transform(blocks)
+    assert fused.shape == (300, 16) and fuser.output_dim == 16
+    assert np.allclose(np.linalg.norm(fused, axis=1), 1, atol=1e-5)
+    fuser.save(tmp_path / "fuser.npz")
+    loaded = Fuser.load(tmp_path / "fuser.npz", BLOCKS, fusion)
+    outside = _blocks(5, seed=1)  # a query from outside goes through the same map
+    assert np.allclose(loaded.transform(outside), fuser.transform(outside), atol=1e-6)
+
+
+def test_a_collection_with_fewer_pictures_than_dims_keeps_the_wide_vector(tmp_path):
+    # The dense reduction fitted on the 7 seed cards made a cat Saber's closest look-alike.
+    fusion = FusionConfig(pseudo_lda_ks=(4, 8), out_dim=16)
+    small, wide = _blocks(16), Fuser(BLOCKS, FusionConfig(pseudo_lda_ks=(4, 8)))
+    fuser = Fuser(BLOCKS, fusion).fit(small)
+    assert not fuser.reduces and fuser.output_dim == wide.fit(small).output_dim
+    np.testing.assert_allclose(fuser.transform(small), wide.transform(small), atol=1e-6)
+    fuser.save(tmp_path / "fuser.npz")
+    assert not Fuser.load(tmp_path / "fuser.npz", BLOCKS, fusion).reduces
+    assert Fuser(BLOCKS, fusion).fit(_blocks(17)).reduces
+
+
+def test_dense_vector_keeps_the_neighbours_of_the_full_one():
+    blocks = _blocks()
+    full = Fuser(BLOCKS, FusionConfig(pseudo_lda_ks=(4, 8))).fit_transform(blocks)
+    dense = Fuser(BLOCKS, FusionConfig(pseudo_lda_ks=(4, 8), out_dim=16)).fit_transform(blocks)
+    top = [np.argsort(-(v @ v.T), axis=1)[:, 1:6] for v in (full, dense)]
+    overlap = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(*top, strict=True)])
+    assert overlap > 0.6
+
+
+def test_default_preset_is_at_most_256_dims_on_the_auto_index():
+    config = get_preset("default")
+    assert config.fusion.out_dim == 256
+    assert config.index.backend == "auto"
+
+
+@pytest.mark.parametrize(("exact_max", "chosen"), [(10_000, "exact"), (100, "hnswlib")])
+def test_auto_index_chooses_by_size_and_loads_what_it_built(exact_max, chosen, tmp_path):
+    pytest.importorskip("hnswlib")
+    items, queries = clustered(800), clustered(40, seed=1)
+    index = create_index("auto", exact_max=exact_max)
+    index.build(items)
+    assert index.chosen == chosen
+    index.save(tmp_path)
+    loaded = load_index("auto", tmp_path, items.shape[1])
+    assert loaded.chosen == chosen and loaded.count == 800
+    truth = np.argsort(-(l2_normalize(queries) @ l2_normalize(items).T), axis=1)[:, :10]
+    found, _ = loaded.query(queries, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth, strict=True)])
+    assert recall >= 0.98
+
+
+def test_row_map_finds_rows_of_ids_in_any_order():
+    for ids in (np.array([3, 7, 9, 20]), np.array([9, 3, 20, 7])):
+        rows = RowMap(ids)
+        assert [rows[int(i)] for i in ids] == [0, 1, 2, 3]
+        assert 8 not in rows and 21 not in rows and "x" not in rows
+        with pytest.raises(KeyError):
+            rows[5]
+
+
+def test_blocks_are_stored_as_float16_and_queries_still_work(folder, tmp_path):  # noqa: F811
+    from lookalike.search.searcher import Searcher
+    from lookalike.store.collection import Collection
+
+    index(folder, tmp_path / "coll")
+    gen = Collection.open(tmp_path / "coll").require_generation()
+    assert all(gen.block(k).dtype == np.float16 for k in gen.config.block_keys)
+    assert gen.fused().dtype == np.float32
+    result = Searcher(tmp_path / "coll").query("red/0.png", k=3)
+    assert all(m.path.startswith("red/") for m in result.matches)
+
+
+def test_a_collection_of_the_previous_format_is_refused_with_re_index(folder, tmp_path):  # noqa: F811
+    from lookalike.search.searcher import Searcher
+
+    index(folder, tmp_path / "coll")
+    manifest = tmp_path / "coll" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["format_version"] = 1
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(IncompatibleCollectionError, match="re-index into a new collection"):
+        Searcher(tmp_path / "coll")
