@@ -5,7 +5,7 @@ The collection's labels (folders) train one v5 network on a stratified half, as
 `lookalike evaluate --train-fraction 0.5` does; then `v5` as the preset fuses it and the
 same blocks reduced to each of `--dims` (PCA fitted on the collection without labels,
 `FusionConfig.out_dim`) are scored on the other half with the same network. The network
-is saved in the collection's cache (`held-out-head`); `--reuse-head` scores again with it
+is saved in the collection's cache (`held-out-model`); `--reuse-head` scores again with it
 (the same split: seed 0) instead of training a second time.
 
     python benchmarks/v5_dims.py anime-faces-dev.coll --dims 0 256 128
@@ -36,14 +36,15 @@ def register_reduced(dim: int) -> str:
 def reuse_saved_head(coll: Collection) -> None:
     """Make evaluate_held_out score with the network an earlier run saved."""
     import lookalike.train as train
+    from lookalike.embed.trained_model import load_model
 
-    saved = train.load_head(coll.cache_dir / "held-out-head")
+    saved = load_model(coll.cache_dir / "held-out-model")
 
     @dataclasses.dataclass
     class Reused:
         seconds: float | None = None
 
-    train.train_head = lambda *args, **kwargs: (saved, Reused())  # type: ignore[assignment]
+    train.train_model = lambda *args, **kwargs: (saved, Reused())  # type: ignore[assignment]
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Which fusion of a finetune head's vectors retrieves best? (docs/v5.md, round 4)
 
 After `lookalike evaluate COLL --labels L --train-fraction F --mode finetune` the held-out
-head is in `COLL/cache/held-out-head/` and its v5 blocks are cached. This scores, on the
+model is in `COLL/cache/held-out-model/` and its v5 blocks are cached. This scores, on the
 same held-out half (same seed), the head's `--output` (probs, logits or the tuned
 embedding) alone (each view, both), with query expansion, and fused with the `v5` preset's
 appearance blocks or the `default` preset's blocks at several weights: no training.
@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lookalike.config import Block, FusionConfig
-from lookalike.embed.extractor import HEAD_FEATURE, FeatureExtractor
+from lookalike.embed.extractor import FeatureExtractor
+from lookalike.embed.sources import MODEL_FEATURE
+from lookalike.embed.trained_model import load_model
 from lookalike.evaluate.evaluation import (
     FEEL_BLOCK,
     held_out_vectors,
@@ -27,7 +29,7 @@ from lookalike.evaluate.evaluation import (
 from lookalike.load.labels import load_labels
 from lookalike.store.blocks import blocks_for
 from lookalike.store.collection import Collection
-from lookalike.train import load_head, stratified_split
+from lookalike.train import stratified_split
 
 
 def main() -> None:
@@ -47,11 +49,11 @@ def main() -> None:
     )
     _, test_part = stratified_split(y.tolist(), args.train_fraction, args.seed)
     test_rows, y_test = rows[test_part], y[test_part]
-    head = load_head(coll.cache_dir / "held-out-head")
-    v5 = preset_like("v5", coll.config).with_options(head_dir=str(head.path))
+    head = load_model(coll.cache_dir / "held-out-model")
+    v5 = preset_like("v5", coll.config).with_options(model_dir=str(head.path))
     default = preset_like("default", coll.config)
-    appearance = [b for b in v5.blocks if b.feature != HEAD_FEATURE]
-    network = FeatureExtractor(v5, head=head.with_output(args.output))
+    appearance = [b for b in v5.blocks if b.feature != MODEL_FEATURE]
+    network = FeatureExtractor(v5, model=head.with_output(args.output))
     blocks = blocks_for(coll, gen, ["head.v5", "whole.v5"], network, progress=False)
     keys = dict.fromkeys([*default.block_keys, *(b.key for b in appearance), FEEL_BLOCK])
     blocks |= blocks_for(coll, gen, list(keys), FeatureExtractor(coll.config), progress=False)
@@ -64,7 +66,7 @@ def main() -> None:
         print(f"{name}: P@4 {s.precision_at_k:.3f}, feel {s.feel:.3f}, {s.dims} dims", flush=True)
 
     def both(weight: float = 1.0) -> list[Block]:
-        return [Block("head", HEAD_FEATURE, weight), Block("whole", HEAD_FEATURE, weight)]
+        return [Block("head", MODEL_FEATURE, weight), Block("whole", MODEL_FEATURE, weight)]
 
     print(f"head {head.path}: output {args.output}, {head.config.trained}")
     score("head view alone", both()[:1])

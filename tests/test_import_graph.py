@@ -22,13 +22,6 @@ STAGES = [
 ]  # fmt: skip
 
 
-# The one import up the pipeline left: the extractor loads a trained model (lookalike.train)
-# when a preset fuses its feature. The FeatureSource contract (issue 17, not done yet) turns
-# the trained model into a registered source; remove the entry then (a test checks it is
-# still needed, so the list cannot go stale).
-KNOWN_UPWARD = {"lookalike.embed.extractor -> lookalike.train.head"}
-
-
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -91,13 +84,8 @@ def upward_imports() -> list[str]:
 
 
 def test_imports_point_down_the_pipeline():
-    wrong = [edge for edge in upward_imports() if edge not in KNOWN_UPWARD]
+    wrong = upward_imports()
     assert not wrong, "imports up the pipeline:\n" + "\n".join(wrong)
-
-
-def test_the_known_upward_imports_are_still_there():
-    gone = KNOWN_UPWARD - set(upward_imports())
-    assert not gone, f"fixed, so remove them from KNOWN_UPWARD: {sorted(gone)}"
 
 
 def test_no_import_cycle():

@@ -209,7 +209,7 @@ def query_argument(text: str) -> str:
 def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--preset",
-        help="pipeline preset: {presets} (v5 needs --head; default: 'default' for a new "
+        help="pipeline preset: {presets} (v5 needs --model; default: 'default' for a new "
         "collection, the stored one otherwise)",
     )
     p.add_argument(
@@ -263,7 +263,7 @@ def _sizes(text: str) -> list[int]:
 
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:
-    """How a v5 head trains (train, and evaluate --train-fraction); defaults measured in
+    """How a v5 model trains (train, and evaluate --train-fraction); defaults measured in
     docs/v5.md."""
     defaults = _train_defaults()
     p.add_argument(
@@ -386,49 +386,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config_from_args(args: argparse.Namespace):
-    from lookalike.config import IndexConfig, get_preset
-    from lookalike.store.collection import Collection
+def _requested(args: argparse.Namespace):
+    """The settings `index` was asked to change (the library decides what they give)."""
+    from lookalike.indexing.settings import Requested
 
-    if args.preset:
-        config = get_preset(args.preset)
-    elif Collection.exists(args.collection):
-        config = Collection.open(args.collection).config
-    else:
-        config = get_preset("default")
-    changes = {"detector": args.detector, "backbone": args.backbone, "fallback": args.fallback}
-    if args.detector and args.detector != config.detector:
-        changes["detector_options"] = {}  # another detector's settings do not carry over
-    if args.detector_size:
-        from lookalike.detect.animeface_detector import check_sizes
-        from lookalike.errors import LookalikeError
-
-        if (args.detector or config.detector) != "animeface":
-            raise LookalikeError("--detector-size is a setting of the animeface detector")
-        changes["detector_options"] = {"sizes": list(check_sizes(args.detector_size))}
-    if args.index_backend or args.trees is not None or args.search_k is not None:
-        params = dict(config.index.params)
-        # The tree knobs alone choose Annoy (the default backend, auto, has no trees).
-        backend = args.index_backend or (
-            "annoy" if args.trees is not None or args.search_k is not None else None
-        )
-        backend = backend or config.index.backend
-        if backend != config.index.backend:
-            params = {}
-        if args.trees is not None:
-            params["n_trees"] = args.trees
-        if args.search_k is not None:
-            params["search_k"] = args.search_k
-        changes["index"] = IndexConfig(backend, params)
-    if getattr(args, "head", None):
-        # The head's preset on the stored detector and backbone: an indexed collection
-        # switches to a head without repeating its other options.
-        if Collection.exists(args.collection):
-            config = Collection.open(args.collection).config
-        v5 = get_preset(args.preset or "v5")
-        changes.update(preset=v5.preset, blocks=v5.blocks, fusion=v5.fusion)
-        changes["head_dir"] = str(args.head.resolve())
-    return config.with_options(**changes)
+    return Requested(
+        preset=args.preset,
+        detector=args.detector,
+        detector_sizes=args.detector_size,
+        backbone=args.backbone,
+        fallback=args.fallback,
+        index_backend=args.index_backend,
+        trees=args.trees,
+        search_k=args.search_k,
+        model_dir=args.model,
+        store=args.store,
+    )
 
 
 def add_index_parser(add_command: AddCommand) -> None:
@@ -445,10 +418,11 @@ def add_index_parser(add_command: AddCommand) -> None:
     p.add_argument("--collection", "-c", type=Path, required=True, help="collection folder")
     _add_pipeline_options(p)
     p.add_argument(
-        "--head",
+        "--model",
+        "--head",  # its name before "head" came to mean the crop only
         type=Path,
-        help="trained head (from `lookalike train`) for preset v5; an indexed collection "
-        "switches to it from its stored features, without reading the images again",
+        help="trained model (from `lookalike train`) for preset v5; an indexed collection "
+        "switches to it from its stored boxes, its other blocks re-used",
     )
     p.add_argument(
         "--moved-from",
@@ -478,22 +452,9 @@ def add_index_parser(add_command: AddCommand) -> None:
 def cmd_index(args: argparse.Namespace) -> int:
     from lookalike.engines import create_engine
     from lookalike.indexing.indexer import Indexer
-    from lookalike.store.collection import Collection
+    from lookalike.indexing.settings import settings_for
 
-    config = _config_from_args(args)
-    if args.store:
-        from lookalike.config import IndexConfig
-        from lookalike.index.milvus_index import store_params
-
-        config = config.with_options(
-            index=IndexConfig("milvus", store_params(args.store, args.collection))
-        )
-    if config.head_dir and Collection.exists(args.collection):
-        from lookalike.train import can_switch_in_place, switch_to_head
-
-        coll = Collection.open(args.collection)
-        if can_switch_in_place(coll, config):
-            switch_to_head(coll, config, progress=not args.quiet)
+    config = settings_for(args.collection, _requested(args))
     indexer = Indexer(
         args.folder,
         args.collection,
@@ -753,7 +714,7 @@ def add_evaluate_parser(add_command: AddCommand) -> None:
     p.add_argument(
         "--train-fraction",
         type=float,
-        help="train a v5 head on this stratified fraction of the labelled images and score "
+        help="train a v5 model on this stratified fraction of the labelled images and score "
         "every preset on the rest only (queries and gallery); adds v5 to the presets",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the training")
@@ -768,8 +729,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     coll, labels = _collection_and_labels(args)
     presets = args.presets or preset_names_for_evaluation()
     if args.train_fraction is not None:
+        from lookalike.embed.trained_model import OUTPUTS
         from lookalike.evaluate.evaluation import evaluate_held_out
-        from lookalike.train import OUTPUTS
 
         held = evaluate_held_out(
             coll,
@@ -803,11 +764,11 @@ def add_train_parser(add_command: AddCommand) -> None:
     """The `train` command's arguments."""
     p = add_command(
         "train",
-        help="train a v5 head on your labels (multi-task)",
+        help="train a v5 model on your labels (multi-task)",
         description="Tune a network of its own on the labelled images, with one classifier per "
-        "label column (task), on both views (head crop and whole image). The head is saved as "
-        "safetensors + head.json; use it with "
-        "`lookalike index FOLDER -c COLL --preset v5 --head HEAD_DIR`.",
+        "label column (task), on both views (head crop and whole image). The model is saved as "
+        "safetensors + model.json; use it with "
+        "`lookalike index FOLDER -c COLL --preset v5 --model MODEL_DIR`.",
     )
     _add_collection(p)
     p.add_argument(
@@ -826,28 +787,31 @@ def add_train_parser(add_command: AddCommand) -> None:
         "(the tuned network's GeM)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the training (views, order, init)")
-    p.add_argument("--out", type=Path, help="head folder (default: COLL/head)")
+    p.add_argument("--out", type=Path, help="model folder (default: COLL/model)")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from lookalike.train import save_head, train_head
+    from lookalike.embed.trained_model import save_model
+    from lookalike.train import train_model
 
     coll, labels = _collection_and_labels(args)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     options = _training_options(args)
-    out = args.out or coll.path / "head"
-    head, result = train_head(coll, labels, tasks, options, output=args.output, out=out)
-    save_head(out, head.config, head.model)
-    for task in head.config.tasks:
+    out = args.out or coll.path / "model"
+    model, result = train_model(coll, labels, tasks, options, output=args.output, out=out)
+    save_model(out, model.config, model.classifiers)
+    for task in model.config.tasks:
         accuracy = result.val_accuracy.get(task.name)
         shown = f"{accuracy:.3f}" if accuracy is not None else "n/a"
         print(f"task {task.name}: {len(task.classes)} classes, validation accuracy {shown}")
-    head_dir, root, path = (safe_display(p) for p in (out, coll.root, coll.path))
+    model_dir, root, path = (safe_display(p) for p in (out, coll.root, coll.path))
     minutes, seconds = divmod(round(result.seconds), 60)
-    print(f"trained {result.epochs} epochs in {minutes} min {seconds} s; head saved in {head_dir}")
+    print(
+        f"trained {result.epochs} epochs in {minutes} min {seconds} s; model saved in {model_dir}"
+    )
     from lookalike.invocation import lookalike_command
 
-    words = shlex.join(["index", root, "-c", path, "--preset", "v5", "--head", head_dir])
+    words = shlex.join(["index", root, "-c", path, "--preset", "v5", "--model", model_dir])
     print(f"use it: {lookalike_command()} {words}")
     return 0
 
@@ -1089,7 +1053,7 @@ def _run(args: argparse.Namespace) -> int:
         return COMMANDS[args.command](args)
     from lookalike.fileio import disk_full_is_an_error
 
-    # Not only `index` writes: evaluate caches blocks, query writes sheets, train a head.
+    # Not only `index` writes: evaluate caches blocks, query writes sheets, train a model.
     with disk_full_is_an_error(collection):
         return COMMANDS[args.command](args)
 

@@ -86,9 +86,9 @@ class PipelineConfig:
     index: IndexConfig = IndexConfig()
     # How far the head box grows beyond the detected face (fraction of the face size).
     head_margin: float = 0.6
-    # The trained head (`lookalike train`) that computes the "v5" feature; None for the
+    # The trained model (`lookalike train`) that computes the "v5" feature; None for the
     # presets that need none (manifests written before it existed have no such key).
-    head_dir: str | None = None
+    model_dir: str | None = None
 
     @property
     def block_keys(self) -> list[str]:
@@ -113,6 +113,8 @@ class PipelineConfig:
         fusion["pseudo_lda_ks"] = tuple(fusion.get("pseudo_lda_ks", ()))  # JSON gives a list
         data["fusion"] = FusionConfig(**fusion)
         data["index"] = IndexConfig(**data["index"])
+        if "head_dir" in data:  # the name before "head" came to mean the crop only
+            data["model_dir"] = data.pop("head_dir")
         # Manifests from before the detector cascade and the salient fallback keep what
         # they were built with, so new files are treated like the indexed ones.
         if "fallback" not in data:
@@ -170,7 +172,7 @@ def _default() -> PipelineConfig:
     )
 
 
-@PRESETS.register("v5", "head + whole through a head trained on your labels (needs --head)")
+@PRESETS.register("v5", "head + whole through a model trained on your labels (needs --model)")
 def _v5() -> PipelineConfig:
     # Each view's task outputs (or embedding), L2-normalised, side by side (2 x 26 = 52 in
     # the article), fused with appearance blocks of both views: class evidence plus look.
@@ -232,14 +234,14 @@ FEEL_BLOCK = "whole.hsv"
 
 
 def preset_like(name: str, base: PipelineConfig) -> PipelineConfig:
-    """Preset `name` on the collection's own detections, backbone and trained head (v5 of a
-    collection switched to a head scores that head): evaluated presets differ only in what
+    """Preset `name` on the collection's own detections, backbone and trained model (v5 of
+    a collection switched to a model scores that model): evaluated presets differ only in what
     they fuse, so the stored boxes and vectors can be reused."""
     return get_preset(name).with_options(
         backbone=base.backbone,
         backbone_options=base.backbone_options,
         detector=base.detector,
-        head_dir=base.head_dir,
+        model_dir=base.model_dir,
     )
 
 

@@ -1,6 +1,6 @@
-"""v5: training a head on labels, saving it, indexing with it, and scoring it without leaks.
+"""v5: training a model on labels, saving it, indexing with it, and scoring it without leaks.
 
-The collection is the built-in drawn sample through the fake backbone; the head tunes real
+The collection is the built-in drawn sample through the fake backbone; the model tunes real
 EfficientNet-Lite0 weights (from the package registry) on tiny inputs for a few seconds.
 """
 
@@ -16,6 +16,7 @@ from lookalike.cli import main
 from lookalike.config import PipelineConfig, get_preset
 from lookalike.demo.sample import generate_sample
 from lookalike.embed.extractor import FeatureExtractor
+from lookalike.embed.trained_model import ModelError, load_model, save_model
 from lookalike.errors import LabelsError, LookalikeError
 from lookalike.evaluate.evaluation import evaluate_held_out
 from lookalike.indexing import prepare
@@ -24,15 +25,7 @@ from lookalike.load.labels import load_labels
 from lookalike.search.searcher import Searcher
 from lookalike.store import blocks as blockstore
 from lookalike.store.collection import Collection
-from lookalike.train import (
-    HeadError,
-    TrainOptions,
-    encode_targets,
-    load_head,
-    save_head,
-    stratified_split,
-    train_head,
-)
+from lookalike.train import TrainOptions, encode_targets, stratified_split, train_model
 from lookalike.train.network import shrunk
 from lookalike.train.trainer import loss_of, task_accuracy
 
@@ -65,10 +58,10 @@ def coll(sample, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def head_dir(coll, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("head")
-    head, _ = train_head(coll, labels_of(coll, "folders"), options=QUICK, out=folder)
-    return save_head(folder, head.config, head.model)
+def model_dir(coll, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model")
+    model, _ = train_model(coll, labels_of(coll, "folders"), options=QUICK, out=folder)
+    return save_model(folder, model.config, model.classifiers)
 
 
 def labels_of(coll, spec):
@@ -81,10 +74,10 @@ def test_train_index_query_from_the_command_line(sample, tmp_path, monkeypatch):
     coll = tmp_path / "coll"
     fake = ["--backbone", "fake", "--detector", "none", "-q"]
     assert main(["index", str(sample), "-c", str(coll), *fake]) == 0
-    head = tmp_path / "head"
+    model = tmp_path / "model"
     args = ["train", str(coll), "--labels", str(sample / "labels.csv"), *QUICK_ARGS]
-    assert main([*args, "--epochs", "1", "--out", str(head), "-q"]) == 0
-    config = json.loads((head / "head.json").read_text())
+    assert main([*args, "--epochs", "1", "--out", str(model), "-q"]) == 0
+    config = json.loads((model / "model.json").read_text())
     assert [t["name"] for t in config["tasks"]] == [
         "character",
         "hair",
@@ -96,22 +89,22 @@ def test_train_index_query_from_the_command_line(sample, tmp_path, monkeypatch):
     assert config["format_version"] == 2 and config["network"] == "efficientnet-lite0"
     assert config["trained"]["images"] == 18 and config["trained"]["epochs"] == 1
 
-    # Switching the collection to the head: the network reads each image once (v5 blocks).
+    # Switching the collection to the model: its network reads each image once (v5 blocks).
     read = []
     real = blockstore.load_image
     monkeypatch.setattr(blockstore, "load_image", lambda p: read.append(p) or real(p))
     monkeypatch.setattr(prepare, "load_image", lambda *_: pytest.fail("detection ran again"))
-    assert main(["index", str(sample), "-c", str(coll), "--head", str(head), "-q"]) == 0
+    assert main(["index", str(sample), "-c", str(coll), "--model", str(model), "-q"]) == 0
     assert len(read) == 18
     stored = Collection.open(coll)
-    assert stored.config.preset == "v5" and stored.config.head_dir == str(head.resolve())
+    assert stored.config.preset == "v5" and stored.config.model_dir == str(model.resolve())
     n_outputs = sum(len(t["classes"]) for t in config["tasks"])
     # The two views' task outputs, and the v5 preset's appearance blocks.
     appearance = stored.manifest["dims"]["fused"] - 2 * n_outputs
     assert appearance == 2 * (64 + 32 + 2592)
     monkeypatch.undo()
 
-    # A query image from outside the collection goes through the head too.
+    # A query image from outside the collection goes through the model too.
     outside = tmp_path / "query.png"
     outside.write_bytes(next(sample.glob("*/000.png")).read_bytes())
     result = Searcher(coll).query(str(outside))
@@ -119,25 +112,27 @@ def test_train_index_query_from_the_command_line(sample, tmp_path, monkeypatch):
 
 
 @pytest.mark.weights
-def test_a_head_trained_again_in_its_folder_is_switched_to(sample, tmp_path):
+def test_a_model_trained_again_in_its_folder_is_switched_to(sample, tmp_path):
     coll = tmp_path / "coll"
     assert main(["index", str(sample), "-c", str(coll), "--backbone", "fake", "-q"]) == 0
-    head = tmp_path / "head"
+    model = tmp_path / "model"
     train = ["train", str(coll), "--labels", "folders", *QUICK_ARGS, "--epochs", "1"]
-    index = ["index", str(sample), "-c", str(coll), "--head", str(head), "-q"]
+    index = ["index", str(sample), "-c", str(coll), "--model", str(model), "-q"]
     blocks = []
     for seed in ("0", "1"):  # the same folder, trained again: other weights
-        assert main([*train, "--out", str(head), "--seed", seed, "-q"]) == 0
+        assert main([*train, "--out", str(model), "--seed", seed, "-q"]) == 0
         assert main(index) == 0
         stored = Collection.open(coll)
-        assert stored.head_fingerprint == load_head(head).fingerprint
+        assert stored.fingerprints["model_fingerprint"] == load_model(model).fingerprint
         blocks.append(np.asarray(stored.require_generation().block("head.v5")))
     assert not np.allclose(blocks[0], blocks[1])
 
 
 @pytest.mark.weights
-def test_indexing_a_new_collection_with_a_head(sample, head_dir, tmp_path):
-    config = get_preset("v5").with_options(backbone="fake", detector="none", head_dir=str(head_dir))
+def test_indexing_a_new_collection_with_a_model(sample, model_dir, tmp_path):
+    config = get_preset("v5").with_options(
+        backbone="fake", detector="none", model_dir=str(model_dir)
+    )
     summary = Indexer(sample, tmp_path / "v5", config, progress=False).run()
     assert summary.total_indexed == 18
     gen = Collection.open(tmp_path / "v5").require_generation()
@@ -146,58 +141,61 @@ def test_indexing_a_new_collection_with_a_head(sample, head_dir, tmp_path):
 
 
 @pytest.mark.weights
-def test_a_saved_head_refuses_changed_or_missing_files(head_dir, tmp_path, sample):
+def test_a_saved_model_refuses_changed_or_missing_files(model_dir, tmp_path, sample):
     from PIL import Image
 
-    head = load_head(head_dir)
+    model = load_model(model_dir)
     image = Image.open(next(sample.glob("*/000.png"))).convert("RGB")
-    again = load_head(head_dir).image_vectors([image])
-    np.testing.assert_array_equal(head.image_vectors([image]), again)
-    embedding = head.with_output("embedding").image_vectors([image])
+    again = load_model(model_dir).image_vectors([image])
+    np.testing.assert_array_equal(model.image_vectors([image]), again)
+    embedding = model.with_output("embedding").image_vectors([image])
     np.testing.assert_allclose(np.linalg.norm(embedding, axis=1), 1.0, rtol=1e-5)
-    for name, damage in (("head.safetensors", b"not tensors"), ("backbone.safetensors", b"x")):
+    for name, damage in (
+        ("classifiers.safetensors", b"not tensors"),
+        ("backbone.safetensors", b"x"),
+    ):
         folder = tmp_path / name
         folder.mkdir()
-        for part in head_dir.iterdir():
+        for part in model_dir.iterdir():
             (folder / part.name).write_bytes(part.read_bytes())
         (folder / name).write_bytes(damage)
-        with pytest.raises(HeadError, match=r"does not match head\.json"):
-            load_head(folder)
+        with pytest.raises(ModelError, match=r"does not match model\.json"):
+            load_model(folder)
     (folder / "backbone.safetensors").unlink()
-    with pytest.raises(HeadError, match=r"needs its backbone\.safetensors, which is missing"):
-        load_head(folder)
+    with pytest.raises(ModelError, match=r"needs its backbone\.safetensors, which is missing"):
+        load_model(folder)
 
 
 @pytest.mark.weights
-def test_heads_of_the_first_format_load_or_say_to_train_again(head_dir, tmp_path):
-    data = json.loads((head_dir / "head.json").read_text())
+def test_models_of_the_first_format_load_or_say_to_train_again(model_dir, tmp_path):
+    data = json.loads((model_dir / "model.json").read_text())
     first = {**data, "format_version": 1, "mode": "finetune", "features": [], "hidden": 512}
     cases = {
         "tuned": (first, None),
-        "frozen": ({**first, "mode": "frozen", "network": ""}, "a frozen head"),
+        "frozen": ({**first, "mode": "frozen", "network": ""}, "a frozen model"),
         "replaced": ({**first, "network": ""}, "from an earlier lookalike"),
     }
     for name, (config, error) in cases.items():
         folder = tmp_path / name
         folder.mkdir()
-        for part in head_dir.iterdir():
+        for part in model_dir.iterdir():
             (folder / part.name).write_bytes(part.read_bytes())
-        (folder / "head.json").write_text(json.dumps(config))
+        (folder / "model.json").write_text(json.dumps(config))
         if error is None:
-            assert load_head(folder).config.network == "efficientnet-lite0"
+            assert load_model(folder).config.network == "efficientnet-lite0"
         else:
-            with pytest.raises(HeadError, match=error):
-                load_head(folder)
+            with pytest.raises(ModelError, match=error):
+                load_model(folder)
 
 
 @pytest.mark.weights
-def test_same_seed_same_head(coll, tmp_path):
+def test_same_seed_same_model(coll, tmp_path):
     labels = labels_of(coll, "folders")
-    a, _ = train_head(coll, labels, options=QUICK, out=tmp_path / "a")
-    b, _ = train_head(coll, labels, options=QUICK, out=tmp_path / "b")
+    a, _ = train_model(coll, labels, options=QUICK, out=tmp_path / "a")
+    b, _ = train_model(coll, labels, options=QUICK, out=tmp_path / "b")
     assert a.config.backbone_hash == b.config.backbone_hash  # the same network bytes
-    for key, value in a.model.state_dict().items():
-        assert torch.equal(value, b.model.state_dict()[key]), key
+    for key, value in a.classifiers.state_dict().items():
+        assert torch.equal(value, b.classifiers.state_dict()[key]), key
 
 
 @pytest.mark.weights
@@ -213,21 +211,24 @@ def test_a_validation_split_chooses_the_epochs_then_trains_on_every_image(coll, 
 
     monkeypatch.setattr(network.TrainingRun, "train", spy)
     options = TrainOptions(**{**QUICK.__dict__, "val_fraction": 0.34, "precision": "bf16"})
-    head, result = train_head(
+    model, result = train_model(
         coll, labels_of(coll, "folders"), options=options, out=coll.cache_dir / "h"
     )
     (split, epochs, held), (final, final_epochs, _) = calls
     assert (split, epochs, held) == (12, 2, 6)  # two of each character's six held out
     assert final == 18 and final_epochs == result.epochs <= 2
     assert set(result.val_accuracy) == {"character"}
-    assert head.config.trained["val_accuracy"] == result.val_accuracy
+    assert model.config.trained["val_accuracy"] == result.val_accuracy
 
 
 @pytest.mark.weights
 def test_held_out_protocol_never_scores_a_training_image(sample, coll, monkeypatch):
     labels = labels_of(coll, str(sample / "labels.csv"))
     trained_on, scored = [], []
-    real_train, real_score = lookalike.train.train_head, lookalike.evaluate.evaluation.score_vectors
+    real_train, real_score = (
+        lookalike.train.train_model,
+        lookalike.evaluate.evaluation.score_vectors,
+    )
 
     def spy_train(coll_, labels_, rows=None, **kw):
         trained_on.append(list(rows))
@@ -237,7 +238,7 @@ def test_held_out_protocol_never_scores_a_training_image(sample, coll, monkeypat
         scored.append(len(fused))
         return real_score(name, config, fused, y, feel, k)
 
-    monkeypatch.setattr(lookalike.train.pipeline, "train_head", spy_train)
+    monkeypatch.setattr(lookalike.train.pipeline, "train_model", spy_train)
     monkeypatch.setattr(lookalike.evaluate.evaluation, "score_vectors", spy_score)
     held = evaluate_held_out(
         coll, labels, ["default", "v5"], 0.5, k=2, options=QUICK, outputs=("probs", "embedding")
@@ -245,7 +246,7 @@ def test_held_out_protocol_never_scores_a_training_image(sample, coll, monkeypat
     assert [s.preset for s in held.scores] == ["default", "v5", "v5:embedding"]
     train, test = set(held.train_paths), set(held.test_paths)
     assert not train & test and len(train | test) == 18
-    # The head learned from the training rows only, and every row scored is a test row.
+    # The model learned from the training rows only, and every row scored is a test row.
     gen = coll.require_generation()
     records = coll.catalog.get_many(gen.ids.tolist())
     assert {records[int(gen.ids[r])].path for r in trained_on[0]} == train
@@ -257,20 +258,20 @@ def test_held_out_protocol_never_scores_a_training_image(sample, coll, monkeypat
 
 
 @pytest.mark.weights
-def test_cached_v5_blocks_depend_on_the_head(coll, head_dir, tmp_path):
-    other, _ = train_head(
+def test_cached_v5_blocks_depend_on_the_model(coll, model_dir, tmp_path):
+    other, _ = train_model(
         coll,
         labels_of(coll, "folders"),
         options=TrainOptions(**{**QUICK.__dict__, "seed": 1}),
         out=tmp_path / "h1",
     )
-    folders = [head_dir, save_head(tmp_path / "h1", other.config, other.model)]
+    folders = [model_dir, save_model(tmp_path / "h1", other.config, other.classifiers)]
     paths = []
     for folder, output in ((folders[0], "probs"), (folders[1], "probs"), (folders[0], "embedding")):
         config = get_preset("v5").with_options(
-            backbone="fake", detector="none", head_dir=str(folder)
+            backbone="fake", detector="none", model_dir=str(folder)
         )
-        ext = FeatureExtractor(config, head=load_head(folder).with_output(output))
+        ext = FeatureExtractor(config, model=load_model(folder).with_output(output))
         paths.append(blockstore._cache_path(coll, ext, "head.v5"))
     assert len(set(paths)) == 3
 
@@ -278,7 +279,7 @@ def test_cached_v5_blocks_depend_on_the_head(coll, head_dir, tmp_path):
 def test_training_options_are_checked_before_any_image_is_read(coll, tmp_path):
     labels = labels_of(coll, "folders")
     with pytest.raises(LookalikeError, match="pass --out DIR"):
-        train_head(coll, labels, options=QUICK)
+        train_model(coll, labels, options=QUICK)
     bad = {
         "network": ("fake", "needs an EfficientNet-Lite network, not 'fake'"),
         "layers": ("some", "unknown layers 'some'"),
@@ -288,7 +289,7 @@ def test_training_options_are_checked_before_any_image_is_read(coll, tmp_path):
     for field, (value, message) in bad.items():
         options = TrainOptions(**{**QUICK.__dict__, field: value})
         with pytest.raises(LookalikeError, match=message):
-            train_head(coll, labels, options=options, out=tmp_path / "h")
+            train_model(coll, labels, options=options, out=tmp_path / "h")
 
 
 def test_a_picture_of_two_characters_is_half_each_and_either_is_right(tmp_path):
@@ -335,16 +336,34 @@ def test_label_errors_name_the_task(sample, tmp_path):
     assert tasks[0].classes == ("x", "y") and targets.primary[:, 0].tolist() == [0, 1, -1]
 
 
-def test_v5_without_a_head_says_what_to_do():
+def test_v5_without_a_model_says_what_to_do():
     ext = FeatureExtractor(get_preset("v5").with_options(backbone="fake", detector="none"))
-    with pytest.raises(LookalikeError, match="needs a trained head: pass --head"):
+    with pytest.raises(LookalikeError, match="needs a trained model: pass --model"):
         ext.compute([], ["head.v5"])
 
 
-def test_manifests_written_before_head_dir_still_load():
+def test_manifests_written_before_model_dir_or_with_head_dir_still_load():
     data = get_preset("default").to_dict()
-    del data["head_dir"]
+    del data["model_dir"]
     assert PipelineConfig.from_dict(data) == get_preset("default")
+    v5 = get_preset("v5").with_options(model_dir="/some/model")
+    older = {k: v for k, v in v5.to_dict().items() if k != "model_dir"}
+    assert PipelineConfig.from_dict({**older, "head_dir": "/some/model"}) == v5
+
+
+def test_a_model_fingerprint_recorded_under_its_old_name_is_read(coll, monkeypatch):
+    monkeypatch.setitem(coll.manifest, "head_fingerprint", "abc")
+    assert coll.fingerprints["model_fingerprint"] == "abc"
+
+
+@pytest.mark.weights
+def test_a_model_folder_of_the_old_names_loads(model_dir, tmp_path):
+    folder = tmp_path / "old"
+    folder.mkdir()
+    old = {"model.json": "head.json", "classifiers.safetensors": "head.safetensors"}
+    for part in model_dir.iterdir():
+        (folder / old.get(part.name, part.name)).write_bytes(part.read_bytes())
+    assert load_model(folder).fingerprint == load_model(model_dir).fingerprint
 
 
 def test_stratified_split_keeps_every_class_on_both_sides():

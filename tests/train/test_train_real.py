@@ -1,4 +1,4 @@
-"""v5 with the real weights on real anime faces: a head trained on a labelled half beats the
+"""v5 with the real weights on real anime faces: a model trained on a labelled half beats the
 article's best untrained preset on the other half; what the training tunes and stores."""
 
 import json
@@ -12,6 +12,7 @@ from lookalike.cli import main
 from lookalike.config import get_preset
 from lookalike.embed import create_backbone
 from lookalike.embed.extractor import FeatureExtractor
+from lookalike.embed.trained_model import OUTPUTS, ModelError, load_model
 from lookalike.evaluate.evaluation import evaluate_held_out
 from lookalike.indexing.indexer import Indexer
 from lookalike.load.images import load_image
@@ -19,7 +20,7 @@ from lookalike.load.labels import folder_labels
 from lookalike.search.searcher import Searcher
 from lookalike.store import blocks as blockstore
 from lookalike.store.collection import Collection
-from lookalike.train import OUTPUTS, HeadError, TrainOptions, load_head
+from lookalike.train import TrainOptions
 
 pytestmark = pytest.mark.weights
 
@@ -39,7 +40,7 @@ def _link_characters(anime: Path, tmp_path: Path, characters: int, per_character
     return root
 
 
-def test_head_trained_on_half_beats_the_untrained_preset_on_the_other_half(
+def test_model_trained_on_half_beats_the_untrained_preset_on_the_other_half(
     tmp_path, monkeypatch, anime
 ):
     root = _link_characters(anime, tmp_path, 5, 10)
@@ -67,47 +68,47 @@ def test_training_tunes_a_network_of_its_own_and_only_v5_blocks_are_computed(
     root = _link_characters(anime, tmp_path, 2, 4)
     # Eager PyTorch: no ONNX export of the fine-tuned weights in a unit test.
     monkeypatch.setenv("LOOKALIKE_RUNTIME", "torch")
-    coll_path, head_dir = tmp_path / "coll", tmp_path / "head"
+    coll_path, model_dir = tmp_path / "coll", tmp_path / "model"
     assert main(["index", str(root), "-c", str(coll_path), "--detector", "none", "-q"]) == 0
     coll = Collection.open(coll_path)
     weights_before = coll.weights_hash
     # Lite0 and the last stage only: a quick run (the default tunes every layer of Lite2).
     quick = ["--network", "efficientnet-lite0", "--layers", "last", "--epochs", "1", "-q"]
     train = ["train", str(coll_path), "--labels", "folders", *quick]
-    assert main([*train, "--out", str(head_dir)]) == 0
-    head = load_head(head_dir)
-    assert head.config.output == "probs"
+    assert main([*train, "--out", str(model_dir)]) == 0
+    model = load_model(model_dir)
+    assert model.config.output == "probs"
     original = create_backbone("efficientnet-lite0", runtime="torch")
     tuned = create_backbone(
-        "efficientnet-lite0", weights_path=head_dir / "backbone.safetensors", runtime="torch"
+        "efficientnet-lite0", weights_path=model_dir / "backbone.safetensors", runtime="torch"
     )
-    assert head.config.backbone_hash == f"efficientnet-lite0:{tuned.weights_hash}"
+    assert model.config.backbone_hash == f"efficientnet-lite0:{tuned.weights_hash}"
     before, after = original.torch_model().state_dict(), tuned.torch_model().state_dict()
     changed = {k.rsplit(".", 2)[0] for k in before if not torch.equal(before[k], after[k])}
     # Lite0's last stage is its 16th block (320 channels), then the head conv and its norm.
     assert {k.split(".")[0] for k in changed} == {"_blocks", "_conv_head", "_bn1"}
     assert {k.split(".")[1] for k in changed if k.startswith("_blocks")} == {"15"}
     image = load_image(next(root.glob("*/*.jpg")))
-    probs = head.image_vectors([image, image])
+    probs = model.image_vectors([image, image])
     assert probs.shape == (2, 2)  # one task, two characters
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
-    embedding = head.with_output("embedding").image_vectors([image])
+    embedding = model.with_output("embedding").image_vectors([image])
     assert embedding.shape == (1, original.outputs["gem"])
     np.testing.assert_allclose(np.linalg.norm(embedding, axis=1), 1.0, rtol=1e-5)
 
     read = []
     real = blockstore.load_image
     monkeypatch.setattr(blockstore, "load_image", lambda p: read.append(p) or real(p))
-    assert main(["index", str(root), "-c", str(coll_path), "--head", str(head_dir), "-q"]) == 0
+    assert main(["index", str(root), "-c", str(coll_path), "--model", str(model_dir), "-q"]) == 0
     # Each image once, for its v5 blocks only: the collection's own blocks stay as stored.
     assert len(read) == 8
     coll = Collection.open(coll_path)
     assert coll.weights_hash == weights_before and coll.config.preset == "v5"
     assert len(Searcher(coll_path).query(str(next(root.glob("*/*.jpg")))).matches) == 4
 
-    (head_dir / "backbone.safetensors").write_bytes(b"not the trained network")
-    with pytest.raises(HeadError, match=r"does not match head\.json"):
-        load_head(head_dir)
+    (model_dir / "backbone.safetensors").write_bytes(b"not the trained network")
+    with pytest.raises(ModelError, match=r"does not match model\.json"):
+        load_model(model_dir)
 
 
 def test_held_out_evaluation_scores_only_held_out_images(tmp_path, monkeypatch, anime):
@@ -176,16 +177,16 @@ def test_one_network_learns_three_label_columns_and_evaluate_scores_each(
         rows.append(f"{who}/{image.name},{who},{series},{POKEMON_TYPE.get(who, '')}")
     labels = tmp_path / "labels.csv"
     labels.write_text("\n".join(rows) + "\n")
-    head = tmp_path / "head"
+    model = tmp_path / "model"
     quick = ["--network", "efficientnet-lite0", "--input-size", "96", "--epochs", "2", "-q"]
-    assert main(["train", str(coll), "--labels", str(labels), *quick, "--out", str(head)]) == 0
-    tasks = {t.name: t.classes for t in load_head(head).config.tasks}
+    assert main(["train", str(coll), "--labels", str(labels), *quick, "--out", str(model)]) == 0
+    tasks = {t.name: t.classes for t in load_model(model).config.tasks}
     assert tasks == {
         "character": tuple(sorted(p.name for p in root.iterdir())),
         "series": ("doraemon", "new_game", "pokemon"),
         "type": ("electric", "fire", "grass", "psychic", "water"),
     }
-    assert main(["index", str(root), "-c", str(coll), "--head", str(head), "-q"]) == 0
+    assert main(["index", str(root), "-c", str(coll), "--model", str(model), "-q"]) == 0
     expected = {"character": 30, "series": 30, "type": 15}  # only the Pokemon have a type
     capsys.readouterr()
     for task, labelled in expected.items():

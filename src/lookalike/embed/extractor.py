@@ -1,15 +1,14 @@
 """From an image to its feature blocks: detect the head, cut the views, compute each block.
 
-A block is "<view>.<feature>": the feature is a backbone output when the backbone
-offers it (one forward pass gives them all) and a hand-made descriptor otherwise.
+A block is "<view>.<feature>"; each feature comes from one feature source (sources.py):
+the trained model's, a hand-made descriptor, or a backbone output (one forward pass gives
+them all).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,15 +17,12 @@ from PIL import Image
 from lookalike.config import VIEWS, PipelineConfig
 from lookalike.detect import Detector, create_detector, crop, head_box
 from lookalike.detect.salient import SALIENT_MIN_SIDE, salient_box
-from lookalike.embed import Backbone, create_backbone
-from lookalike.embed.descriptors import describe, list_descriptors
-from lookalike.errors import LookalikeError
+from lookalike.embed import Backbone
+from lookalike.embed.sources import SOURCE_ORDER, SOURCES, BackboneSource, FeatureSource
 
 if TYPE_CHECKING:
-    from lookalike.train.head import Head
+    from lookalike.embed.trained_model import TrainedModel
 
-# The feature a trained head computes from a view's base features (see lookalike.train).
-HEAD_FEATURE = "v5"
 # The backbone output the salient fallback reads (the last feature map, cell by cell).
 SALIENCY_OUTPUT = "energy"
 
@@ -51,8 +47,8 @@ def split_key(key: str) -> tuple[str, str]:
 class FeatureExtractor:
     """Runs detection and feature computation for one pipeline configuration.
 
-    The backbone and detector are created on first use, so code that only reads
-    stored vectors never loads model weights.
+    The detector and each feature source's weights are loaded on first use, so code that
+    only reads stored vectors never loads a model.
     """
 
     def __init__(
@@ -60,23 +56,32 @@ class FeatureExtractor:
         config: PipelineConfig,
         backbone: Backbone | None = None,
         detector: Detector | None = None,
-        head: Head | None = None,
+        model: TrainedModel | None = None,
     ) -> None:
         self.config = config
-        self._backbone = backbone
         self._detector = detector
-        self._head = head
+        self.sources = [
+            SOURCES.create(name, config=config, backbone=backbone, model=model)
+            for name in SOURCE_ORDER
+        ]
+
+    def source_of(self, key: str) -> FeatureSource:
+        """The source that computes block `key`."""
+        feature = split_key(key)[1]
+        return next(s for s in self.sources if s.offers(feature))
+
+    @property
+    def _backbone_source(self) -> BackboneSource:
+        return next(s for s in self.sources if isinstance(s, BackboneSource))
 
     @property
     def backbone(self) -> Backbone:
-        if self._backbone is None:
-            self._backbone = create_backbone(self.config.backbone, **self.config.backbone_options)
-        return self._backbone
+        return self._backbone_source.backbone
 
     @property
     def loaded_backbone(self) -> Backbone | None:
         """The backbone if it was loaded already (to share it without loading it)."""
-        return self._backbone
+        return self._backbone_source.loaded
 
     @property
     def detector(self) -> Detector:
@@ -115,52 +120,46 @@ class FeatureExtractor:
     def compute(
         self, views: Sequence[dict[str, Image.Image]], keys: Sequence[str]
     ) -> dict[str, np.ndarray]:
-        """Feature blocks for a batch of images (each given as its views)."""
-        wanted: dict[str, list[str]] = {}
+        """Feature blocks for a batch of images (each given as its views): one call of each
+        source per view, for all the features it gives."""
+        wanted: dict[tuple[str, int], list[str]] = {}
         for key in keys:
             view, feature = split_key(key)
-            wanted.setdefault(view, []).append(feature)
+            wanted.setdefault((view, self.sources.index(self.source_of(key))), []).append(feature)
         out: dict[str, np.ndarray] = {}
-        for view, features in wanted.items():
+        for (view, source), features in wanted.items():
             images = [v[view] for v in views]
-            if HEAD_FEATURE in features:
-                out[f"{view}.{HEAD_FEATURE}"] = self._head_vectors(view, views)
-                features = [f for f in features if f != HEAD_FEATURE]
-            # Whatever is not a hand-made descriptor is a backbone output.
-            cnn = [f for f in features if self.needs_backbone([f"{view}.{f}"])]
-            if cnn:
-                for name, array in self.backbone.embed(images, cnn).items():
-                    out[f"{view}.{name}"] = np.asarray(array, dtype=np.float32)
-            for feature in features:
-                if feature not in cnn:
-                    out[f"{view}.{feature}"] = describe(feature, images)
+            for feature, array in self.sources[source].compute(images, features).items():
+                out[f"{view}.{feature}"] = array
         return {key: out[key] for key in keys}
 
-    @property
-    def head(self) -> Head:
-        """The trained head of the config (loaded on first use; torch is imported then)."""
-        if self._head is None:
-            if not self.config.head_dir:
-                raise LookalikeError(
-                    f"preset {self.config.preset!r} uses the {HEAD_FEATURE!r} feature and needs "
-                    "a trained head: pass --head HEAD_DIR (make one with `lookalike train`)"
-                )
-            from lookalike.train.head import load_head
+    def fingerprint(self, keys: Sequence[str]) -> str:
+        """What the vectors of `keys` depend on besides the code ("" when nothing)."""
+        parts = dict.fromkeys(self.source_of(k).fingerprint for k in keys)
+        return ":".join(p for p in parts if p)
 
-            self._head = load_head(Path(self.config.head_dir))
-        return self._head
+    def fingerprints(self) -> dict[str, str]:
+        """What a collection of the config's blocks records: {manifest key: fingerprint}, the
+        backbone's always ("" when no block uses it)."""
+        out = {"weights_hash": self.backbone_hash()}
+        for key in self.config.block_keys:
+            source = self.source_of(key)
+            if source.manifest_key and source.manifest_key not in out:
+                out[source.manifest_key] = source.fingerprint
+        return out
 
-    def _head_vectors(self, view: str, views: Sequence[dict[str, Image.Image]]) -> np.ndarray:
-        return self.head.image_vectors([v[view] for v in views])  # its own network reads them
+    def stored_fits(self, key: str, recorded: dict[str, str]) -> bool:
+        """Whether a block `key` stored under the `recorded` fingerprints is what this
+        extractor computes (a backbone output of other weights, or a trained model's output
+        of another model, is not)."""
+        source = self.source_of(key)
+        return source.manifest_key is None or source.fits(recorded.get(source.manifest_key, ""))
 
     def needs_backbone(self, keys: Sequence[str]) -> bool:
-        descriptors = set(list_descriptors())
-        return any(split_key(k)[1] not in descriptors for k in keys)
+        return any(isinstance(self.source_of(k), BackboneSource) for k in keys)
 
     def backbone_hash(self, keys: Sequence[str] | None = None) -> str:
         """The weights the vectors of `keys` depend on ("" when none uses the backbone)."""
         if not self.needs_backbone(self.config.block_keys if keys is None else keys):
             return ""
-        # Options such as the middle stage or flip TTA change the vectors as weights do.
-        options = json.dumps(self.backbone.options, sort_keys=True)
-        return f"{self.config.backbone}:{self.backbone.weights_hash}:{options}"
+        return self._backbone_source.fingerprint

@@ -19,13 +19,12 @@ import numpy as np
 
 from lookalike.config import (
     FEEL_BLOCK,
-    VIEWS,
     PipelineConfig,
     blocks_to_compare,
     preset_like,
 )
 from lookalike.embed import Backbone
-from lookalike.embed.extractor import HEAD_FEATURE, FeatureExtractor, split_key
+from lookalike.embed.extractor import FeatureExtractor
 from lookalike.errors import LabelsError
 from lookalike.fuse.expansion import expand_collection
 from lookalike.fuse.fitting import fit_fused, new_index
@@ -37,8 +36,7 @@ from lookalike.store.faces import fuse_items, with_face_scores
 from lookalike.vectors import l2_normalize
 
 if TYPE_CHECKING:
-    from lookalike.train.head import Head
-    from lookalike.train.network import Output
+    from lookalike.embed.trained_model import Output, TrainedModel
     from lookalike.train.options import TrainOptions
 
 
@@ -209,7 +207,7 @@ class HeldOut:
     scores: list[PresetScore]
     train_paths: list[str]
     test_paths: list[str]
-    train_seconds: float | None  # training time of the v5 head (None: no v5 preset asked)
+    train_seconds: float | None  # training time of the v5 model (None: no v5 preset asked)
 
 
 def evaluate_held_out(
@@ -226,13 +224,14 @@ def evaluate_held_out(
 ) -> HeldOut:
     """Label a stratified `train_fraction` of the images, train v5 on it, score the rest.
 
-    The head learns every label column of the training images only; every preset is then
+    The model learns every label column of the training images only; every preset is then
     scored on the held-out images alone, which are both the queries and the gallery, so a
     training image can neither ask nor be found. The unsupervised fusion (PCA) still sees
     the whole collection, as it does when indexing. A v5 preset gives one row per output
-    in `outputs`: "v5" for the head's own output, "v5:<output>" for the others.
+    in `outputs`: "v5" for the model's own output, "v5:<output>" for the others.
     """
-    from lookalike.train import load_head, save_head, stratified_split, train_head
+    from lookalike.embed.trained_model import load_model, save_model
+    from lookalike.train import stratified_split, train_model
 
     rows, y = labelled_rows(coll, labels, task)
     train_part, test_part = stratified_split(y.tolist(), train_fraction, seed)
@@ -242,32 +241,33 @@ def evaluate_held_out(
     path_of = [records[int(i)].path for i in gen.ids]
     base = coll.config
     ext = FeatureExtractor(base)
-    head, seconds = None, None
+    model, seconds = None, None
     results = []
     for name in presets:
         config = preset_like(name, base)
-        plain = [key for key in config.block_keys if split_key(key)[1] != HEAD_FEATURE]
+        # Blocks of a trained source come from the model trained here on the labelled part.
+        trained = [key for key in config.block_keys if ext.source_of(key).trained]
+        plain = [key for key in config.block_keys if key not in trained]
         blocks = blocks_for(coll, gen, [*plain, FEEL_BLOCK], ext, progress=progress)
         feel = blocks[FEEL_BLOCK][test_rows]
-        if len(plain) == len(config.blocks):
+        if not trained:
             used = {key: blocks[key] for key in config.block_keys}
             fused = held_out_vectors(config, used, test_rows)
             results.append(score_vectors(name, config, fused, y_test, feel, k))
             continue
-        if head is None:
+        if model is None:
             # Saved in the collection's cache: its network is read from there.
-            out = coll.cache_dir / "held-out-head"
-            head, trained = train_head(coll, labels, options=options, rows=train_rows, out=out)
-            seconds = trained.seconds
-            head = load_head(save_head(out, head.config, head.model))
-        keys = [key for key in config.block_keys if split_key(key)[1] == HEAD_FEATURE]
-        vectors = _head_outputs(coll, gen, head, config, outputs, progress)
-        # The head's own output first, as "v5"; the others as "v5:<output>".
-        for output in sorted(outputs, key=lambda o: o != head.config.output):
-            used = {key: blocks[key] for key in plain} | {k: vectors[output][k] for k in keys}
+            out = coll.cache_dir / "held-out-model"
+            model, run = train_model(coll, labels, options=options, rows=train_rows, out=out)
+            seconds = run.seconds
+            model = load_model(save_model(out, model.config, model.classifiers))
+        vectors = _model_outputs(coll, gen, model, config, trained, outputs, progress)
+        # The model's own output first, as "v5"; the others as "v5:<output>".
+        for output in sorted(outputs, key=lambda o: o != model.config.output):
+            used = {key: blocks[key] for key in plain} | {k: vectors[output][k] for k in trained}
             used = {key: used[key] for key in config.block_keys}
             fused = held_out_vectors(config, used, test_rows)
-            label = name if output == head.config.output else f"{name}:{output}"
+            label = name if output == model.config.output else f"{name}:{output}"
             results.append(score_vectors(label, config, fused, y_test, feel, k))
     return HeldOut(
         results,
@@ -277,22 +277,22 @@ def evaluate_held_out(
     )
 
 
-def _head_outputs(
+def _model_outputs(
     coll: Collection,
     gen: Generation,
-    head: Head,
+    model: TrainedModel,
     config: PipelineConfig,
+    keys: Sequence[str],
     outputs: Sequence[Output],
     progress: bool,
 ) -> dict[str, dict[str, np.ndarray]]:
-    """The v5 block of each view for each output of `head` (saved), from one pass of its
-    network over the views (the outputs are computed from the embedding)."""
-    v5 = [f"{view}.{HEAD_FEATURE}" for view in VIEWS]
+    """Blocks `keys` (of the trained source) for each output of `model` (saved), from one
+    pass of its network over the views (the outputs are computed from the embedding)."""
     network = FeatureExtractor(
-        config.with_options(head_dir=str(head.path)), head=head.with_output("embedding")
+        config.with_options(model_dir=str(model.path)), model=model.with_output("embedding")
     )
-    embedded = blocks_for(coll, gen, v5, network, progress=progress)
-    return {o: {k: head.model.vectors(v, o) for k, v in embedded.items()} for o in outputs}
+    embedded = blocks_for(coll, gen, keys, network, progress=progress)
+    return {o: {k: model.classifiers.vectors(v, o) for k, v in embedded.items()} for o in outputs}
 
 
 def held_out_vectors(

@@ -189,10 +189,11 @@ class Indexer:
             coll = Collection.open(self.collection_path)
             self._moved = self._check_root(coll)
             config = self.requested or coll.config
-            if config != coll.config:  # other settings: switched under the lock (switch.py)
+            if config != coll.config or _trained_blocks_stale(coll, self._extractor_for(config)):
+                # Other settings, or a model trained again into the same folder: switched
+                # under the lock (switch.py).
                 check_switchable(coll, config)
                 self._switch_to = config
-                self._extractor_for(config)
                 return coll
             # The weights are checked only before something is computed (`_check_weights`):
             # a run with nothing to embed never loads the backbone.
@@ -253,7 +254,7 @@ class Indexer:
             if self._moved and coll.root != self.root:
                 coll.move_root(self.root)
                 summary.moved_root = True
-            wanted = self._switch_to if self._switch_to != coll.config else None
+            wanted = self._switch_to if self._switch_needed(coll) else None
             redetect = wanted is not None and bool(redetect_reasons(coll, wanted))
             if wanted is not None and redetect:  # every image is embedded again, below
                 summary.switch = switch_settings(
@@ -278,6 +279,14 @@ class Indexer:
         if not summary.committed:
             summary.total_indexed = int(coll.manifest.get("counts", {}).get("indexed", 0))
         return summary
+
+    def _switch_needed(self, coll: Collection) -> bool:
+        """Whether the switch asked for still holds once the lock is taken (another run may
+        have made it meanwhile)."""
+        wanted = self._switch_to
+        if wanted is None:
+            return False
+        return wanted != coll.config or _trained_blocks_stale(coll, self._extractor_for(wanted))
 
     def _base(self, coll: Collection) -> tuple[Generation | None, bool]:
         """The committed generation this run builds on, and whether its fused vectors, fuser
@@ -461,8 +470,10 @@ class Indexer:
         row_of = {int(i): row for row, i in enumerate(ids.tolist())}
         face_fused = fuse_items(fuser, faces, blocks, row_of)
         counts = {"indexed": len(records), **catalog.counts()}
-        if config.head_dir:  # the head that computed the v5 blocks (blockstore._stored_fits)
-            coll.manifest["head_fingerprint"] = self._extractor_for(config).head.fingerprint
+        if gen is None:
+            # Every block was computed now: record what computed them (blocks._stored_fits).
+            # Otherwise the stored blocks keep their record; a switch re-records (switch.py).
+            coll.manifest.update(self._extractor_for(config).fingerprints())
         coll.commit(ids, boxes, blocks, fuser, fused, index, counts, faces, face_fused)
         pictures = Pictures(np.array([r.sha256 or "" for r in records], "<U64"), boxes)
         try:  # a cache: the committed generation stands without it
@@ -660,6 +671,13 @@ def merged_block(
         out[targets[inside]] = chunk[chunk_rows[inside] - start]
         start += len(chunk)
     return round_to_stored(out)
+
+
+def _trained_blocks_stale(coll: Collection, extractor: FeatureExtractor) -> bool:
+    """Whether the stored blocks of a trained source were computed by another model than
+    the extractor's (the same folder trained again, say)."""
+    trained = [k for k in extractor.config.block_keys if extractor.source_of(k).trained]
+    return any(not extractor.stored_fits(k, coll.fingerprints) for k in trained)
 
 
 def index_folder(

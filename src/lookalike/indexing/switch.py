@@ -119,7 +119,7 @@ def switch_settings(
 def _adopt(coll: Collection, wanted: PipelineConfig, extractor: FeatureExtractor) -> None:
     """The manifest names the new settings (written by the next commit)."""
     coll.manifest["config"] = wanted.to_dict()
-    coll.manifest["weights_hash"] = extractor.backbone_hash()
+    coll.manifest.update(extractor.fingerprints())
 
 
 def shared_backbone(extractor: FeatureExtractor, config: PipelineConfig) -> Backbone | None:

@@ -27,6 +27,17 @@ def _joined(labels: Iterable[str]) -> str:
     return LABEL_SEPARATOR.join(sorted(set(labels)))
 
 
+@dataclass(frozen=True)
+class Task:
+    """One label column: its name and its classes (index: the class id a model predicts)."""
+
+    name: str
+    classes: tuple[str, ...]
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "classes": list(self.classes)}
+
+
 @dataclass
 class Labels:
     """path (relative to the indexed root) -> {task: label}; a missing task means no label."""

@@ -6,7 +6,7 @@ detected again) and cached in the collection's ``cache/`` folder.
 
 The cache is kept per picture: each cached row carries the sha256 of its file's bytes
 (and, for a head view, the head box it was cut from), under a folder named by the
-fingerprint of what computes the feature (backbone weights and options, trained head).
+fingerprint of what computes the feature (backbone weights and options, trained model).
 A picture added, changed or removed since the cache was written costs only its own row:
 the other rows are re-used, and `evaluate` run twice computes nothing the second time.
 (Caches of the format before this one, keyed by the generation's id list, are computed
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lookalike.embed.extractor import HEAD_FEATURE, FeatureExtractor, split_key
+from lookalike.embed.extractor import FeatureExtractor, split_key
 from lookalike.errors import ImageLoadError, LookalikeError
 from lookalike.fileio import atomic_save_npz
 from lookalike.load.images import load_image
@@ -65,10 +65,7 @@ class Pictures:
 
 
 def _cache_path(coll: Collection, extractor: FeatureExtractor, key: str) -> Path:
-    fingerprint = extractor.backbone_hash([key])
-    if split_key(key)[1] == HEAD_FEATURE:
-        # v5 vectors depend on the trained head as much as on the backbone.
-        fingerprint += f":{extractor.head.fingerprint}"
+    fingerprint = extractor.fingerprint([key])
     tag = hashlib.sha256(fingerprint.encode()).hexdigest()[:16] if fingerprint else "descriptors"
     return coll.cache_dir / tag / f"{key}.npz"
 
@@ -148,9 +145,7 @@ def keep_in_cache(coll: Collection, gen: Generation, extractor: FeatureExtractor
     that they are found again after the collection switches to other settings and back."""
     pictures = Pictures.of(coll, gen)
     for key in extractor.config.block_keys:
-        if split_key(key)[1] == HEAD_FEATURE or not gen.has_block(key):
-            continue  # v5 blocks: the trained head's folder keeps what computes them
-        if not _stored_fits(coll, extractor, key):
+        if not gen.has_block(key) or not _stored_fits(coll, extractor, key):
             continue  # computed by other weights than the extractor's: not its vectors
         path = _cache_path(coll, extractor, key)
         cached, have = _cached(path, pictures, _is_head(key))
@@ -195,16 +190,9 @@ def _cached(path: Path, pictures: Pictures, head: bool) -> tuple[np.ndarray | No
 
 def _stored_fits(coll: Collection, extractor: FeatureExtractor, key: str) -> bool:
     """Whether the generation's block `key` is what `extractor` computes: a backbone output
-    stored by other weights, or a v5 block stored by another head (or another output, or
-    the same folder trained again), is not."""
-    if split_key(key)[1] == HEAD_FEATURE and coll.head_fingerprint != extractor.head.fingerprint:
-        return False
-    if not extractor.needs_backbone([key]):
-        return True
-    stored, wanted = coll.weights_hash, extractor.backbone_hash([key])
-    # Collections written before the options joined the hash stored "<backbone>:<weights>".
-    legacy = stored.count(":") == 1 and wanted.startswith(f"{stored}:")
-    return wanted == stored or legacy
+    stored by other weights, or a trained model's output stored by another model (or the
+    same folder trained again), is not."""
+    return extractor.stored_fits(key, coll.fingerprints)
 
 
 def _compute(

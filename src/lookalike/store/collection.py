@@ -296,9 +296,13 @@ class Collection:
         return str(self.manifest["weights_hash"])
 
     @property
-    def head_fingerprint(self) -> str:
-        """The fingerprint of the head that computed the stored v5 blocks ("" for none)."""
-        return str(self.manifest.get("head_fingerprint", ""))
+    def fingerprints(self) -> dict[str, str]:
+        """What computed the stored blocks, by the manifest keys of the feature sources
+        (embed/sources.py): "weights_hash", and "model_fingerprint" for a trained model."""
+        out = {k: str(v) for k, v in self.manifest.items() if k.endswith(("_hash", "_fingerprint"))}
+        if "head_fingerprint" in out:  # written before "head" came to mean the crop only
+            out.setdefault("model_fingerprint", out.pop("head_fingerprint"))
+        return out
 
     @property
     def repair(self) -> str:

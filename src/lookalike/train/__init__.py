@@ -5,8 +5,10 @@ data      labels -> tasks and targets (several labels per picture); stratified s
 trainer   the per-task loss and accuracy
 augment   the random views the network trains on
 network   the training: an EfficientNet-Lite tuned with cosine task classifiers
-head      save / load a trained head (safetensors + head.json) and apply it
-pipeline  from a collection to a head, and from a head to a collection's v5 vectors
+pipeline  from a labelled collection to a trained model
+
+The trained model itself (saved, loaded and applied) is lookalike.embed.trained_model's: the
+pipeline's stages read it without importing training code.
 
 Names are imported on first use, so `lookalike.train.options` and `.data` load no torch.
 """
@@ -22,17 +24,8 @@ _WHERE = {
     "Task": "data",
     "encode_targets": "data",
     "stratified_split": "data",
-    "Head": "head",
-    "HeadConfig": "head",
-    "HeadError": "head",
-    "load_head": "head",
-    "save_head": "head",
-    "OUTPUTS": "network",
     "NetworkResult": "network",
-    "Output": "network",
-    "can_switch_in_place": "pipeline",
-    "switch_to_head": "pipeline",
-    "train_head": "pipeline",
+    "train_model": "pipeline",
 }
 __all__ = sorted(_WHERE)
 

@@ -11,20 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from lookalike.errors import LabelsError
-from lookalike.load.labels import Labels, label_set
+from lookalike.load.labels import Labels, Task, label_set
 
 MISSING = -1  # the target of an image that has no label for a task
-
-
-@dataclass(frozen=True)
-class Task:
-    """One label column: its name and its classes (index = the class id the head predicts)."""
-
-    name: str
-    classes: tuple[str, ...]
-
-    def to_json(self) -> dict[str, object]:
-        return {"name": self.name, "classes": list(self.classes)}
 
 
 @dataclass(frozen=True)
@@ -57,7 +46,7 @@ def encode_targets(
     """Tasks (default: every label column) and the targets of `paths` for them.
 
     A cell `a|b` (several characters) labels the image with both classes. Classes are
-    counted among `paths` only (the images a head trains on), so a task whose labelled
+    counted among `paths` only (the images a model trains on), so a task whose labelled
     images all share one class is an error: there is nothing to tell apart.
     """
     names = list(tasks) if tasks else list(labels.tasks)

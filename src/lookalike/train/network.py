@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal, cast
+from typing import cast
 
 import numpy as np
 import torch
@@ -34,55 +34,17 @@ from lookalike.config import VIEWS
 from lookalike.embed import create_backbone
 from lookalike.embed.base import Preprocess, to_batch
 from lookalike.embed.efficientnet_lite import EfficientNetLite
+from lookalike.embed.trained_model import EMBEDDING, TaskClassifiers
 from lookalike.errors import LookalikeError
+from lookalike.load.labels import Task
 from lookalike.train.augment import strong_view
-from lookalike.train.data import Targets, Task, stratified_split
+from lookalike.train.data import Targets, stratified_split
 from lookalike.train.options import LAYERS, PRECISIONS, TrainOptions
 from lookalike.train.trainer import loss_of, task_accuracy
 
-# The retrieval vector a head gives: task probabilities (the article's), logits, or the
-# tuned GeM itself.
-Output = Literal["probs", "logits", "embedding"]
-OUTPUTS: tuple[Output, ...] = ("probs", "logits", "embedding")
-# The network output that is trained and compared (GeM of the last feature map).
-EMBEDDING = "gem"
 BATCH = 32
-# CosFace: logits = SCALE * (cos - MARGIN on the true classes); measured with these values.
-SCALE, MARGIN = 16.0, 0.2
 # One-cycle peak learning rates: the pretrained layers move ten times slower.
 BACKBONE_LR, CLASSIFIER_LR = 3e-4, 3e-3
-
-
-class TaskClassifiers(nn.Module):
-    """One cosine classifier per task on a unit-length embedding."""
-
-    def __init__(self, dim: int, task_sizes: Sequence[int]) -> None:
-        super().__init__()
-        self.weights = nn.ParameterList(
-            nn.Parameter(torch.randn(n, dim) / dim**0.5) for n in task_sizes
-        )
-
-    def forward(
-        self, z: torch.Tensor, hot: Sequence[torch.Tensor] | None = None
-    ) -> list[torch.Tensor]:
-        """Each task's logits; with `hot` targets (training), the cosine of each true class
-        less MARGIN."""
-        logits = []
-        for t, w in enumerate(self.weights):
-            cos = z @ nn.functional.normalize(w, dim=1).T
-            if hot is not None:
-                cos = cos - MARGIN * (hot[t] > 0).to(cos.dtype)
-            logits.append(SCALE * cos)
-        return logits
-
-    @torch.inference_mode()
-    def vectors(self, z: np.ndarray, output: Output) -> np.ndarray:
-        """The retrieval vector of each embedding row: itself, or the task outputs."""
-        if output == "embedding":
-            return np.asarray(z, dtype=np.float32)
-        logits = self(torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32)))
-        parts = logits if output == "logits" else [lg.softmax(dim=1) for lg in logits]
-        return torch.cat(parts, dim=1).numpy().astype(np.float32)
 
 
 @dataclass
