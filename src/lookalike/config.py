@@ -151,7 +151,7 @@ def _v4() -> PipelineConfig:
 
 @PRESETS.register("default", "head: CNN features on a grid + soft colour layout, pseudo-label LDA")
 def _default() -> PipelineConfig:
-    # Measured without labels (benchmarks/quality_dense.py, README): 256 dims hold or beat
+    # Measured without labels (experiments/quality_dense.py, README): 256 dims hold or beat
     # the 8337-dim vector before it on every dev set (anime faces 0.910 against 0.907
     # precision@4, the article's v1 0.443; anime-full-dev 0.745; the built-in sample 0.841).
     blocks = (
@@ -179,7 +179,7 @@ def _v5() -> PipelineConfig:
     # Measured on anime-faces-dev (held-out half, docs/v5.md): the tuned network 0.957
     # fused, 0.951 its embedding alone (the fusion keeps the feel). The fused vector is
     # then reduced by PCA to 256 dims, fitted on the collection without labels
-    # (benchmarks/v5_dims.py: 0.956 against 0.955 for the 7924 dims, the same head).
+    # (experiments/v5_dims.py: 0.956 against 0.955 for the 7924 dims, the same head).
     blocks = (
         Block("head", "v5", 1.0),
         Block("whole", "v5", 1.0),

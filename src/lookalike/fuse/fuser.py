@@ -57,7 +57,7 @@ class DenseReducer:
     """The dense final vector: PCA to `dim`, then (with `ks`) a second pseudo-label LDA round
     on the reduced vector and PCA to `dim` again; unit-length out.
 
-    Fitted on the collection without labels. Measured (benchmarks/quality_dense.py): the
+    Fitted on the collection without labels. Measured (experiments/quality_dense.py): the
     PCA alone loses 0.003 P@4 on anime-faces-dev at 256 dims; the second LDA round on the
     dense vector gains it back and more, which the same round on 8000 dims cannot afford.
     """

@@ -16,7 +16,7 @@ The k-means and the LDA are this module's own, not scikit-learn's `KMeans` and
 (issue 20) `default` scored lower, P@4 on the built-in sample 0.841 -> 0.798 and on
 anime-full-dev 0.745 -> 0.722, 0.827 -> 0.807 on the sample averaged over six fits
 (three seeds, three pictures left out), the same on the other sets; `groups` ARI on
-orl-faces-dev 0.915 -> 0.893 (benchmarks/pseudo_lda_stability.py, benchmarks/quality.md).
+orl-faces-dev 0.915 -> 0.893 (experiments/pseudo_lda_stability.py, benchmarks/quality.md).
 """
 
 from __future__ import annotations

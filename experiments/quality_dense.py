@@ -6,7 +6,7 @@ with, then fuses the stored (or cached) blocks as the preset does, with the fina
 with none (`full`: the vector before this issue). Each row is scored as `lookalike
 evaluate --labels folders` scores a preset: leave-one-out, exact cosine top-k.
 
-    python benchmarks/quality_dense.py --work /tmp/dense --dims full 64 128 256
+    python experiments/quality_dense.py --work /tmp/dense --dims full 64 128 256
 
 Sets: anime-faces-dev, orl-faces-dev (default and photo), anime-full-dev (from
 ../shared/datasets; absent ones are skipped) and the built-in sample (drawn into WORK).

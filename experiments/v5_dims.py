@@ -8,7 +8,7 @@ same blocks reduced to each of `--dims` (PCA fitted on the collection without la
 is saved in the collection's cache (`held-out-model`); `--reuse-head` scores again with it
 (the same split: seed 0) instead of training a second time.
 
-    python benchmarks/v5_dims.py anime-faces-dev.coll --dims 0 256 128
+    python experiments/v5_dims.py anime-faces-dev.coll --dims 0 256 128
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def register_reduced(dim: int) -> str:
     base = get_preset("v5")
     fusion = dataclasses.replace(base.fusion, out_dim=dim or None)
     config = dataclasses.replace(base, preset=name, fusion=fusion)
-    PRESETS.register(name, f"v5 reduced to {dim} dims (benchmarks/v5_dims.py)")(lambda: config)
+    PRESETS.register(name, f"v5 reduced to {dim} dims (experiments/v5_dims.py)")(lambda: config)
     return name
 
 

@@ -8,7 +8,7 @@ with a one-cycle schedule; then embed all images with the tuned network and meas
 precision@4 on the held-out half: the tuned features alone, the classifier's accuracy,
 and the tuned features beside the `default` vector (and a label LDA over both).
 
-    .venv/bin/python benchmarks/v5_full_finetune.py COLL --epochs 30
+    .venv/bin/python experiments/v5_full_finetune.py COLL --epochs 30
 
 Options, all off by default (the command above is the recorded run):
 

@@ -6,7 +6,7 @@ For each stage end (s3..s7) and the final 1280-ch head conv, the feature map is 
 grid has cells of 4-5 rows/columns, neighbouring cells share one row/column). The cell
 vectors are concatenated cell-major: key `s4_gem_g3` is (N, 9 * 80).
 
-    .venv/bin/python benchmarks/quality_spatial.py --size 224 --size 320
+    .venv/bin/python experiments/quality_spatial.py --size 224 --size 320
 
 Writes <cache>/<set>-lite0-spatial<size>.npz; quality_experiments.py --spatial reads them.
 """

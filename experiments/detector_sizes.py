@@ -8,7 +8,7 @@ The animeface detector is run once per copy size; a cascade's cost is the sum of
 copies it needed. `--mosaic` draws the pictures whose face only the last setting found,
 with its boxes, to check by eye that the extra boxes sit on faces.
 
-    python benchmarks/detector_sizes.py ../shared/datasets/anime-full-dev \
+    python experiments/detector_sizes.py ../shared/datasets/anime-full-dev \
         --anime ahagon_umiko sakura_nene suzukaze_aoba yagami_kou --mosaic /tmp/extra.png
 """
 

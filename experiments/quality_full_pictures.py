@@ -8,7 +8,7 @@ LDA, no labels) and scored by precision@4 under exact search, labels = folders (
 with a column). Prints one line per (fallback, block set) with P@4 and feel per collection;
 on anime-full-dev also the anime pictures (`a`) and the others (`o`) apart.
 
-    python benchmarks/quality_full_pictures.py full=/tmp/full.coll faces=/tmp/faces.coll \
+    python experiments/quality_full_pictures.py full=/tmp/full.coll faces=/tmp/faces.coll \
         orl=/tmp/orl.coll demo=/tmp/demo/collection:/tmp/demo/sample/labels.csv:character
 """
 

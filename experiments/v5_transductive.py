@@ -10,7 +10,7 @@ on the held-out half for:
 - `st`: self-training, LDA re-fitted with the held-out images assigned to their nearest
   class mean (transductive: their features, never their labels), `default+st` likewise.
 
-    .venv/bin/python benchmarks/v5_transductive.py COLL
+    .venv/bin/python experiments/v5_transductive.py COLL
 """
 
 from __future__ import annotations

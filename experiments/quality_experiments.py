@@ -5,7 +5,7 @@ queries all the others by exact cosine similarity; precision@4 is the share of t
 that carry its label. Anything fitted (PCA-whitening, query expansion) sees only the
 collection's own vectors, never the labels.
 
-    .venv/bin/python benchmarks/quality_experiments.py \
+    .venv/bin/python experiments/quality_experiments.py \
         --anime ../shared/datasets/anime-faces-dev --orl ../shared/datasets/orl-faces-dev \
         --cache /tmp/lookalike-quality
 

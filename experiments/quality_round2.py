@@ -1,8 +1,8 @@
 """Round 2 of the quality experiments (issue 3): spatial CNN pooling, soft colour
 histograms, pseudo-label LDA, diffusion. Leave-one-out precision@4, labels for scoring only.
 
-    .venv/bin/python benchmarks/quality_spatial.py --size 224 --size 320   # CNN cache
-    .venv/bin/python benchmarks/quality_round2.py --sections spatial,colour,lda,diffusion
+    .venv/bin/python experiments/quality_spatial.py --size 224 --size 320   # CNN cache
+    .venv/bin/python experiments/quality_round2.py --sections spatial,colour,lda,diffusion
 
 Reads the caches of quality_experiments.py (<set>-lite0-embed.npz) and of
 quality_spatial.py (<set>-lite0-spatial<size>.npz) under --cache; colour histograms are

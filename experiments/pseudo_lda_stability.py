@@ -8,8 +8,8 @@ ones; every picture is still scored). The spread of those six is how much a deci
 that set can trust a difference (quality.md: one changed head box of 240 moved the sample
 by 0.065).
 
-    python benchmarks/quality_dense.py --work /tmp/dense --dims 256   # the collections
-    python benchmarks/pseudo_lda_stability.py --work /tmp/dense
+    python experiments/quality_dense.py --work /tmp/dense --dims 256   # the collections
+    python experiments/pseudo_lda_stability.py --work /tmp/dense
 """
 
 from __future__ import annotations

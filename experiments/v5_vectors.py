@@ -6,7 +6,7 @@ same held-out half (same seed), the head's `--output` (probs, logits or the tune
 embedding) alone (each view, both), with query expansion, and fused with the `v5` preset's
 appearance blocks or the `default` preset's blocks at several weights: no training.
 
-    .venv/bin/python benchmarks/v5_vectors.py COLL [--labels folders] [--seed 0] [--output O]
+    .venv/bin/python experiments/v5_vectors.py COLL [--labels folders] [--seed 0] [--output O]
 """
 
 from __future__ import annotations

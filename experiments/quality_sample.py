@@ -5,7 +5,7 @@ whole pictures with backgrounds) is scored in two views: `whole` (the picture) a
 (the product's head crop: animeface detector, head_box with margin 0.5, top-centre
 fallback). Features are cached under --cache as sample-<view>.npz.
 
-    .venv/bin/python benchmarks/quality_sample.py
+    .venv/bin/python experiments/quality_sample.py
 """
 
 from __future__ import annotations
