@@ -12,8 +12,6 @@ from lookalike.cli.arguments import EXIT_SKIPPED, AddCommand, at_least
 if TYPE_CHECKING:
     from lookalike.indexing.settings import Requested
 
-    pass
-
 
 def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
