@@ -6,13 +6,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lookalike.cli.arguments import EXIT_SKIPPED, AddCommand, add_collection, at_least, info
 from lookalike.load.names import safe_display
-
-if TYPE_CHECKING:
-    pass
 
 
 def _add_table_formats(p: argparse.ArgumentParser) -> None:

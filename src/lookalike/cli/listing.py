@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
 
 from lookalike.cli.arguments import LISTED_REGISTRIES, AddCommand, registry
-
-if TYPE_CHECKING:
-    pass
 
 
 def add_list_parser(add_command: AddCommand) -> None:

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lookalike.cli.arguments import AddCommand, add_collection, port_number
-
-if TYPE_CHECKING:
-    pass
 
 
 def add_serve_parser(add_command: AddCommand) -> None:
