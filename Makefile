@@ -31,7 +31,8 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks experiments
 	$(VENV)/bin/ruff format --check src tests benchmarks experiments
-	$(VENV)/bin/pytest -m "not slow and not weights"
+	# Two workers (pytest-xdist): the tests wait on child processes as much as they compute.
+	$(VENV)/bin/pytest -m "not slow and not weights" -n 2
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

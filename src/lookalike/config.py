@@ -124,6 +124,13 @@ class PipelineConfig:
         return cls(**data)
 
 
+def split_key(key: str) -> tuple[str, str]:
+    view, _, feature = key.partition(".")
+    if view not in VIEWS or not feature:
+        raise ValueError(f"bad feature block {key!r}: expected '<view>.<feature>', view in {VIEWS}")
+    return view, feature
+
+
 PRESETS: Registry[PipelineConfig] = Registry("preset")
 
 

@@ -14,12 +14,13 @@ from PIL import Image
 
 from lookalike.config import get_preset
 from lookalike.detect.base import DETECTORS, Face
+from lookalike.embed.faces import face_head_box
 from lookalike.errors import DamagedPartError, QueryError
 from lookalike.evaluate.evaluation import FaceVectors, exact_top_k
 from lookalike.indexing.indexer import Indexer
 from lookalike.search.searcher import Searcher
 from lookalike.store.collection import Collection
-from lookalike.store.faces import MAX_FACES, best_per_owner, extra_faces, face_head_box
+from lookalike.store.faces import MAX_FACES, best_per_owner, extra_faces
 
 # Two places a drawn "face" can be, far enough apart that one face's head box (the face
 # grown by the margin) holds nothing of the other.

@@ -591,6 +591,7 @@ def use_up_inodes(disk: Path, leave: int) -> None:
         path.unlink()
 
 
+@pytest.mark.slow  # 35 points of exhaustion, a new process each: about 30 s
 def test_out_of_inodes_while_creating_a_collection(tmp_path, record_property):
     root = colour_folder(tmp_path / "photos", per_colour=1)
     disk = tmp_path / "disk"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from lookalike.config import VIEWS, PipelineConfig
+from lookalike.config import PipelineConfig, split_key
 from lookalike.detect import Detector, create_detector, crop, head_box
 from lookalike.detect.salient import SALIENT_MIN_SIDE, salient_box
 from lookalike.embed import Backbone
@@ -35,13 +35,6 @@ class Analysis:
     head_box: tuple[int, int, int, int]
     fallback: bool
     views: dict[str, Image.Image] = field(repr=False, default_factory=dict)
-
-
-def split_key(key: str) -> tuple[str, str]:
-    view, _, feature = key.partition(".")
-    if view not in VIEWS or not feature:
-        raise ValueError(f"bad feature block {key!r}: expected '<view>.<feature>', view in {VIEWS}")
-    return view, feature
 
 
 class FeatureExtractor:

@@ -30,6 +30,7 @@ from lookalike.fuse.fitting import fit_fused_index, new_index
 from lookalike.fuse.fuser import Fuser
 from lookalike.index import IncrementalIndex, VectorIndex
 from lookalike.indexing.decode_pool import DecodePool
+from lookalike.indexing.faces import compute_face_items
 from lookalike.indexing.prepare import LoadedFile, ProcessedBatch, embed_loaded, load_record
 from lookalike.indexing.switch import (
     SwitchReport,
@@ -48,13 +49,7 @@ from lookalike.store.collection import (
     Generation,
     round_to_stored,
 )
-from lookalike.store.faces import (
-    FaceItems,
-    carried_and_computed,
-    compute_face_items,
-    fuse_items,
-    head_keys,
-)
+from lookalike.store.faces import FaceItems, carried_and_computed, fuse_items, head_keys
 from lookalike.store.staging import Staging
 
 log = logging.getLogger(__name__)

@@ -7,27 +7,22 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
-from lookalike.embed.extractor import Analysis, FeatureExtractor
 from lookalike.errors import DamagedPartError, ImageLoadError, QueryError
 from lookalike.fuse.expansion import expand_query
 from lookalike.load.images import file_sha256, load_image
 from lookalike.search.calibration import GOOD_MATCH, calibration_for
 from lookalike.search.rerank import ViewScorer, combine, rank
 from lookalike.store.collection import Collection
-from lookalike.store.faces import (
-    MAX_FACES,
-    FaceItems,
-    best_per_owner,
-    choose_face,
-    head_keys,
-    item_blocks,
-)
+from lookalike.store.faces import MAX_FACES, FaceItems, best_per_owner, head_keys, item_blocks
 from lookalike.vectors import RowMap
+
+if TYPE_CHECKING:
+    from lookalike.embed.extractor import Analysis, FeatureExtractor
 
 log = logging.getLogger(__name__)
 
@@ -232,9 +227,19 @@ class Searcher:
         gen.check_rows({**rows, "head_boxes.npy": len(self.head_boxes)})
         if len(self.face_fused) != len(self.faces):
             raise gen.damaged(gen.path / "faces" / "fused.npy", "not one row per face item")
-        self.extractor = extractor or FeatureExtractor(self.config)
+        self._extractor = extractor
         self._extractor_lock = threading.Lock()
         self._weights_checked = False
+
+    @property
+    def extractor(self) -> FeatureExtractor:
+        """What embeds a picture from outside the collection; imported and made on first use,
+        so that a query of a stored item loads no detector or feature source."""
+        if self._extractor is None:
+            from lookalike.embed.extractor import FeatureExtractor
+
+            self._extractor = FeatureExtractor(self.config)
+        return self._extractor
 
     @property
     def views(self) -> ViewScorer:
@@ -385,6 +390,8 @@ class Searcher:
     ) -> tuple[Analysis, dict[str, np.ndarray], np.ndarray]:
         """Detect, embed and fuse an outside image: (analysis, its blocks, its query vector);
         `face`: which face gives the head view (0: the best found; ValueError if none such)."""
+        from lookalike.embed.faces import choose_face
+
         with self._extractor_lock:
             if not self._weights_checked:
                 # Vectors from other weights (an upgraded model package) would be compared

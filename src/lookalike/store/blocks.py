@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lookalike.embed.extractor import FeatureExtractor, split_key
+from lookalike.config import split_key
+from lookalike.embed.extractor import FeatureExtractor
 from lookalike.errors import ImageLoadError, LookalikeError
 from lookalike.fileio import atomic_save_npz
 from lookalike.load.images import load_image

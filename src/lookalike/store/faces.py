@@ -7,35 +7,28 @@ catalog id. A query scores a picture by its best face, so a group picture is fou
 through any of its characters, and shown once, with the face that matched boxed.
 
 Face items are computed when a generation is committed, from the faces the catalog
-already holds (a second decode of the pictures with several faces only), and carried
-over to later generations while the picture and the block keys stay the same.
+already holds (a second decode of the pictures with several faces only:
+indexing/faces.py), and carried over to later generations while the picture and the
+block keys stay the same. This module holds them and scores with them; it reads no image,
+so opening a collection loads no detector.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from tqdm import tqdm
 
-from lookalike.detect import crop, head_box
-from lookalike.detect.base import Face
-from lookalike.embed.extractor import split_key
-from lookalike.errors import ImageLoadError
-from lookalike.load.images import DEFAULT_LIMITS, LoadLimits, load_image
+from lookalike.config import split_key
 
 if TYPE_CHECKING:
-    from lookalike.embed.extractor import Analysis, FeatureExtractor
     from lookalike.fuse.fuser import Fuser
     from lookalike.store.catalog import FileRecord
 
 # Faces per picture that become searchable: a crowd scene costs at most 7 more head passes.
 MAX_FACES = 8
-# Pictures decoded and embedded together when face items are computed.
-BATCH = 16
 
 
 @dataclass
@@ -79,71 +72,6 @@ def head_keys(block_keys: Sequence[str]) -> list[str]:
 def extra_faces(faces: Sequence[Mapping[str, object]]) -> list[tuple[int, tuple[int, ...]]]:
     """(number, face box) of each face after the first one, up to MAX_FACES in all."""
     return [(n, tuple(faces[n]["box"])) for n in range(1, min(len(faces), MAX_FACES))]  # type: ignore[arg-type]
-
-
-def face_head_box(
-    face_box: Sequence[int], image_size: tuple[int, int], margin: float
-) -> tuple[int, int, int, int]:
-    """The head box of one face, grown as the picture's own head box is (`head_box`)."""
-    box, _ = head_box([Face(tuple(int(v) for v in face_box), 1.0)], image_size, margin)  # type: ignore[arg-type]
-    return box
-
-
-def choose_face(analysis: Analysis, number: int, margin: float) -> None:
-    """Make face `number` (0 = the best one) the head view of an analysed picture, in
-    place; raises ValueError naming how many faces the picture has."""
-    if number == 0:
-        return
-    found = len(analysis.faces)
-    if not 0 <= number < found:
-        raise ValueError(f"has {found} face{'s' if found != 1 else ''} (faces count from 0)")
-    whole = analysis.views["whole"]
-    analysis.head_box = face_head_box(analysis.faces[number]["box"], whole.size, margin)  # type: ignore[arg-type]
-    analysis.views["head"] = crop(whole, analysis.head_box)
-    analysis.fallback = False
-
-
-def compute_face_items(
-    records: Sequence[FileRecord],
-    root: Path,
-    extractor: FeatureExtractor,
-    limits: LoadLimits = DEFAULT_LIMITS,
-    progress: bool = True,
-) -> FaceItems:
-    """The face items of `records` (those with several faces), decoded and embedded now.
-
-    A picture that can no longer be decoded keeps its first face only (it was indexed; a
-    later run that finds it broken marks it so).
-    """
-    keys = head_keys(extractor.config.block_keys)
-    todo = [r for r in records if len(r.faces or []) > 1]
-    parts: list[FaceItems] = []
-    bar = tqdm(total=len(todo), desc="faces", unit="img", disable=not progress or not todo)
-    for start in range(0, len(todo), BATCH):
-        owners, numbers, boxes, views = [], [], [], []
-        for rec in todo[start : start + BATCH]:
-            try:
-                image = load_image(root / rec.path, limits)
-            except ImageLoadError:
-                continue
-            for number, face in extra_faces(rec.faces):
-                box = face_head_box(face, image.size, extractor.config.head_margin)
-                owners.append(rec.id)
-                numbers.append(number)
-                boxes.append(box)
-                views.append({"whole": image, "head": crop(image, box)})
-        if views:
-            parts.append(
-                FaceItems(
-                    np.array(owners, np.int64),
-                    np.array(numbers, np.int16),
-                    np.array(boxes, np.int32).reshape(-1, 4),
-                    extractor.compute(views, keys),
-                )
-            )
-        bar.update(min(BATCH, len(todo) - start))
-    bar.close()
-    return concat(parts, keys)
 
 
 def concat(parts: Sequence[FaceItems], keys: Sequence[str]) -> FaceItems:
