@@ -156,13 +156,13 @@ def test_the_query_is_named_as_its_results_are_in_the_table_and_the_sheet(
     item = Searcher(coll).resolve("c0/00.png")[0]
     captions = []
 
-    def capture(head, tiles, out):  # the sheet's tiles, as cmd_query hands them over
+    def capture(head, tiles, out):  # the sheet's tiles, as query_sheet hands them over
         captions.append((head.caption, [t.caption for t in tiles]))
         from lookalike.render.sheets import WrittenSheet
 
         return WrittenSheet(Path(out))
 
-    monkeypatch.setattr("lookalike.render.sheets.contact_sheet", capture)
+    monkeypatch.setattr("lookalike.search.sheet.contact_sheet", capture)
     for asked in ("c0/00.png", str(item), str(photos / "c0" / "00.png")):
         assert main(["query", str(coll), asked, "--sheet", str(tmp_path / "q.png")]) == 0
         first = capsys.readouterr().out.splitlines()[0]

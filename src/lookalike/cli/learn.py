@@ -136,41 +136,29 @@ def add_evaluate_parser(add_command: AddCommand) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from lookalike.config import preset_names_for_evaluation
-    from lookalike.evaluate.evaluation import detection_rate, evaluate, markdown_table, to_json
-    from lookalike.fileio import atomic_write_bytes
+    from lookalike.evaluate.report import evaluate_collection
 
     coll, labels = _collection_and_labels(args)
-    presets = args.presets or preset_names_for_evaluation()
-    if args.train_fraction is not None:
-        from lookalike.embed.trained_model import OUTPUTS
-        from lookalike.evaluate.evaluation import evaluate_held_out
-
-        held = evaluate_held_out(
-            coll,
-            labels,
-            args.presets or [*presets, "v5"],
-            args.train_fraction,
-            k=args.k,
-            task=args.task,
-            seed=args.seed,
-            options=_training_options(args),
-            outputs=OUTPUTS,
-            progress=not args.quiet,
-        )
-        scores = held.scores
+    report = evaluate_collection(
+        coll,
+        labels,
+        args.presets,
+        k=args.k,
+        task=args.task,
+        train_fraction=args.train_fraction,
+        seed=args.seed,
+        options=_training_options(args),
+        progress=not args.quiet,
+    )
+    if report.held is not None:
+        held = report.held
         trained = f", v5 trained in {held.train_seconds:.0f} s" if held.train_seconds else ""
         info(
             args,
             f"labels of {len(held.train_paths)} images used for training; scored on the "
             f"other {len(held.test_paths)}{trained}",
         )
-    else:
-        scores = evaluate(coll, labels, presets, k=args.k, task=args.task, progress=not args.quiet)
-    rate = detection_rate(coll, labels.column(args.task))  # over the labelled pictures
-    # Kept beside the collection so that `lookalike serve` can show the table.
-    atomic_write_bytes(coll.path / "evaluation.json", to_json(scores, rate).encode() + b"\n")
-    print(to_json(scores, rate) if args.json else markdown_table(scores, rate))
+    print(report.to_json() if args.json else report.table())
     return 0
 
 

@@ -18,7 +18,7 @@ from lookalike.cli.arguments import (
 from lookalike.load.names import safe_display
 
 if TYPE_CHECKING:
-    from lookalike.search.searcher import QueryResult, Searcher
+    pass
 
 
 def add_query_parser(add_command: AddCommand) -> None:
@@ -77,6 +77,7 @@ def _probability(text: str) -> float:
 
 def cmd_query(args: argparse.Namespace) -> int:
     from lookalike.search.searcher import Searcher, Threshold
+    from lookalike.search.sheet import query_sheet
 
     if args.sheet:
         from lookalike.render.sheets import check_sheet_target
@@ -85,13 +86,12 @@ def cmd_query(args: argparse.Namespace) -> int:
     searcher = Searcher(args.collection)
     threshold = Threshold(args.min_score, args.min_probability)
     result = searcher.query(args.query, k=args.k, threshold=threshold, face=args.face)
-    query_path, query_name = _query_file(searcher, result)
-    unreadable = _write_sheet(searcher, result, query_path, query_name, args.sheet)
+    unreadable = query_sheet(searcher, result, args.sheet) if args.sheet else []
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
         asked = f" (id {result.query_id})" if result.query_id is not None else ""
-        print(f"query: {safe_display(query_name)}{asked}")
+        print(f"query: {safe_display(result.query_path)}{asked}")
         if result.query_fallback:
             print("head crop: no face found in the query, the fallback crop was used")
         elif result.query_faces > 1:
@@ -110,31 +110,6 @@ def cmd_query(args: argparse.Namespace) -> int:
         print(f"lookalike: warning: {warning}", file=sys.stderr)
     # Like an index run that skipped files: the answer is complete, the sheet is not.
     return EXIT_SKIPPED if unreadable else 0
-
-
-def _query_file(searcher: Searcher, result: QueryResult) -> tuple[Path, str]:
-    """The query's image file, and its name in the form the results are named in: a
-    picture of the collection by its path inside the indexed folder (whether it was asked
-    by id, by that path or by a path to the file), any other file as it was given."""
-    name = result.query_path
-    return (Path(name) if result.query_id is None else searcher.collection.root / name), name
-
-
-def _write_sheet(
-    searcher: Searcher, result: QueryResult, query_path: Path, query_name: str, out: Path | None
-) -> list[tuple[Path, str]]:
-    """The contact sheet of a query, when `out` is given; returns the images it could not
-    read (moved, deleted)."""
-    if out is None:
-        return []
-    from lookalike.render.sheets import SheetItem, contact_sheet
-
-    root = searcher.collection.root
-    head = SheetItem(query_path, query_name, None, result.query_head_box, result.query_fallback)
-    tiles = [
-        SheetItem(root / m.path, m.path, m.score, m.head_box, m.fallback) for m in result.matches
-    ]
-    return contact_sheet(head, tiles, out).unreadable
 
 
 def add_info_parser(add_command: AddCommand) -> None:

@@ -230,8 +230,7 @@ def evaluate_held_out(
     the whole collection, as it does when indexing. A v5 preset gives one row per output
     in `outputs`: "v5" for the model's own output, "v5:<output>" for the others.
     """
-    from lookalike.embed.trained_model import load_model, save_model
-    from lookalike.train import stratified_split, train_model
+    from lookalike.train import stratified_split
 
     rows, y = labelled_rows(coll, labels, task)
     train_part, test_part = stratified_split(y.tolist(), train_fraction, seed)
@@ -256,11 +255,7 @@ def evaluate_held_out(
             results.append(score_vectors(name, config, fused, y_test, feel, k))
             continue
         if model is None:
-            # Saved in the collection's cache: its network is read from there.
-            out = coll.cache_dir / "held-out-model"
-            model, run = train_model(coll, labels, options=options, rows=train_rows, out=out)
-            seconds = run.seconds
-            model = load_model(save_model(out, model.config, model.classifiers))
+            model, seconds = _held_out_model(coll, labels, options, train_rows)
         vectors = _model_outputs(coll, gen, model, config, trained, outputs, progress)
         # The model's own output first, as "v5"; the others as "v5:<output>".
         for output in sorted(outputs, key=lambda o: o != model.config.output):
@@ -275,6 +270,19 @@ def evaluate_held_out(
         [path_of[r] for r in test_rows],
         seconds,
     )
+
+
+def _held_out_model(
+    coll: Collection, labels: Labels, options: TrainOptions | None, train_rows: np.ndarray
+) -> tuple[TrainedModel, float]:
+    """The model trained on `train_rows` only, and the seconds it took; saved in the
+    collection's cache, where its network is read from."""
+    from lookalike.embed.trained_model import load_model, save_model
+    from lookalike.train import train_model
+
+    out = coll.cache_dir / "held-out-model"
+    model, run = train_model(coll, labels, options=options, rows=train_rows, out=out)
+    return load_model(save_model(out, model.config, model.classifiers)), run.seconds
 
 
 def _model_outputs(

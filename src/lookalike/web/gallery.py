@@ -28,6 +28,7 @@ from lookalike.errors import (
     LookalikeError,
     QueryError,
 )
+from lookalike.evaluate.report import EVALUATION_FILE
 from lookalike.load.images import LoadLimits, load_image
 from lookalike.load.labels import Labels, load_labels
 from lookalike.render.sheets import DETECTED_BOX, FALLBACK_BOX
@@ -36,8 +37,6 @@ from lookalike.search.rerank import default_head_weight
 from lookalike.search.searcher import Searcher
 from lookalike.store.collection import Collection
 from lookalike.store.faces import MAX_FACES
-
-EVALUATION_FILE = "evaluation.json"
 
 # Content types accepted for an uploaded query image -> file suffix Pillow can sniff with.
 UPLOAD_TYPES = {
