@@ -136,6 +136,19 @@ def test_face_counts_bins_the_good_pictures_by_their_faces(tmp_path: Path) -> No
     assert catalog.face_counts() == {"0": 1, "1": 1, "2": 1, "3+": 2}
 
 
+def test_listed_gives_what_a_result_shows_as_get_many_reads_it(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "catalog.sqlite")
+    rows = [record(f"{n:04d}.png", width=10 + n, fallback=n % 2 == 0) for n in range(1203)]
+    catalog.upsert([*rows, record("caf\udce9.png", sha256="e9")])
+    ids = [r.id for r in catalog.all()]
+    full, listed = catalog.get_many(ids), catalog.listed(reversed(ids))
+    assert sorted(listed) == sorted(ids)  # in chunks of 500, any order
+    for i in ids:
+        rec = full[i]
+        assert listed[i] == (rec.id, rec.path, rec.width, rec.height, rec.fallback)
+    assert {listed[i].path for i in ids} >= {"caf\udce9.png", "1202.png"}
+
+
 def test_a_name_that_is_not_utf8_is_stored_as_bytes_and_read_back(tmp_path: Path) -> None:
     name = "caf\udce9.png"  # byte 0xE9 of a Latin-1 name, as os.listdir gives it
     catalog = Catalog(tmp_path / "catalog.sqlite")

@@ -473,7 +473,7 @@ class Searcher:
         probabilities: list[float | None],
     ) -> list[Match]:
         """The ranked candidates `order` as matches, with their catalog records."""
-        records = self.collection.catalog.get_many(int(self.ids[r]) for r in rows[order])
+        records = self.collection.catalog.listed(int(self.ids[r]) for r in rows[order])
         matches = []
         for n, pos in enumerate(order):
             row, item = int(rows[pos]), int(items[pos])

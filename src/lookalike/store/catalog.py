@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from lookalike.errors import CollectionError
@@ -69,6 +69,16 @@ class FileRecord:
             "head_box": list(self.head_box) if self.head_box else None,
             "fallback": self.fallback,
         }
+
+
+class Listed(NamedTuple):
+    """The columns of a file that a list of results shows."""
+
+    id: int
+    path: str
+    width: int | None
+    height: int | None
+    fallback: bool
 
 
 _COLUMNS = (
@@ -263,6 +273,21 @@ class Catalog:
                 f"SELECT {_COLUMNS} FROM files WHERE id IN ({marks})", chunk
             ):
                 found[row[0]] = _row_to_record(row)
+        return found
+
+    def listed(self, ids: Iterable[int]) -> dict[int, Listed]:
+        """What a list of results shows of each id (no JSON to decode: a query's answer
+        reads only these)."""
+        ids = [int(i) for i in ids]
+        found: dict[int, Listed] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self._db.execute(
+                f"SELECT id, path, width, height, fallback FROM files WHERE id IN ({marks})",
+                chunk,
+            ):
+                found[row[0]] = Listed(row[0], from_stored(row[1]), row[2], row[3], bool(row[4]))
         return found
 
     def by_path(self, path: str) -> FileRecord | None:
