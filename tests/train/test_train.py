@@ -6,11 +6,16 @@ EfficientNet-Lite0 weights (from the package registry) on tiny inputs for a few 
 
 import csv
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import lookalike
 import lookalike.train
 from lookalike.cli import main
 from lookalike.config import PipelineConfig, get_preset
@@ -126,6 +131,30 @@ def test_a_model_trained_again_in_its_folder_is_switched_to(sample, tmp_path):
         assert stored.fingerprints["model_fingerprint"] == load_model(model).fingerprint
         blocks.append(np.asarray(stored.require_generation().block("head.v5")))
     assert not np.allclose(blocks[0], blocks[1])
+
+
+@pytest.mark.weights
+def test_an_index_run_with_nothing_to_compute_imports_no_torch(sample, model_dir, tmp_path):
+    config = get_preset("v5").with_options(
+        backbone="fake", detector="none", model_dir=str(model_dir)
+    )
+    Indexer(sample, tmp_path / "v5", config, progress=False).run()
+    # A new process, as a user runs it: the model's records say the stored blocks are its.
+    code = (
+        "import sys; from lookalike.cli import main; "
+        f"code = main(['index', {str(sample)!r}, '-c', {str(tmp_path / 'v5')!r}, '-q']); "
+        "print(code, 'torch' in sys.modules)"
+    )
+    src = str(Path(lookalike.__file__).resolve().parents[1])
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": src},
+        timeout=120,
+    )
+    assert done.stdout.split()[-2:] == ["0", "False"], (done.stdout, done.stderr)
+    assert "nothing changed" in done.stdout
 
 
 @pytest.mark.weights

@@ -93,16 +93,19 @@ class TrainedModelSource(FeatureSource):
     def model(self) -> TrainedModel:
         """The config's trained model (loaded on first use; torch is imported then)."""
         if self._model is None:
-            if not self.config.model_dir:
-                raise LookalikeError(
-                    f"preset {self.config.preset!r} uses the {MODEL_FEATURE!r} feature and "
-                    "needs a trained model: pass --model MODEL_DIR (make one with "
-                    "`lookalike train`)"
-                )
             from lookalike.embed.trained_model import load_model
 
-            self._model = load_model(Path(self.config.model_dir))
+            self._model = load_model(self._folder())
         return self._model
+
+    def _folder(self) -> Path:
+        if not self.config.model_dir:
+            raise LookalikeError(
+                f"preset {self.config.preset!r} uses the {MODEL_FEATURE!r} feature and "
+                "needs a trained model: pass --model MODEL_DIR (make one with "
+                "`lookalike train`)"
+            )
+        return Path(self.config.model_dir)
 
     def offers(self, feature: str) -> bool:
         return feature == MODEL_FEATURE
@@ -115,7 +118,12 @@ class TrainedModelSource(FeatureSource):
 
     @property
     def fingerprint(self) -> str:
-        return self.model.fingerprint
+        if self._model is not None:
+            return self._model.fingerprint
+        # From the folder's records: an index run with nothing to compute imports no torch.
+        from lookalike.embed.model_files import recorded_fingerprint
+
+        return recorded_fingerprint(self._folder())
 
 
 class DescriptorSource(FeatureSource):

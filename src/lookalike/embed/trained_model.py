@@ -1,4 +1,4 @@
-"""A network trained on a collection's labels (`lookalike train`), on disk and applied.
+"""A network trained on a collection's labels (`lookalike train`), saved, loaded and applied.
 
 The model computes the "v5" feature (embed/sources.py): its tuned network reads a view and
 its task classifiers turn the network's GeM into the retrieval vector. On disk, a model
@@ -6,18 +6,17 @@ folder holds `backbone.safetensors` (the tuned network's state dict) and
 `classifiers.safetensors` (the task classifiers): tensors only, no pickle; `model.json` says
 what the model predicts (tasks and class names), which network it tuned, the sha256 of both
 files (a changed or missing file is refused, naming it) and which output is the retrieval
-vector. Folders written before the rename (`head.json`, `head.safetensors`) are read too.
-Training is lookalike.train's; this module loads no training code.
+vector (model_files.py reads it without torch). Training is lookalike.train's; this module
+loads no training code.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,27 +25,35 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lookalike.embed import Backbone, create_backbone
-from lookalike.errors import LookalikeError
+from lookalike.embed.model_files import (
+    BACKBONE_FILE,
+    CONFIG_FILE,
+    EMBEDDING,
+    OUTPUTS,
+    WEIGHTS_FILE,
+    ModelConfig,
+    ModelError,
+    Output,
+    fingerprint,
+    model_files,
+    read_config,
+)
 from lookalike.fileio import atomic_write_json
-from lookalike.load.labels import Task
 from lookalike.vectors import l2_normalize
 
-# 2: the tuned network is the only kind (the frozen model on stored features is gone).
-FORMAT_VERSION = 2
-CONFIG_FILE = "model.json"
-WEIGHTS_FILE = "classifiers.safetensors"
-# The names before "head" came to mean the crop only; folders trained then are read as is.
-LEGACY_FILES = ("head.json", "head.safetensors")
-# The tuned network (its whole state dict, safetensors).
-BACKBONE_FILE = "backbone.safetensors"
+__all__ = [  # the model folder's names, from the module that reads it without torch
+    "EMBEDDING",
+    "OUTPUTS",
+    "ModelConfig",
+    "ModelError",
+    "Output",
+    "TaskClassifiers",
+    "TrainedModel",
+    "load_model",
+    "save_model",
+    "save_network",
+]
 
-
-# The retrieval vector a trained model gives: task probabilities (the article's), logits, or the
-# tuned GeM itself.
-Output = Literal["probs", "logits", "embedding"]
-OUTPUTS: tuple[Output, ...] = ("probs", "logits", "embedding")
-# The network output that is trained and compared (GeM of the last feature map).
-EMBEDDING = "gem"
 # CosFace: logits = SCALE * (cos - MARGIN on the true classes); measured with these values.
 SCALE, MARGIN = 16.0, 0.2
 
@@ -83,48 +90,6 @@ class TaskClassifiers(nn.Module):
         return torch.cat(parts, dim=1).numpy().astype(np.float32)
 
 
-class ModelError(LookalikeError):
-    """A model folder is missing or damaged, or was written by a lookalike that differs."""
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    tasks: tuple[Task, ...]
-    network: str  # the tuned network, e.g. "efficientnet-lite2"
-    backbone_hash: str  # "<network>:<sha256 of backbone.safetensors>"
-    embed_dim: int  # the network's GeM width (the classifiers' input)
-    output: Output = "probs"
-    trained: dict[str, Any] = field(default_factory=dict)  # images, epochs, accuracy, seconds
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["tasks"] = [t.to_json() for t in self.tasks]
-        return {"format_version": FORMAT_VERSION, **data}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ModelConfig:
-        data = dict(data)
-        version = data.pop("format_version", None)
-        if version == 1 and data.get("network"):  # a tuned network of the first format
-            data = {k: v for k, v in data.items() if k not in ("features", "hidden", "mode")}
-        elif version == 1 and data.get("mode") == "finetune":
-            raise ValueError(
-                "a finetune model from an earlier lookalike (the backbone replaced the "
-                "collection's); train it again with `lookalike train`"
-            )
-        elif version == 1:
-            raise ValueError(
-                "a frozen model, a kind lookalike no longer trains (it scored no better than "
-                "the unlabelled default); train a new model with `lookalike train`"
-            )
-        elif version != FORMAT_VERSION:
-            raise ValueError(f"format_version is not {FORMAT_VERSION}")
-        data["tasks"] = tuple(Task(t["name"], tuple(t["classes"])) for t in data["tasks"])
-        if data.get("output") not in OUTPUTS:
-            raise ValueError(f"output must be one of {', '.join(OUTPUTS)}")
-        return cls(**data)
-
-
 class TrainedModel:
     """A trained model, ready to turn views into v5 vectors through its tuned network."""
 
@@ -146,7 +111,7 @@ class TrainedModel:
         """What the v5 vectors depend on: the classifiers, the network and the output."""
         if not self.weights_sha256:
             raise ModelError("an unsaved model has no fingerprint; save it with save_model first")
-        return f"{self.weights_sha256}:{self.config.backbone_hash}:{self.config.output}"
+        return fingerprint(self.config, self.weights_sha256)
 
     @property
     def network(self) -> Backbone:
@@ -201,18 +166,8 @@ def save_model(folder: Path, config: ModelConfig, classifiers: TaskClassifiers) 
 
 def load_model(folder: Path) -> TrainedModel:
     folder = Path(folder)
-    config_path, weights = _model_files(folder)
-    if not config_path.is_file() or not weights.is_file():
-        raise ModelError(
-            f"{folder}: not a trained model (needs {CONFIG_FILE} and {WEIGHTS_FILE}); "
-            "make one with `lookalike train`"
-        )
-    try:
-        data = json.loads(config_path.read_text(encoding="utf-8"))
-        expected = data.pop("weights_sha256")
-        config = ModelConfig.from_json(data)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ModelError(f"{config_path}: not a model this lookalike reads ({exc})") from exc
+    config, expected = read_config(folder)
+    weights = model_files(folder)[1]
     if _sha256(weights) != expected:
         raise ModelError(f"{weights}: does not match {CONFIG_FILE} (changed since training?)")
     _check_network(folder, config)
@@ -222,14 +177,6 @@ def load_model(folder: Path) -> TrainedModel:
     except (RuntimeError, OSError) as exc:
         raise ModelError(f"{weights}: tensors do not fit {CONFIG_FILE} ({exc})") from exc
     return TrainedModel(config, classifiers, folder, expected)
-
-
-def _model_files(folder: Path) -> tuple[Path, Path]:
-    """The config and classifier files of a model folder, of either naming."""
-    config, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
-    if not config.is_file() and (folder / LEGACY_FILES[0]).is_file():
-        return folder / LEGACY_FILES[0], folder / LEGACY_FILES[1]
-    return config, weights
 
 
 def _check_network(folder: Path, config: ModelConfig) -> None:

@@ -54,7 +54,7 @@ def evaluate_collection(
     collection's evaluation.json."""
     held = None
     if train_fraction is not None:
-        from lookalike.embed.trained_model import OUTPUTS
+        from lookalike.embed.model_files import OUTPUTS
 
         wanted = list(presets or [*preset_names_for_evaluation(), "v5"])
         held = evaluate_held_out(
