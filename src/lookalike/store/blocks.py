@@ -89,7 +89,7 @@ def blocks_for(
     out: dict[str, np.ndarray] = {}
     partial: dict[str, tuple[np.ndarray | None, np.ndarray]] = {}  # key -> (cached, have)
     for key in keys:
-        if gen.has_block(key) and _stored_fits(coll, extractor, key):
+        if gen.has_block(key) and extractor.stored_fits(key, coll.fingerprints):
             out[key] = np.asarray(gen.block(key), np.float32)  # stored as float16
             continue
         cached, have = _cached(_cache_path(coll, extractor, key), pictures, _is_head(key))
@@ -146,7 +146,7 @@ def keep_in_cache(coll: Collection, gen: Generation, extractor: FeatureExtractor
     that they are found again after the collection switches to other settings and back."""
     pictures = Pictures.of(coll, gen)
     for key in extractor.config.block_keys:
-        if not gen.has_block(key) or not _stored_fits(coll, extractor, key):
+        if not gen.has_block(key) or not extractor.stored_fits(key, coll.fingerprints):
             continue  # computed by other weights than the extractor's: not its vectors
         path = _cache_path(coll, extractor, key)
         cached, have = _cached(path, pictures, _is_head(key))
@@ -187,13 +187,6 @@ def _cached(path: Path, pictures: Pictures, head: bool) -> tuple[np.ndarray | No
     out = np.zeros((len(rows), vectors.shape[1]), BLOCK_DTYPE)
     out[have] = vectors[rows[have]]
     return out, have
-
-
-def _stored_fits(coll: Collection, extractor: FeatureExtractor, key: str) -> bool:
-    """Whether the generation's block `key` is what `extractor` computes: a backbone output
-    stored by other weights, or a trained model's output stored by another model (or the
-    same folder trained again), is not."""
-    return extractor.stored_fits(key, coll.fingerprints)
 
 
 def _compute(

@@ -6,7 +6,7 @@ import errno
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -264,31 +264,21 @@ class Catalog:
         return [_row_to_record(r) for r in rows]
 
     def get_many(self, ids: Iterable[int]) -> dict[int, FileRecord]:
-        ids = [int(i) for i in ids]
-        found: dict[int, FileRecord] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for row in self._db.execute(
-                f"SELECT {_COLUMNS} FROM files WHERE id IN ({marks})", chunk
-            ):
-                found[row[0]] = _row_to_record(row)
-        return found
+        return {row[0]: _row_to_record(row) for row in self._rows_of(_COLUMNS, ids)}
 
     def listed(self, ids: Iterable[int]) -> dict[int, Listed]:
         """What a list of results shows of each id (no JSON to decode: a query's answer
         reads only these)."""
+        rows = self._rows_of("id, path, width, height, fallback", ids)
+        return {r[0]: Listed(r[0], from_stored(r[1]), r[2], r[3], bool(r[4])) for r in rows}
+
+    def _rows_of(self, columns: str, ids: Iterable[int]) -> Iterator[tuple[Any, ...]]:
+        """`columns` of the rows of `ids`, in statements of at most 500 ids."""
         ids = [int(i) for i in ids]
-        found: dict[int, Listed] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for row in self._db.execute(
-                f"SELECT id, path, width, height, fallback FROM files WHERE id IN ({marks})",
-                chunk,
-            ):
-                found[row[0]] = Listed(row[0], from_stored(row[1]), row[2], row[3], bool(row[4]))
-        return found
+            yield from self._db.execute(f"SELECT {columns} FROM files WHERE id IN ({marks})", chunk)
 
     def by_path(self, path: str) -> FileRecord | None:
         row = self._db.execute(
