@@ -466,7 +466,7 @@ class Indexer:
         face_fused = fuse_items(fuser, faces, blocks, row_of)
         counts = {"indexed": len(records), **catalog.counts()}
         if gen is None:
-            # Every block was computed now: record what computed them (FeatureExtractor.stored_fits).
+            # Every block was computed now: record what computed them (extractor.stored_fits).
             # Otherwise the stored blocks keep their record; a switch re-records (switch.py).
             coll.manifest.update(self._extractor_for(config).fingerprints())
         coll.commit(ids, boxes, blocks, fuser, fused, index, counts, faces, face_fused)
