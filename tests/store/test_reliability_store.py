@@ -131,6 +131,7 @@ def disk(tmp_path) -> Iterator[Path]:
 # --- item 3: a full disk, across processes ----------------------------------------------
 
 
+@pytest.mark.slow  # a tmpfs filled, then six processes on it: about 8 s each
 @pytest.mark.parametrize("catalog", ["as indexed", "left in WAL mode"])
 def test_a_full_disk_across_processes(disk, tmp_path, catalog, record_property):
     root = colour_folder(tmp_path / "photos", per_colour=4)
@@ -535,6 +536,7 @@ def test_a_damaged_block_cache_is_computed_again(pristine, tmp_path):
 # --- the Milvus store, from new processes -----------------------------------------------
 
 
+@pytest.mark.slow  # Milvus Lite started in two processes: about 7 s
 def test_milvus_store_answers_a_query_from_a_new_process(tmp_path):
     pytest.importorskip("milvus_lite")
     root = colour_folder(tmp_path / "photos", per_colour=3)
