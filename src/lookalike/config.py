@@ -61,8 +61,8 @@ class FusionConfig:
 
 @dataclass(frozen=True)
 class IndexConfig:
-    # auto: exact search up to 10k items, hnswlib above (index/auto.py, benchmarks/README.md
-    # "Dense collections"). Annoy (the article's choice) stays selectable: its default
+    # auto: exact search up to 10k items, usearch HNSW above (index/auto.py, benchmarks/README
+    # .md "Dense collections"). Annoy (the article's choice) stays selectable: its default
     # search_k loses recall at a few thousand dims, `--search-k 10000` keeps it near exact.
     backend: str = "auto"
     params: dict[str, Any] = field(default_factory=dict)

@@ -260,7 +260,7 @@ def test_quiet_serve_answers_without_a_request_log(photos, tmp_path):
         ("presets", {"default", "photo", "v1", "v2", "v3", "v4", "v5"}),
         ("detectors", {"animeface", "haar", "none"}),
         ("backbones", {"efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"}),
-        ("indexes", {"auto", "exact", "annoy", "hnswlib", "faiss", "milvus"}),
+        ("indexes", {"auto", "exact", "annoy", "hnswlib", "usearch", "faiss", "milvus"}),
     ],
 )
 def test_each_registry_lists_its_names_one_line_each(command, expected):

@@ -66,9 +66,8 @@ def test_default_preset_is_at_most_256_dims_on_the_auto_index():
     assert config.index.backend == "auto"
 
 
-@pytest.mark.parametrize(("exact_max", "chosen"), [(10_000, "exact"), (100, "hnswlib")])
+@pytest.mark.parametrize(("exact_max", "chosen"), [(10_000, "exact"), (100, "usearch")])
 def test_auto_index_chooses_by_size_and_loads_what_it_built(exact_max, chosen, tmp_path):
-    pytest.importorskip("hnswlib")
     items, queries = clustered(800), clustered(40, seed=1)
     index = create_index("auto", exact_max=exact_max)
     index.build(items)
@@ -80,6 +79,21 @@ def test_auto_index_chooses_by_size_and_loads_what_it_built(exact_max, chosen, t
     found, _ = loaded.query(queries, 10)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth, strict=True)])
     assert recall >= 0.98
+
+
+def test_an_auto_index_that_chose_hnswlib_before_still_loads(tmp_path):
+    import json
+
+    items = clustered(300)
+    inner = create_index("hnswlib", M=16, ef_construction=200, ef=128)
+    inner.build(items)
+    inner.save(tmp_path)
+    params = {"exact_max": 100, "M": 16, "ef_construction": 200, "ef": 128}
+    meta = {"backend": "auto", "chosen": "hnswlib", "params": params}
+    (tmp_path / "auto.json").write_text(json.dumps(meta))
+    loaded = load_index("auto", tmp_path, items.shape[1])
+    assert loaded.chosen == "hnswlib"
+    assert loaded.query(items[:3], 1)[0][:, 0].tolist() == [0, 1, 2]
 
 
 def test_row_map_finds_rows_of_ids_in_any_order():

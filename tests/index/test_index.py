@@ -31,6 +31,8 @@ ANN = [
     pytest.param("annoy", {"n_trees": 50}, id="annoy"),
     _optional("hnswlib", "hnswlib"),
     _optional("faiss", "faiss", factory="HNSW32"),
+    _optional("usearch", "usearch"),
+    _optional("usearch", "usearch", dtype="f16"),
 ]
 UNTRAINED = [pytest.param("exact", {}, id="exact"), *ANN]
 ALL = [*UNTRAINED, _optional("faiss", "faiss", factory="IVF8,Flat")]  # IVF8 trains on >= 8 items
@@ -55,6 +57,12 @@ def reference(data: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     return np.argsort(-(queries @ items.T), axis=1, kind="stable")[:, :10]
 
 
+def tolerance(name: str, params: dict) -> float:
+    """How far a backend's similarities may be from float32 cosines: usearch with float16
+    vectors is within 1e-3."""
+    return 1e-3 if params.get("dtype") == "f16" else 1e-5
+
+
 def built(name: str, params: dict, vectors: np.ndarray):
     index = create_index(name, **params)
     index.build(vectors)
@@ -62,7 +70,7 @@ def built(name: str, params: dict, vectors: np.ndarray):
 
 
 def test_registry_lists_backends_and_suggests_close_names() -> None:
-    assert {"annoy", "exact", "faiss", "hnswlib"} <= set(list_indexes())
+    assert {"annoy", "exact", "faiss", "hnswlib", "usearch"} <= set(list_indexes())
     with pytest.raises(UnknownNameError, match="'annoy'"):
         create_index("anoy")
 
@@ -94,7 +102,7 @@ def test_ann_recall_and_similarities_agree_with_exact(name, params, data, refere
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, reference, strict=True)])
     assert recall >= 0.9
     expected = np.einsum("md,mkd->mk", l2_normalize(queries), l2_normalize(items)[ids])
-    np.testing.assert_allclose(sims, expected, atol=1e-5)
+    np.testing.assert_allclose(sims, expected, atol=tolerance(name, params))
 
 
 def test_annoy_angular_distance_converts_to_cosine() -> None:
@@ -132,7 +140,7 @@ def test_single_item(name, params, tmp_path: Path) -> None:
     index.save(tmp_path)
     ids, sims = load_index(name, tmp_path, DIM).query(vector, 2)
     assert ids.tolist() == [[0, -1]]
-    assert sims[0, 0] == pytest.approx(1.0, abs=1e-5)
+    assert sims[0, 0] == pytest.approx(1.0, abs=tolerance(name, params))
 
 
 @pytest.mark.parametrize(("name", "params"), ALL)
@@ -216,3 +224,29 @@ def test_merged_block_takes_staged_and_committed_rows_without_concatenating():
     assert out.dtype == np.float32
     with pytest.raises(CollectionError, match="neither staged"):
         merged_block("head.x", [], np.array([0]), None, np.array([], np.int64), np.array([True]))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("usearch") is None, reason="usearch is not installed")
+def test_usearch_loads_as_a_memory_mapped_view_and_refuses_a_damaged_file(
+    data, tmp_path: Path
+) -> None:
+    from lookalike.errors import CollectionError
+
+    items, queries = data
+    built("usearch", {}, items).save(tmp_path)
+    loaded = load_index("usearch", tmp_path, DIM)
+    # A view of the file, not a copy in memory: what keeps a new query process's start-up
+    # short at a million items.
+    maps = Path("/proc/self/maps")
+    if maps.exists():
+        assert str(tmp_path / "usearch.bin") in maps.read_text()
+    assert loaded.query(queries, 10)[0].shape == (len(queries), 10)
+    native = tmp_path / "usearch.bin"
+    data_bytes = native.read_bytes()
+    del loaded
+    native.write_bytes(data_bytes[: len(data_bytes) // 2])
+    with pytest.raises(CollectionError, match=r"usearch\.bin: cannot load the usearch index"):
+        load_index("usearch", tmp_path, DIM)
+    native.unlink()
+    with pytest.raises(CollectionError, match=r"usearch\.bin"):
+        load_index("usearch", tmp_path, DIM)

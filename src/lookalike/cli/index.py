@@ -41,7 +41,7 @@ def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--index-backend",
-        help="ANN backend: {index_backends} (default auto: exact up to 10k items, hnswlib "
+        help="ANN backend: {index_backends} (default auto: exact up to 10k items, usearch "
         "above; milvus through --store)",
     )
     p.add_argument("--trees", type=at_least(1), help="Annoy: number of trees (build time knob)")

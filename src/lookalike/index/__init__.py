@@ -5,7 +5,15 @@ backend answers with cosine similarities of L2-normalised vectors, best first.
 """
 
 # Importing the backend modules registers them.
-from lookalike.index import annoy_index, auto, exact, faiss_index, hnsw, milvus_index  # noqa: F401
+from lookalike.index import (  # noqa: F401
+    annoy_index,
+    auto,
+    exact,
+    faiss_index,
+    hnsw,
+    milvus_index,
+    usearch_index,
+)
 from lookalike.index.base import (
     INDEXES,
     VectorIndex,

@@ -1,11 +1,12 @@
-"""`auto`: exact search while it is fast enough, an HNSW graph (hnswlib) above.
+"""`auto`: exact search while it is fast enough, an HNSW graph (usearch) above.
 
 The choice is made at build time from the number of vectors and saved beside the chosen
 backend's own files, so a loaded index is the one that was built. Threshold measured by
 benchmarks/dense_scale.py (benchmarks/README.md, "Dense collections"): on 256 dims a
 `Searcher` top-10 query takes 6.7 ms p50 with exact search at 10k items (growing linearly
 with N) and 0.74 ms with hnswlib at 100k, recall@10 1.000; below 10k exact search needs
-no build and answers in a few ms.
+no build and answers in a few ms. The graph is usearch's (usearch_index.py says why: a
+query process memory-maps it); collections whose `auto` chose hnswlib before still load it.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ EF = 128
 
 
 class AutoIndex:
-    """Exact up to `exact_max` vectors, hnswlib (M, ef_construction, ef) above."""
+    """Exact up to `exact_max` vectors, a usearch HNSW graph (M, ef_construction, ef) above."""
 
     name = "auto"
     query_knobs: ClassVar[dict[str, int]] = {"ef": 1}
@@ -70,7 +71,7 @@ class AutoIndex:
         if n <= self._params["exact_max"]:
             return index_class("exact")()
         p = self._params
-        return index_class("hnswlib")(M=p["M"], ef_construction=p["ef_construction"], ef=p["ef"])
+        return index_class("usearch")(M=p["M"], ef_construction=p["ef_construction"], ef=p["ef"])
 
     def build(self, vectors: np.ndarray) -> None:
         self.inner = self._make(len(vectors))
@@ -104,7 +105,7 @@ class AutoIndex:
             raise CollectionError(f"{folder}: no saved auto index here") from None
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise CollectionError(f"{path}: unreadable index metadata ({e})") from e
-        if chosen not in ("exact", "hnswlib"):
+        if chosen not in ("exact", "usearch", "hnswlib"):
             raise CollectionError(f"{path}: unknown chosen backend {chosen!r}")
         index = cls(**params)
         index.inner = index_class(chosen).load(folder, dim)
