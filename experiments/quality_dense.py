@@ -19,7 +19,7 @@ import dataclasses
 from pathlib import Path
 
 from lookalike.config import PipelineConfig, get_preset
-from lookalike.demo.sample import generate_sample
+from lookalike.demo.sample import sample_folder
 from lookalike.embed.extractor import FeatureExtractor
 from lookalike.evaluate.evaluation import FEEL_BLOCK, labelled_rows, preset_like, score_vectors
 from lookalike.fuse.expansion import expand_collection
@@ -41,12 +41,7 @@ SETS = [
 
 
 def folder_of(work: Path, folder: str) -> Path:
-    if folder != "sample":
-        return DATASETS / folder
-    sample = work / "sample"
-    if not (sample / "labels.csv").exists():
-        generate_sample(sample, n_characters=12, images_per_character=20, seed=0)
-    return sample
+    return DATASETS / folder if folder != "sample" else sample_folder(work / "sample")
 
 
 def with_dim(config: PipelineConfig, dim: str) -> PipelineConfig:

@@ -619,3 +619,11 @@ def generate_sample(
         writer.writeheader()
         writer.writerows(rows)
     return out_dir
+
+
+def sample_folder(out_dir: Path) -> Path:
+    """The built-in sample at its defaults in `out_dir`, drawn there unless it is already
+    (the measurement scripts score it beside the dev sets)."""
+    if not (Path(out_dir) / "labels.csv").exists():
+        generate_sample(out_dir)
+    return Path(out_dir)

@@ -25,6 +25,7 @@ from lookalike.embed.extractor import FeatureExtractor
 from lookalike.errors import IncompatibleCollectionError
 from lookalike.fuse.fitting import fit_fused_index
 from lookalike.store.blocks import Computed, blocks_for, keep_in_cache
+from lookalike.store.codec import code_blocks
 from lookalike.store.collection import Collection
 from lookalike.store.staging import Staging
 
@@ -110,9 +111,11 @@ def switch_settings(
     )
     report.computed, report.items = computed.keys, computed.pictures
     report.reused = [k for k in wanted.block_keys if k not in report.computed]
+    bases = code_blocks(blocks, gen.bases())
     fuser, fused, index = fit_fused_index(wanted, blocks)
     _adopt(coll, wanted, extractor)
-    coll.commit(gen.ids, gen.head_boxes, blocks, fuser, fused, index, coll.manifest["counts"])
+    counts = coll.manifest["counts"]
+    coll.commit(gen.ids, gen.head_boxes, blocks, fuser, fused, index, counts, bases=bases)
     return report
 
 

@@ -30,8 +30,8 @@ import shutil
 import time
 import uuid
 import zipfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,14 @@ from lookalike.fileio import atomic_save_npy, atomic_write_json, fsync_dir
 from lookalike.fuse.fuser import Fuser
 from lookalike.index import VectorIndex, load_index
 from lookalike.store.catalog import Catalog
+from lookalike.store.codec import (
+    CODEC_FILE,
+    BlockBasis,
+    CodedBlock,
+    load_bases,
+    save_bases,
+    save_coded,
+)
 from lookalike.store.faces import FaceItems, head_keys
 from lookalike.version import __version__
 
@@ -87,6 +95,7 @@ class Generation:
     path: Path
     config: PipelineConfig
     repair: str  # what to run: "run `lookalike index ...` to repair it"
+    _bases: dict[str, BlockBasis] | None = field(default=None, init=False, repr=False)
 
     @property
     def ids(self) -> np.ndarray:
@@ -96,11 +105,30 @@ class Generation:
     def head_boxes(self) -> np.ndarray:
         return self._array("head_boxes.npy", 2)
 
-    def block(self, key: str) -> np.ndarray:
-        return self._array(f"blocks/{key}.npy", 2, mmap=True)
+    def block(self, key: str) -> np.ndarray | CodedBlock:
+        """A stored block's rows as float32 (memory-mapped float16 or int8 codes: codec.py)."""
+        basis = self.bases().get(key)
+        if basis is None:
+            return self._array(f"blocks/{key}.npy", 2, mmap=True)
+        codes = self._array(f"blocks/{key}.codes.npy", 2, mmap=True)
+        scales = self._array(f"blocks/{key}.scales.npy", 1, mmap=True)
+        if len(scales) != len(codes) or codes.shape[1] != len(basis.components):
+            raise self.damaged(self.path / "blocks" / f"{key}.codes.npy", "does not fit its codec")
+        return CodedBlock(basis, codes, scales)
 
     def has_block(self, key: str) -> bool:
-        return (self.path / "blocks" / f"{key}.npy").exists()
+        blocks = self.path / "blocks"
+        return (blocks / f"{key}.npy").exists() or (blocks / f"{key}.codes.npy").exists()
+
+    def bases(self) -> dict[str, BlockBasis]:
+        """The bases of the generation's coded blocks ({} where all are float16)."""
+        if self._bases is None:
+            path = self.path / "blocks" / CODEC_FILE
+            try:
+                self._bases = load_bases(path)
+            except (OSError, ValueError, KeyError) as exc:
+                raise self.damaged(path, f"unreadable ({exc})") from exc
+        return self._bases
 
     def fused(self) -> np.ndarray:
         return self._array("fused.npy", 2, mmap=True)
@@ -451,8 +479,11 @@ class Collection:
         counts: dict[str, int],
         faces: FaceItems | None = None,
         face_fused: np.ndarray | None = None,
+        bases: Mapping[str, BlockBasis] | None = None,
     ) -> Generation:
-        """Write a complete new generation, then switch the manifest to it atomically."""
+        """Write a complete new generation, then switch the manifest to it atomically; the
+        blocks with a basis (`bases`) are stored as its codes (codec.py), the others as
+        float16."""
         gens = self.path / "generations"
         gens.mkdir(exist_ok=True)
         previous = self.manifest.get("generation")
@@ -464,8 +495,14 @@ class Collection:
         (tmp / "blocks").mkdir(parents=True)
         atomic_save_npy(tmp / "ids.npy", ids.astype(np.int64))
         atomic_save_npy(tmp / "head_boxes.npy", head_boxes.astype(np.int32))
+        bases = bases or {}
         for key, array in blocks.items():
-            atomic_save_npy(tmp / "blocks" / f"{key}.npy", np.asarray(array, BLOCK_DTYPE))
+            if key in bases:
+                save_coded(tmp / "blocks", key, bases[key], array)
+            else:
+                atomic_save_npy(tmp / "blocks" / f"{key}.npy", np.asarray(array, BLOCK_DTYPE))
+        if bases:
+            save_bases(tmp / "blocks" / CODEC_FILE, bases)
         atomic_save_npy(tmp / "fused.npy", np.asarray(fused, np.float32))
         if faces is not None and face_fused is not None:
             _save_face_items(tmp / "faces", faces, face_fused)

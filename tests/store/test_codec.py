@@ -1,0 +1,115 @@
+"""Compact blocks (store/codec.py): int8 codes on a per-block basis, fitted once and kept."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from lookalike.errors import CollectionError
+from lookalike.store import codec
+from lookalike.store.codec import BlockBasis, CodedBlock, load_bases, save_bases
+from tests.end_to_end.test_pipeline import draw, folder, index  # noqa: F401 - the fixture
+
+
+def low_rank(n: int, width: int = 120, rank: int = 6, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, rank)) @ rng.normal(size=(rank, width)) + 3.0
+    return (x + 0.01 * rng.normal(size=(n, width))).astype(np.float32)
+
+
+def test_codes_keep_a_redundant_block_and_read_back_by_rows(tmp_path) -> None:
+    block = low_rank(200)
+    basis = BlockBasis.fit(block)
+    assert basis.components.shape == (8, 120)  # 6 % of 120 is 7: at least MIN_CODE_DIMS
+    codes, scales = basis.encode(block)
+    assert codes.dtype == np.int8 and scales.dtype == np.float32
+    decoded = basis.decode(codes, scales)
+    assert np.abs(decoded - block).max() < 0.02 * np.abs(block).max()
+    stored = CodedBlock(basis, codes, scales)
+    assert stored.shape == block.shape and len(stored) == 200
+    rows = np.array([5, 0, 199])
+    np.testing.assert_array_equal(stored[rows], decoded[rows])
+    np.testing.assert_array_equal(stored[7], decoded[7])
+    np.testing.assert_array_equal(np.asarray(stored, np.float32), decoded)
+    save_bases(tmp_path / "codec.npz", {"head.x": basis})
+    again = load_bases(tmp_path / "codec.npz")["head.x"]
+    np.testing.assert_array_equal(again.components, basis.components)  # fitted as stored
+    np.testing.assert_array_equal(again.decode(codes, scales), decoded)
+
+
+def test_a_zero_row_and_a_small_block_stay_exact() -> None:
+    block = low_rank(40, width=6)
+    block[3] = BlockBasis.fit(block).mean  # codes all zero: scale 1, no division by zero
+    basis = BlockBasis.fit(block)
+    assert basis.components.shape == (6, 6)  # never more dims than the block has
+    decoded = basis.decode(*basis.encode(block))
+    assert np.isfinite(decoded).all()
+    assert np.abs(decoded - block).max() < 0.05
+
+
+def test_small_collections_keep_float16_rows() -> None:
+    blocks = {"head.x": low_rank(codec.CODEC_MIN_ROWS - 1)}
+    assert codec.code_blocks(blocks, {}) == {}
+
+
+def test_a_collection_stores_codes_fuses_what_it_stores_and_keeps_its_basis(
+    folder,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+) -> None:
+    from lookalike.search.searcher import Searcher
+    from lookalike.store.collection import Collection
+
+    monkeypatch.setattr(codec, "CODEC_MIN_ROWS", 10)
+    coll = tmp_path / "coll"
+    index(folder, coll)
+    gen = Collection.open(coll).require_generation()
+    keys = gen.config.block_keys
+    assert sorted(gen.bases()) == sorted(keys)
+    for key in keys:
+        assert isinstance(gen.block(key), CodedBlock)
+        assert not (gen.path / "blocks" / f"{key}.npy").exists()
+        assert np.load(gen.path / "blocks" / f"{key}.codes.npy").dtype == np.int8
+    # The fused vectors are the fuser's of exactly the blocks a reader decodes.
+    stored = {k: np.asarray(gen.block(k), np.float32) for k in keys}
+    np.testing.assert_allclose(gen.fuser().transform(stored), gen.fused(), atol=1e-4)
+    in_process = [m.path for m in Searcher(coll).query("red/0.png", k=3).matches]
+    assert all(p.startswith("red/") for p in in_process)
+    # Another process reads the codes (the threshold patched here is not needed to read).
+    script = (
+        "import json, sys; from lookalike.search.searcher import Searcher; "
+        "print(json.dumps([m.path for m in Searcher(sys.argv[1]).query('red/0.png', k=3).matches]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(coll)], capture_output=True, text=True, check=True
+    )
+    assert json.loads(done.stdout) == in_process
+    # A later commit codes its new row with the kept basis: the old rows do not change.
+    codes_before = {k: np.load(gen.path / "blocks" / f"{k}.codes.npy") for k in keys}
+    codec_before = (gen.path / "blocks" / "codec.npz").read_bytes()
+    draw(folder / "red" / "9.png", (250, 10, 10), seed=7)
+    index(folder, coll)
+    new = Collection.open(coll).require_generation()
+    assert new.path != gen.path and len(new.ids) == len(gen.ids) + 1
+    assert (new.path / "blocks" / "codec.npz").read_bytes() == codec_before
+    for key in keys:
+        rows = np.isin(new.ids, gen.ids)
+        np.testing.assert_array_equal(
+            np.load(new.path / "blocks" / f"{key}.codes.npy")[rows], codes_before[key]
+        )
+
+
+def test_damaged_codes_are_a_clear_error(folder, tmp_path, monkeypatch) -> None:  # noqa: F811
+    from lookalike.store.collection import Collection
+
+    monkeypatch.setattr(codec, "CODEC_MIN_ROWS", 10)
+    index(folder, tmp_path / "coll")
+    gen = Collection.open(tmp_path / "coll").require_generation()
+    key = gen.config.block_keys[0]
+    np.save(gen.path / "blocks" / f"{key}.scales.npy", np.ones(3, np.float32))
+    with pytest.raises(CollectionError, match=rf"{key}\.codes\.npy.*does not fit its codec"):
+        Collection.open(tmp_path / "coll").require_generation().block(key)
