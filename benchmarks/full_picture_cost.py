@@ -10,7 +10,10 @@ seconds per picture of each and its ratio to the first:
 - before: the settings of before issue 14 (animeface on a 384 px copy only, top-centre
   fallback square, the first face only: face items switched off for this row);
 - cascade: the detector cascade (384 then 768) alone;
-- default: today's `default` (cascade, salient fallback, every face searchable).
+- default: today's `default` (cascade, salient fallback, every face searchable);
+- upper 0.6: `default` with the 768 px copy searched in its top 60% only;
+- turned +-45: `default` with the 384 px copy turned by 45 and -45 degrees where no copy
+  finds a face (the animeface options `upper` and `angles`, benchmarks/quality.md).
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ def settings() -> dict[str, tuple[PipelineConfig, bool]]:
         "before": (base.with_options(detector_options={"sizes": [384]}, fallback="top"), False),
         "cascade": (base.with_options(fallback="top"), False),
         "default": (base, True),
+        "upper 0.6": (base.with_options(detector_options={"upper": 0.6}), True),
+        "turned +-45": (base.with_options(detector_options={"angles": [45, -45]}), True),
     }
 
 

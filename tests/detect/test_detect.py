@@ -246,3 +246,49 @@ def test_animeface_cascade_searches_a_small_picture_once(monkeypatch) -> None:
 def test_bad_detector_sizes_are_refused(sizes) -> None:
     with pytest.raises(LookalikeError, match="detector sizes"):
         create_detector("animeface", sizes=sizes)
+
+
+def test_animeface_searches_the_later_copies_in_their_upper_part(monkeypatch) -> None:
+    detector = create_detector("animeface", sizes=(384, 768), upper=0.6)
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(detector._animeface, "detect", lambda im: calls.append(im.size) or [])
+    detector.detect(Image.new("RGB", (1000, 2000), "white"))
+    assert calls == [(192, 384), (384, 461)]  # the first copy whole, the 768 px one's top 60%
+
+
+@pytest.mark.parametrize("upper", [0.0, -0.5, 1.5])
+def test_bad_upper_shares_are_refused(upper: float) -> None:
+    with pytest.raises(LookalikeError, match="upper share"):
+        create_detector("animeface", upper=upper)
+
+
+@pytest.mark.parametrize("angle", [45, -45, 90, -90])
+def test_turned_view_maps_a_point_back_to_the_picture(angle: int) -> None:
+    from lookalike.detect.animeface_detector import TurnedView
+
+    picture = Image.new("RGB", (400, 200), "black")
+    picture.paste((255, 255, 255), (300, 40, 306, 46))  # a 6 px white square about (303, 43)
+    view = DetectionView.of(picture, 200)  # a 200 x 100 copy: the square about (151.5, 21.5)
+    turned = TurnedView(view, angle)
+    grey = turned.image.convert("L")
+    xs = [
+        (x, y) for x in range(grey.width) for y in range(grey.height) if grey.getpixel((x, y)) > 200
+    ]
+    cx = sum(x for x, _ in xs) / len(xs) + 0.5
+    cy = sum(y for _, y in xs) / len(xs) + 0.5
+    px, py = turned.point(cx, cy)
+    assert abs(px - 303) <= 3 and abs(py - 43) <= 3
+    box = turned.to_original(cx - 5, cy - 5, 10, 10)  # a square about it comes back about it
+    assert abs((box[0] + box[2]) / 2 - 303) <= 3 and abs((box[1] + box[3]) / 2 - 43) <= 3
+    assert box[2] - box[0] == 20  # 10 copy pixels are 20 picture pixels
+
+
+def test_animeface_turned_copies_find_a_tilted_face_the_upright_copies_miss(shared_dataset) -> None:
+    # A girl hugging her knees, her head tilted by about 45 degrees: neither the 384 nor the
+    # 768 px copy finds her face; the 384 px copy turned by -45 degrees does, and the box
+    # sits on her face (checked by eye on experiments/detector_options.py's mosaic).
+    image = load_image(shared_dataset("anime-full-dev") / "suzukaze_aoba" / "053.jpg")
+    assert create_detector("animeface", sizes=(384, 768)).detect(image) == []
+    faces = create_detector("animeface", sizes=(384, 768), angles=(45, -45)).detect(image)
+    assert faces
+    assert iou(faces[0].box, (253, 158, 442, 346)) > 0.8

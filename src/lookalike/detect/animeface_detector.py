@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -9,10 +10,11 @@ from typing import Any
 import PIL
 from PIL import Image
 
-from lookalike.detect.base import DETECTORS, DetectionView, Face, best_first
+from lookalike.detect.base import DETECTORS, Box, DetectionView, Face, best_first
 from lookalike.errors import LookalikeError
 
 DEFAULT_SIZES = (384, 768)
+_GREY = (128, 128, 128)  # the corners a turned copy gains
 
 
 def check_sizes(sizes: Sequence[int]) -> tuple[int, ...]:
@@ -37,12 +39,23 @@ class AnimeFaceDetector:
     15 sit on a face, checked by eye on a mosaic), for the cost of a second pass on the
     misses only (benchmarks/quality.md, "detector size"). A copy no larger than the
     previous one (a small picture) is not searched again.
-    `min_score` drops faces whose likelihood is below it.
+    `upper` < 1 searches the copies after the first in their top `upper` share only: the
+    faces the first copy is too small for are mostly the heads of full-body figures.
+    `angles`: when no copy finds a face, the first copy turned by each angle (degrees,
+    counter-clockwise) in turn, for heads tilted or lying down; a face found there is the
+    upright square about its centre. Both measured in benchmarks/quality.md ("Detector
+    options"). `min_score` drops faces whose likelihood is below it.
     """
 
     name = "animeface"
 
-    def __init__(self, sizes: Sequence[int] = DEFAULT_SIZES, min_score: float = 0.0) -> None:
+    def __init__(
+        self,
+        sizes: Sequence[int] = DEFAULT_SIZES,
+        min_score: float = 0.0,
+        upper: float = 1.0,
+        angles: Sequence[int] = (),
+    ) -> None:
         major = int(PIL.__version__.split(".")[0])
         if major >= 11:
             # Its C code reads Pillow's internal structs and silently finds nothing on 11+.
@@ -60,25 +73,41 @@ class AnimeFaceDetector:
         self._animeface = animeface
         self.sizes = check_sizes(sizes)
         self.min_score = min_score
+        if not 0.0 < upper <= 1.0:
+            raise LookalikeError(f"the detector's upper share must be in (0, 1], got {upper}")
+        self.upper = float(upper)
+        self.angles = tuple(int(a) for a in angles)
         self._lock = threading.Lock()  # the native detector is not documented as thread-safe
 
     def detect(self, image: Image.Image) -> list[Face]:
         rgb = image.convert("RGB")
         searched = 0
-        for size in self.sizes:
+        for n, size in enumerate(self.sizes):
             view = DetectionView.of(rgb, size)
             if view.image.width <= searched:  # this copy is no larger than the last one
                 break
             searched = view.image.width
-            with self._lock:
-                found = self._animeface.detect(view.image)
-            faces = [self._face(f, view) for f in found if f.likelihood >= self.min_score]
+            copy = view.image
+            if n and self.upper < 1.0:  # crop keeps the origin: the view's mapping holds
+                copy = copy.crop((0, 0, copy.width, max(1, round(self.upper * copy.height))))
+            faces = self._search(copy, view)
             if faces:
-                return best_first(faces)
+                return faces
+        first = DetectionView.of(rgb, self.sizes[0])
+        for angle in self.angles:
+            turned = TurnedView(first, angle)
+            faces = self._search(turned.image, turned)
+            if faces:
+                return faces
         return []
 
+    def _search(self, copy: Image.Image, view: DetectionView | TurnedView) -> list[Face]:
+        with self._lock:
+            found = self._animeface.detect(copy)
+        return best_first([self._face(f, view) for f in found if f.likelihood >= self.min_score])
+
     @staticmethod
-    def _face(f: Any, view: DetectionView) -> Face:  # f: an animeface.Face
+    def _face(f: Any, view: DetectionView | TurnedView) -> Face:  # f: an animeface.Face
         def box(b: Any) -> list[int]:
             return list(view.to_original(b.x, b.y, b.width, b.height))
 
@@ -100,3 +129,35 @@ class AnimeFaceDetector:
         return Face(
             view.to_original(pos.x, pos.y, pos.width, pos.height), float(f.likelihood), parts
         )
+
+
+class TurnedView:
+    """A detection copy turned counter-clockwise by `angle` degrees about its centre (the
+    corners it gains are grey), with the mapping of what is found on it back to the
+    picture: a box becomes the upright square of its longer side about its turned-back
+    centre."""
+
+    def __init__(self, view: DetectionView, angle: int) -> None:
+        self.view = view
+        self.angle = angle
+        self.image = view.image.rotate(
+            angle, Image.Resampling.BILINEAR, expand=True, fillcolor=_GREY
+        )
+
+    def _back(self, x: float, y: float) -> tuple[float, float]:
+        """A point of the turned copy on the upright copy."""
+        t = math.radians(self.angle)
+        dx, dy = x - self.image.width / 2, y - self.image.height / 2
+        copy = self.view.image
+        return (
+            copy.width / 2 + math.cos(t) * dx - math.sin(t) * dy,
+            copy.height / 2 + math.sin(t) * dx + math.cos(t) * dy,
+        )
+
+    def point(self, x: float, y: float) -> tuple[int, int]:
+        return self.view.point(*self._back(x, y))
+
+    def to_original(self, x: float, y: float, width: float, height: float) -> Box:
+        cx, cy = self._back(x + width / 2, y + height / 2)
+        half = max(width, height) / 2
+        return self.view.to_original(cx - half, cy - half, 2 * half, 2 * half)
