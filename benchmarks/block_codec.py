@@ -76,11 +76,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.06])
+    parser.add_argument("--sets", nargs="+", default=[s[0] for s in SETS], help="which sets")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     print("| set | blocks | B/picture | P@4 | mAP@4 | feel |")
     print("|---|---|---:|---:|---:|---:|")
     for name, folder, labels, task in SETS:
+        if name not in args.sets:
+            continue
         if folder != "sample" and not (DATASETS / folder).is_dir():
             print(f"(skipped {name}: {DATASETS / folder} is not here)")
             continue
