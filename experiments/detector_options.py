@@ -38,7 +38,9 @@ import statistics
 import time
 from pathlib import Path
 
-from detector_sizes import draw_mosaic  # experiments/ is the script's folder: sys.path[0]
+# experiments/ is the script's folder: sys.path[0]. A pass `cascade` reaches that was not
+# measured (the earlier ones found a face, so a cascade never needs it there) is a KeyError.
+from detector_sizes import cascade, draw_mosaic
 from PIL import Image
 
 from lookalike.load.images import iter_image_files, load_image
@@ -167,18 +169,6 @@ def measure_all(files: list[Path], cache: Path, workers: int) -> dict[str, dict]
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(done))
     return done
-
-
-def cascade(passes: dict[str, list], setting: tuple[str, ...]) -> tuple[float, list]:
-    """What a cascade costs and finds; a pass not measured (the earlier ones found a face,
-    so a cascade never needs it there) must not be reached."""
-    spent = 0.0
-    for name in setting:
-        ms, faces = passes[name]
-        spent += ms
-        if faces:
-            return spent, faces
-    return spent, []
 
 
 SETTINGS: list[tuple[str, ...]] = [

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageDraw
 
@@ -45,8 +47,9 @@ def detect_at_each_size(
     return out
 
 
-def cascade(found: dict[int, tuple[float, list]], sizes: tuple[int, ...]) -> tuple[float, list]:
-    """What the cascade of `sizes` costs and finds, from the single-size passes."""
+def cascade(found: Mapping[Any, Sequence], sizes: Sequence) -> tuple[float, list]:
+    """What the cascade of `sizes` (or of any named passes) costs and finds, from the single
+    passes' (CPU ms, boxes)."""
     spent = 0.0
     for size in sizes:
         ms, boxes = found[size]
