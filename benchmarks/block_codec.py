@@ -65,8 +65,8 @@ def rows_for(work: Path, name: str, folder: str, labels: str, task, fractions):
         size = 2 * width
         if fraction is not None:
             codec.CODEC_MIN_ROWS, codec.CODE_FRACTION = 0, fraction
-            bases = codec.code_blocks(used, {})
-            size = sum(len(b.components) + 4 for b in bases.values())  # int8 codes + scale
+            coded = codec.code_blocks(used, {})
+            size = sum(c.codes.shape[1] + 4 for c in coded.values())  # int8 codes + scale
         _, fused = fit_fused(config, used)
         score = score_vectors("default", config, fused[rows], y, blocks[FEEL_BLOCK][rows], 4)
         yield name, "float16" if fraction is None else f"codes {fraction}", size, score

@@ -53,7 +53,7 @@ def test_a_zero_row_and_a_small_block_stay_exact() -> None:
 
 def test_small_collections_keep_float16_rows() -> None:
     blocks = {"head.x": low_rank(codec.CODEC_MIN_ROWS - 1)}
-    assert codec.code_blocks(blocks, {}) == {}
+    assert codec.code_blocks(blocks, {}) == {}  # nothing coded
 
 
 def test_a_collection_stores_codes_fuses_what_it_stores_and_keeps_its_basis(

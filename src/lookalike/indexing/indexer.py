@@ -458,7 +458,7 @@ class Indexer:
                 f"{self.root}: no image could be indexed ({len(summary.skipped)} skipped); "
                 "nothing to search"
             )
-        bases = code_blocks(blocks, gen.bases() if gen else {})
+        coded = code_blocks(blocks, gen.bases() if gen else {})
         fuser, fused, index = self._fuse_and_index(
             coll, gen, rederive, records, blocks, set(staged_row)
         )
@@ -471,7 +471,7 @@ class Indexer:
             # Every block was computed now: record what computed them (extractor.stored_fits).
             # Otherwise the stored blocks keep their record; a switch re-records (switch.py).
             coll.manifest.update(self._extractor_for(config).fingerprints())
-        coll.commit(ids, boxes, blocks, fuser, fused, index, counts, faces, face_fused, bases)
+        coll.commit(ids, boxes, blocks, fuser, fused, index, counts, faces, face_fused, coded)
         pictures = Pictures(np.array([r.sha256 or "" for r in records], "<U64"), boxes)
         try:  # a cache: the committed generation stands without it
             self._cache_for_evaluate(coll, pictures, chunks, stage_rows, from_stage)

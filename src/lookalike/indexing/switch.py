@@ -111,11 +111,11 @@ def switch_settings(
     )
     report.computed, report.items = computed.keys, computed.pictures
     report.reused = [k for k in wanted.block_keys if k not in report.computed]
-    bases = code_blocks(blocks, gen.bases())
+    coded = code_blocks(blocks, gen.bases())
     fuser, fused, index = fit_fused_index(wanted, blocks)
     _adopt(coll, wanted, extractor)
     counts = coll.manifest["counts"]
-    coll.commit(gen.ids, gen.head_boxes, blocks, fuser, fused, index, counts, bases=bases)
+    coll.commit(gen.ids, gen.head_boxes, blocks, fuser, fused, index, counts, coded=coded)
     return report
 
 

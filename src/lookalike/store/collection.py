@@ -479,11 +479,10 @@ class Collection:
         counts: dict[str, int],
         faces: FaceItems | None = None,
         face_fused: np.ndarray | None = None,
-        bases: Mapping[str, BlockBasis] | None = None,
+        coded: Mapping[str, CodedBlock] | None = None,
     ) -> Generation:
         """Write a complete new generation, then switch the manifest to it atomically; the
-        blocks with a basis (`bases`) are stored as its codes (codec.py), the others as
-        float16."""
+        blocks in `coded` are stored as those codes (codec.py), the others as float16."""
         gens = self.path / "generations"
         gens.mkdir(exist_ok=True)
         previous = self.manifest.get("generation")
@@ -495,14 +494,14 @@ class Collection:
         (tmp / "blocks").mkdir(parents=True)
         atomic_save_npy(tmp / "ids.npy", ids.astype(np.int64))
         atomic_save_npy(tmp / "head_boxes.npy", head_boxes.astype(np.int32))
-        bases = bases or {}
+        coded = coded or {}
         for key, array in blocks.items():
-            if key in bases:
-                save_coded(tmp / "blocks", key, bases[key], array)
+            if key in coded:
+                save_coded(tmp / "blocks", key, coded[key])
             else:
                 atomic_save_npy(tmp / "blocks" / f"{key}.npy", np.asarray(array, BLOCK_DTYPE))
-        if bases:
-            save_bases(tmp / "blocks" / CODEC_FILE, bases)
+        if coded:
+            save_bases(tmp / "blocks" / CODEC_FILE, {k: c.basis for k, c in coded.items()})
         atomic_save_npy(tmp / "fused.npy", np.asarray(fused, np.float32))
         if faces is not None and face_fused is not None:
             _save_face_items(tmp / "faces", faces, face_fused)
