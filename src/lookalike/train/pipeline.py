@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike.embed.extractor import FeatureExtractor
+from lookalike.embed.model_files import DEFAULT_OUTPUT
 from lookalike.embed.trained_model import ModelConfig, Output, TrainedModel, save_network
 from lookalike.errors import ImageLoadError, LabelsError, LookalikeError
 from lookalike.load.images import load_image
@@ -29,7 +30,7 @@ def train_model(
     labels: Labels,
     tasks: Sequence[str] | None = None,
     options: TrainOptions | None = None,
-    output: Output = "probs",
+    output: Output = DEFAULT_OUTPUT,
     rows: Sequence[int] | None = None,
     out: Path | None = None,
 ) -> tuple[TrainedModel, NetworkResult]:
@@ -78,6 +79,7 @@ def train_model(
             "val_fraction": options.val_fraction,
             "val_accuracy": tuned.val_accuracy,
             "seconds": round(tuned.seconds, 1),
+            "cpu_seconds": round(tuned.cpu_seconds, 1),
         },
     )
     return TrainedModel(config, tuned.classifiers, Path(out)), tuned
