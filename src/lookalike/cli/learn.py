@@ -45,7 +45,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         default=defaults.input_size,
         help="side of the training inputs (default: "
         + (str(defaults.input_size) if defaults.input_size else "the network's own")
-        + "); the tuned network embeds at its own size",
+        + "; 0: the network's own); the tuned network embeds at its own size",
     )
     p.add_argument(
         "--precision",

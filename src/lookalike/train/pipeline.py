@@ -36,8 +36,9 @@ def train_model(
 ) -> tuple[TrainedModel, NetworkResult]:
     """Train a model on the labelled items of `coll` (only `rows` of its generation, if given).
 
-    `output`: the retrieval vector, "probs" by default, as the article (measured as good as
-    the embedding on one task and better on six, docs/v5.md). The network is written into
+    `output`: the retrieval vector, "probs+embedding" by default: the article's task
+    probabilities (far better than the embedding on the built-in sample's six tasks) beside
+    the embedding (better on full pictures), docs/v5.md round 6. The network is written into
     `out` (the model folder), which the model then needs; the model itself is saved by the
     caller (`save_model`).
     """
