@@ -21,6 +21,7 @@ from lookalike.cli import main
 from lookalike.config import PipelineConfig, get_preset
 from lookalike.demo.sample import generate_sample
 from lookalike.embed.extractor import FeatureExtractor
+from lookalike.embed.model_files import DEFAULT_OUTPUT
 from lookalike.embed.trained_model import ModelError, load_model, save_model
 from lookalike.errors import LabelsError, LookalikeError
 from lookalike.evaluate.evaluation import evaluate_held_out
@@ -93,6 +94,7 @@ def test_train_index_query_from_the_command_line(sample, tmp_path, monkeypatch):
     ]
     assert config["format_version"] == 2 and config["network"] == "efficientnet-lite0"
     assert config["trained"]["images"] == 18 and config["trained"]["epochs"] == 1
+    assert config["trained"]["cpu_seconds"] > 0 and config["output"] == "probs+embedding"
 
     # Switching the collection to the model: its network reads each image once (v5 blocks).
     read = []
@@ -104,8 +106,8 @@ def test_train_index_query_from_the_command_line(sample, tmp_path, monkeypatch):
     stored = Collection.open(coll)
     assert stored.config.preset == "v5" and stored.config.model_dir == str(model.resolve())
     n_outputs = sum(len(t["classes"]) for t in config["tasks"])
-    # The two views' task outputs, and the v5 preset's appearance blocks.
-    appearance = stored.manifest["dims"]["fused"] - 2 * n_outputs
+    # The two views' task outputs and Lite0's 1280-dim GeM, and the preset's appearance blocks.
+    appearance = stored.manifest["dims"]["fused"] - 2 * (n_outputs + 1280)
     assert appearance == 2 * (64 + 32 + 2592)
     monkeypatch.undo()
 
@@ -165,8 +167,12 @@ def test_indexing_a_new_collection_with_a_model(sample, model_dir, tmp_path):
     summary = Indexer(sample, tmp_path / "v5", config, progress=False).run()
     assert summary.total_indexed == 18
     gen = Collection.open(tmp_path / "v5").require_generation()
-    assert gen.block("head.v5").shape == (18, 3)  # one task, three characters
-    np.testing.assert_allclose(np.asarray(gen.block("head.v5")).sum(axis=1), 1.0, rtol=1e-5)
+    # The default output: one task's three probabilities beside Lite0's 1280-dim GeM, halves
+    # of equal weight (stored as float16).
+    block = np.asarray(gen.block("head.v5"), dtype=np.float32)
+    assert block.shape == (18, 3 + 1280)
+    np.testing.assert_allclose(np.linalg.norm(block, axis=1), 1.0, atol=2e-3)
+    np.testing.assert_allclose(np.linalg.norm(block[:, :3], axis=1), 2**-0.5, atol=2e-3)
 
 
 @pytest.mark.weights
@@ -270,9 +276,9 @@ def test_held_out_protocol_never_scores_a_training_image(sample, coll, monkeypat
     monkeypatch.setattr(lookalike.train.pipeline, "train_model", spy_train)
     monkeypatch.setattr(lookalike.evaluate.evaluation, "score_vectors", spy_score)
     held = evaluate_held_out(
-        coll, labels, ["default", "v5"], 0.5, k=2, options=QUICK, outputs=("probs", "embedding")
+        coll, labels, ["default", "v5"], 0.5, k=2, options=QUICK, outputs=("probs", DEFAULT_OUTPUT)
     )
-    assert [s.preset for s in held.scores] == ["default", "v5", "v5:embedding"]
+    assert [s.preset for s in held.scores] == ["default", "v5", "v5:probs"]
     train, test = set(held.train_paths), set(held.test_paths)
     assert not train & test and len(train | test) == 18
     # The model learned from the training rows only, and every row scored is a test row.

@@ -77,7 +77,7 @@ def test_training_tunes_a_network_of_its_own_and_only_v5_blocks_are_computed(
     train = ["train", str(coll_path), "--labels", "folders", *quick]
     assert main([*train, "--out", str(model_dir)]) == 0
     model = load_model(model_dir)
-    assert model.config.output == "probs"
+    assert model.config.output == "probs+embedding"  # the default
     original = create_backbone("efficientnet-lite0", runtime="torch")
     tuned = create_backbone(
         "efficientnet-lite0", weights_path=model_dir / "backbone.safetensors", runtime="torch"
@@ -89,12 +89,16 @@ def test_training_tunes_a_network_of_its_own_and_only_v5_blocks_are_computed(
     assert {k.split(".")[0] for k in changed} == {"_blocks", "_conv_head", "_bn1"}
     assert {k.split(".")[1] for k in changed if k.startswith("_blocks")} == {"15"}
     image = load_image(next(root.glob("*/*.jpg")))
-    probs = model.image_vectors([image, image])
+    probs = model.with_output("probs").image_vectors([image, image])
     assert probs.shape == (2, 2)  # one task, two characters
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     embedding = model.with_output("embedding").image_vectors([image])
     assert embedding.shape == (1, original.outputs["gem"])
     np.testing.assert_allclose(np.linalg.norm(embedding, axis=1), 1.0, rtol=1e-5)
+    # The default: the probabilities at unit length beside the embedding, halves of equal weight.
+    both = model.image_vectors([image])
+    unit = probs[:1] / np.linalg.norm(probs[:1])
+    np.testing.assert_allclose(both, np.hstack([unit, embedding]) / np.sqrt(2), atol=1e-6)
 
     read = []
     real = blockstore.load_image
@@ -127,7 +131,8 @@ def test_held_out_evaluation_scores_only_held_out_images(tmp_path, monkeypatch, 
     held = evaluate_held_out(
         coll, labels, ["v5"], 0.5, k=2, options=options, outputs=OUTPUTS, progress=False
     )
-    assert [s.preset for s in held.scores] == ["v5", "v5:logits", "v5:embedding"]
+    # The model's own output first, as "v5" (probs+embedding), then the others.
+    assert [s.preset for s in held.scores] == ["v5", "v5:probs", "v5:logits", "v5:embedding"]
     assert len(held.test_paths) == 6 and not set(held.train_paths) & set(held.test_paths)
     assert all(0.0 <= s.precision_at_k <= 1.0 and s.queries == 6 for s in held.scores)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lookalike.cli.arguments import AddCommand, add_collection, at_least, info
+from lookalike.embed.model_files import DEFAULT_OUTPUT, OUTPUTS
 from lookalike.load.names import safe_display
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         default=defaults.input_size,
         help="side of the training inputs (default: "
         + (str(defaults.input_size) if defaults.input_size else "the network's own")
-        + "); the tuned network embeds at its own size",
+        + "; 0: the network's own); the tuned network embeds at its own size",
     )
     p.add_argument(
         "--precision",
@@ -183,10 +184,11 @@ def add_train_parser(add_command: AddCommand) -> None:
     _add_training_options(p)
     p.add_argument(
         "--output",
-        choices=["probs", "logits", "embedding"],
-        default="probs",
-        help="the retrieval vector: task probabilities (default), logits, or the embedding "
-        "(the tuned network's GeM)",
+        choices=list(OUTPUTS),
+        default=DEFAULT_OUTPUT,
+        help="the retrieval vector: task probabilities, logits, the embedding (the tuned "
+        "network's GeM), or probabilities and embedding side by side (probs+embedding, the "
+        "default)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the training (views, order, init)")
     p.add_argument("--out", type=Path, help="model folder (default: COLL/model)")

@@ -26,10 +26,12 @@ LEGACY_FILES = ("head.json", "head.safetensors")
 BACKBONE_FILE = "backbone.safetensors"
 
 
-# The retrieval vector a trained model gives: task probabilities (the article's), logits, or the
-# tuned GeM itself.
-Output = Literal["probs", "logits", "embedding"]
-OUTPUTS: tuple[Output, ...] = ("probs", "logits", "embedding")
+# The retrieval vector a trained model gives: task probabilities (the article's), logits, the
+# tuned GeM itself, or the probabilities and the GeM side by side (each at unit length).
+Output = Literal["probs", "logits", "embedding", "probs+embedding"]
+OUTPUTS: tuple[Output, ...] = ("probs", "logits", "embedding", "probs+embedding")
+# What `lookalike train` gives by default (docs/v5.md, round 6).
+DEFAULT_OUTPUT: Output = "probs+embedding"
 # The network output that is trained and compared (GeM of the last feature map).
 EMBEDDING = "gem"
 

@@ -82,12 +82,17 @@ class TaskClassifiers(nn.Module):
 
     @torch.inference_mode()
     def vectors(self, z: np.ndarray, output: Output) -> np.ndarray:
-        """The retrieval vector of each embedding row: itself, or the task outputs."""
+        """The retrieval vector of each unit-length embedding row: itself, the task outputs,
+        or the task probabilities (scaled to unit length) beside it, halves of equal weight."""
+        z = np.asarray(z, dtype=np.float32)
         if output == "embedding":
-            return np.asarray(z, dtype=np.float32)
-        logits = self(torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32)))
+            return z
+        logits = self(torch.from_numpy(np.ascontiguousarray(z)))
         parts = logits if output == "logits" else [lg.softmax(dim=1) for lg in logits]
-        return torch.cat(parts, dim=1).numpy().astype(np.float32)
+        tasks = torch.cat(parts, dim=1).numpy().astype(np.float32)
+        if output == "probs+embedding":
+            return np.concatenate([l2_normalize(tasks), z], axis=1) / np.sqrt(2, dtype=np.float32)
+        return tasks
 
 
 class TrainedModel:

@@ -25,6 +25,7 @@ from lookalike.config import (
 )
 from lookalike.embed import Backbone
 from lookalike.embed.extractor import FeatureExtractor
+from lookalike.embed.model_files import DEFAULT_OUTPUT
 from lookalike.errors import LabelsError
 from lookalike.fuse.expansion import expand_collection
 from lookalike.fuse.fitting import fit_fused, new_index
@@ -219,7 +220,7 @@ def evaluate_held_out(
     task: str | None = None,
     seed: int = 0,
     options: TrainOptions | None = None,
-    outputs: Sequence[Output] = ("probs",),
+    outputs: Sequence[Output] = (DEFAULT_OUTPUT,),  # the trained model's own: the "v5" row
     progress: bool = True,
 ) -> HeldOut:
     """Label a stratified `train_fraction` of the images, train v5 on it, score the rest.

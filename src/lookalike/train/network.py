@@ -54,6 +54,7 @@ class NetworkResult:
     epochs: int  # the epochs the returned network trained (the chosen ones, with a split)
     val_accuracy: dict[str, float]  # per task at the chosen epoch (empty: no split)
     seconds: float
+    cpu_seconds: float = 0.0  # of the process, every thread: a load-independent figure
 
 
 def check_trainable(options: TrainOptions) -> None:
@@ -244,7 +245,7 @@ def train_network(
     `views`: the views of each training image; `targets`: what each should be classified as.
     """
     check_trainable(options)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     rows = np.arange(len(targets))
     val_rows = np.zeros(0, dtype=np.int64)
     if len(targets) >= 4 and options.val_fraction > 0:
@@ -268,4 +269,11 @@ def train_network(
     bar.close()
     state = {k: v.detach().cpu().contiguous() for k, v in run.net.state_dict().items()}
     classifiers = run.classifiers.cpu().eval()
-    return NetworkResult(classifiers, state, epochs, accuracy, time.perf_counter() - start)
+    return NetworkResult(
+        classifiers,
+        state,
+        epochs,
+        accuracy,
+        time.perf_counter() - start,
+        time.process_time() - cpu,
+    )

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike.embed.extractor import FeatureExtractor
+from lookalike.embed.model_files import DEFAULT_OUTPUT
 from lookalike.embed.trained_model import ModelConfig, Output, TrainedModel, save_network
 from lookalike.errors import ImageLoadError, LabelsError, LookalikeError
 from lookalike.load.images import load_image
@@ -29,14 +30,15 @@ def train_model(
     labels: Labels,
     tasks: Sequence[str] | None = None,
     options: TrainOptions | None = None,
-    output: Output = "probs",
+    output: Output = DEFAULT_OUTPUT,
     rows: Sequence[int] | None = None,
     out: Path | None = None,
 ) -> tuple[TrainedModel, NetworkResult]:
     """Train a model on the labelled items of `coll` (only `rows` of its generation, if given).
 
-    `output`: the retrieval vector, "probs" by default, as the article (measured as good as
-    the embedding on one task and better on six, docs/v5.md). The network is written into
+    `output`: the retrieval vector, "probs+embedding" by default: the article's task
+    probabilities (far better than the embedding on the built-in sample's six tasks) beside
+    the embedding (better on full pictures), docs/v5.md round 6. The network is written into
     `out` (the model folder), which the model then needs; the model itself is saved by the
     caller (`save_model`).
     """
@@ -78,6 +80,7 @@ def train_model(
             "val_fraction": options.val_fraction,
             "val_accuracy": tuned.val_accuracy,
             "seconds": round(tuned.seconds, 1),
+            "cpu_seconds": round(tuned.cpu_seconds, 1),
         },
     )
     return TrainedModel(config, tuned.classifiers, Path(out)), tuned
