@@ -1,17 +1,28 @@
 """Feature blocks of a committed generation (lookalike.store.blocks): the stored ones, and
-the others computed from the images once and cached per picture as float16."""
+the others computed from the images once and cached per picture (float16, or int8 codes
+from CODEC_MIN_ROWS rows: lookalike.store.cache_file)."""
 
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from lookalike.config import FEEL_BLOCK
 from lookalike.embed.extractor import FeatureExtractor
 from lookalike.load.images import load_image
-from lookalike.store.blocks import Computed, Pictures, add_to_cache, blocks_for, keep_in_cache
+from lookalike.store import codec
+from lookalike.store.blocks import (
+    Computed,
+    add_to_cache,
+    blocks_for,
+    keep_in_cache,
+    pictures_of,
+)
 from lookalike.store.collection import BLOCK_DTYPE, Collection
 from tests.end_to_end.test_pipeline import fake_config, index
 from tests.end_to_end.test_reliability import colour_folder
@@ -141,7 +152,7 @@ def test_a_damaged_cache_is_computed_again_with_a_warning(coll, extractor, caplo
     first, _ = computing(coll, extractor, WHOLE)
     path = cache_file(coll, WHOLE)
     path.write_bytes(b"PK\x03\x04 not a zip any more")
-    with caplog.at_level(logging.WARNING, logger="lookalike.store.blocks"):
+    with caplog.at_level(logging.WARNING, logger="lookalike.store"):
         again, computed = computing(coll, extractor, WHOLE)
     assert computed.pictures == N
     assert np.array_equal(again[WHOLE], first[WHOLE])
@@ -181,7 +192,7 @@ def test_keep_in_cache_keeps_the_stored_blocks_for_a_switch_back(coll, extractor
 
 def test_add_to_cache_keeps_given_rows_beside_those_cached(coll, extractor) -> None:
     gen = coll.require_generation()
-    pictures = Pictures.of(coll, gen)
+    pictures = pictures_of(coll, gen)
     given = np.full((2, 64), 0.5, np.float32)
     add_to_cache(coll, extractor, WHOLE, pictures, np.array([4, 9]), given)
     out, computed = computing(coll, extractor, WHOLE)
@@ -193,7 +204,102 @@ def test_add_to_cache_keeps_given_rows_beside_those_cached(coll, extractor) -> N
 
 def test_pictures_are_named_by_their_bytes_and_for_a_head_view_by_their_box(coll) -> None:
     gen = coll.require_generation()
-    pictures = Pictures.of(coll, gen)
+    pictures = pictures_of(coll, gen)
     first = coll.catalog.get_many([int(gen.ids[0])])[int(gen.ids[0])]
     assert pictures.keys(head=False)[0] == (first.sha256,)
     assert pictures.keys(head=True)[0] == (first.sha256, *gen.head_boxes[0].tolist())
+
+
+@pytest.fixture
+def coded(monkeypatch) -> None:
+    """Caches of 10 rows or more are coded (the fixture's collection has 15)."""
+    monkeypatch.setattr(codec, "CODEC_MIN_ROWS", 10)
+
+
+def test_a_cache_of_codec_min_rows_is_kept_as_int8_codes(coll, extractor, coded) -> None:
+    first, _ = computing(coll, extractor, WHOLE)
+    with np.load(cache_file(coll, WHOLE)) as data:
+        assert "vectors" not in data.files
+        assert data["codes"].dtype == np.int8 and data["codes"].shape[0] == N
+        assert data["scales"].dtype == np.float32
+        basis = codec.BlockBasis(data["mean"], data["components"].astype(np.float32))
+        np.testing.assert_array_equal(basis.decode(data["codes"], data["scales"]), first[WHOLE])
+    exact = from_images(coll, extractor, WHOLE)
+    assert np.abs(first[WHOLE] - exact).max() < 0.05 * np.abs(exact).max()
+    again, computed = computing(coll, extractor, WHOLE)
+    assert (computed.keys, computed.pictures) == ([], 0)
+    np.testing.assert_array_equal(again[WHOLE], first[WHOLE])
+    # What `evaluate` in another process reads from the cache: the same rows, none computed.
+    script = (
+        "import sys, numpy as np;"
+        "from tests.store.test_blocks import CONFIG;"
+        "from lookalike.embed.extractor import FeatureExtractor;"
+        "from lookalike.store.blocks import Computed, blocks_for;"
+        "from lookalike.store.collection import Collection;"
+        "coll = Collection.open(sys.argv[1]); c = Computed();"
+        "out = blocks_for(coll, coll.require_generation(), [sys.argv[2]],"
+        " FeatureExtractor(CONFIG), progress=False, computed=c);"
+        "assert c.pictures == 0, c; np.save(sys.argv[3], out[sys.argv[2]])"
+    )
+    saved = coll.path / "read.npy"
+    repo = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "-c", script, str(coll.path), WHOLE, str(saved)]
+    subprocess.run(command, check=True, cwd=repo)
+    np.testing.assert_array_equal(np.load(saved), first[WHOLE])
+
+
+def test_the_codes_of_cached_rows_never_change_when_a_picture_is_added(
+    coll, extractor, coded
+) -> None:
+    computing(coll, extractor, WHOLE)
+    path = cache_file(coll, WHOLE)
+    with np.load(path) as data:
+        before = {name: data[name].copy() for name in data.files}
+    digests = before["sha256"].copy()
+    digests[3] = "0" * 64  # row 3's picture is new to the cache
+    rewrite_cache(path, sha256=digests)
+    _, computed = computing(coll, extractor, WHOLE)
+    assert computed.pictures == 1
+    with np.load(path) as data:
+        np.testing.assert_array_equal(data["components"], before["components"])  # kept
+        others = np.delete(np.arange(N), 3)
+        np.testing.assert_array_equal(data["codes"][others], before["codes"][others])
+        np.testing.assert_array_equal(data["scales"][others], before["scales"][others])
+        np.testing.assert_array_equal(data["codes"][3], before["codes"][3])  # same picture
+
+
+def test_a_float16_cache_is_coded_once_it_reaches_codec_min_rows(coll, extractor, coded) -> None:
+    pictures = pictures_of(coll, coll.require_generation())
+    given = from_images(coll, extractor, WHOLE)[:9]
+    add_to_cache(coll, extractor, WHOLE, pictures, np.arange(9), given)
+    with np.load(cache_file(coll, WHOLE)) as data:
+        assert data["vectors"].shape == (9, 64)  # 9 rows: under 10, float16
+    out, computed = computing(coll, extractor, WHOLE)
+    assert computed.pictures == N - 9
+    with np.load(cache_file(coll, WHOLE)) as data:
+        assert data["codes"].shape[0] == N and "vectors" not in data.files
+    exact = from_images(coll, extractor, WHOLE)
+    assert np.abs(out[WHOLE] - exact).max() < 0.05 * np.abs(exact).max()
+
+
+def test_damaged_codes_are_computed_again_with_a_warning(coll, extractor, coded, caplog) -> None:
+    first, _ = computing(coll, extractor, WHOLE)
+    path = cache_file(coll, WHOLE)
+    with np.load(path) as data:
+        codes = data["codes"][:, :-1].copy()
+    rewrite_cache(path, codes=codes)  # one dimension short of the basis
+    with caplog.at_level(logging.WARNING, logger="lookalike.store"):
+        again, computed = computing(coll, extractor, WHOLE)
+    assert computed.pictures == N
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert warning.startswith(f"{path}: damaged cached features (")
+    assert np.abs(again[WHOLE] - first[WHOLE]).max() < 0.05 * np.abs(first[WHOLE]).max()
+
+
+def test_the_feel_block_is_cached_as_float16_however_many_rows(coll, extractor, coded) -> None:
+    cache_file(coll, FEEL_BLOCK).unlink()  # cached by the index run: computed again here
+    out, computed = computing(coll, extractor, FEEL_BLOCK)
+    assert computed.pictures == N
+    with np.load(cache_file(coll, FEEL_BLOCK)) as data:
+        assert data["vectors"].dtype == BLOCK_DTYPE and "codes" not in data.files
+    np.testing.assert_array_equal(out[FEEL_BLOCK], from_images(coll, extractor, FEEL_BLOCK))

@@ -113,3 +113,11 @@ def test_damaged_codes_are_a_clear_error(folder, tmp_path, monkeypatch) -> None:
     np.save(gen.path / "blocks" / f"{key}.scales.npy", np.ones(3, np.float32))
     with pytest.raises(CollectionError, match=rf"{key}\.codes\.npy.*does not fit its codec"):
         Collection.open(tmp_path / "coll").require_generation().block(key)
+
+
+def test_blocks_named_exact_keep_float16_rows() -> None:
+    blocks = {"head.x": low_rank(codec.CODEC_MIN_ROWS), "head.v5": low_rank(codec.CODEC_MIN_ROWS)}
+    v5 = blocks["head.v5"].copy()
+    coded = codec.code_blocks(blocks, {}, exact=["head.v5"])
+    assert list(coded) == ["head.x"]
+    np.testing.assert_array_equal(blocks["head.v5"], v5)  # untouched

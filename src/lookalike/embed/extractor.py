@@ -7,7 +7,7 @@ them all).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +62,11 @@ class FeatureExtractor:
         """The source that computes block `key`."""
         feature = split_key(key)[1]
         return next(s for s in self.sources if s.offers(feature))
+
+    def trained_keys(self, keys: Iterable[str] | None = None) -> list[str]:
+        """The blocks (of `keys`, else of the config) that a source trained on labels computes."""
+        keys = self.config.block_keys if keys is None else keys
+        return [key for key in keys if self.source_of(key).trained]
 
     @property
     def _backbone_source(self) -> BackboneSource:

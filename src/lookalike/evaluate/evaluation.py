@@ -246,7 +246,7 @@ def evaluate_held_out(
     for name in presets:
         config = preset_like(name, base)
         # Blocks of a trained source come from the model trained here on the labelled part.
-        trained = [key for key in config.block_keys if ext.source_of(key).trained]
+        trained = ext.trained_keys(config.block_keys)
         plain = [key for key in config.block_keys if key not in trained]
         blocks = blocks_for(coll, gen, [*plain, FEEL_BLOCK], ext, progress=progress)
         feel = blocks[FEEL_BLOCK][test_rows]

@@ -41,7 +41,8 @@ from lookalike.indexing.switch import (
 )
 from lookalike.load.images import LoadLimits, file_sha256, iter_image_files
 from lookalike.load.names import safe_display
-from lookalike.store.blocks import Pictures, add_to_cache
+from lookalike.store.blocks import add_to_cache
+from lookalike.store.cache_file import Pictures
 from lookalike.store.catalog import FileRecord
 from lookalike.store.codec import code_blocks
 from lookalike.store.collection import (
@@ -458,7 +459,8 @@ class Indexer:
                 f"{self.root}: no image could be indexed ({len(summary.skipped)} skipped); "
                 "nothing to search"
             )
-        coded = code_blocks(blocks, gen.bases() if gen else {})
+        trained = self._extractor_for(config).trained_keys()
+        coded = code_blocks(blocks, gen.bases() if gen else {}, exact=trained)
         fuser, fused, index = self._fuse_and_index(
             coll, gen, rederive, records, blocks, set(staged_row)
         )
@@ -673,8 +675,7 @@ def merged_block(
 def _trained_blocks_stale(coll: Collection, extractor: FeatureExtractor) -> bool:
     """Whether the stored blocks of a trained source were computed by another model than
     the extractor's (the same folder trained again, say)."""
-    trained = [k for k in extractor.config.block_keys if extractor.source_of(k).trained]
-    return any(not extractor.stored_fits(k, coll.fingerprints) for k in trained)
+    return any(not extractor.stored_fits(k, coll.fingerprints) for k in extractor.trained_keys())
 
 
 def index_folder(

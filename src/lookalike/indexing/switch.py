@@ -111,7 +111,7 @@ def switch_settings(
     )
     report.computed, report.items = computed.keys, computed.pictures
     report.reused = [k for k in wanted.block_keys if k not in report.computed]
-    coded = code_blocks(blocks, gen.bases())
+    coded = code_blocks(blocks, gen.bases(), exact=extractor.trained_keys())
     fuser, fused, index = fit_fused_index(wanted, blocks)
     _adopt(coll, wanted, extractor)
     counts = coll.manifest["counts"]

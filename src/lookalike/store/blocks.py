@@ -9,6 +9,7 @@ The cache is kept per picture: each cached row carries the sha256 of its file's 
 fingerprint of what computes the feature (backbone weights and options, trained model).
 A picture added, changed or removed since the cache was written costs only its own row:
 the other rows are re-used, and `evaluate` run twice computes nothing the second time.
+A cache of `CODEC_MIN_ROWS` rows or more is kept as int8 codes (store/cache_file.py).
 (Caches of the format before this one, keyed by the generation's id list, are computed
 again once: a changed file kept its id, so an id alone could name stale vectors.)
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import sys
-import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lookalike.config import split_key
+from lookalike.config import FEEL_BLOCK, split_key
 from lookalike.embed.extractor import FeatureExtractor
 from lookalike.errors import ImageLoadError, LookalikeError
-from lookalike.fileio import atomic_save_npz
 from lookalike.load.images import load_image
+from lookalike.store.cache_file import CachedRows, Pictures, read_cached, write_cached
 from lookalike.store.collection import BLOCK_DTYPE, Collection, Generation
 
 log = logging.getLogger(__name__)
@@ -45,24 +45,11 @@ class Computed:
     pictures: int = 0  # pictures decoded for them
 
 
-@dataclass(frozen=True)
-class Pictures:
-    """Who the generation's rows are: what a cached row must match to be re-used."""
-
-    digests: np.ndarray  # (N,) sha256 of each row's file; "" (unknown) never matches
-    boxes: np.ndarray  # (N, 4) int32 head boxes
-
-    @classmethod
-    def of(cls, coll: Collection, gen: Generation) -> Pictures:
-        records = coll.catalog.get_many(gen.ids.tolist())
-        digests = [getattr(records.get(int(i)), "sha256", None) or "" for i in gen.ids]
-        return cls(np.array(digests, dtype="<U64"), np.asarray(gen.head_boxes, np.int32))
-
-    def keys(self, head: bool) -> list[tuple[str, ...]]:
-        """A row's identity: its bytes, and for a head view the box it was cut from."""
-        if not head:
-            return [(d,) for d in self.digests.tolist()]
-        return [(d, *b) for d, b in zip(self.digests.tolist(), self.boxes.tolist(), strict=True)]
+def pictures_of(coll: Collection, gen: Generation) -> Pictures:
+    """Who the generation's rows are: each file's sha256 and head box."""
+    records = coll.catalog.get_many(gen.ids.tolist())
+    digests = [getattr(records.get(int(i)), "sha256", None) or "" for i in gen.ids]
+    return Pictures(np.array(digests, dtype="<U64"), np.asarray(gen.head_boxes, np.int32))
 
 
 def _cache_path(coll: Collection, extractor: FeatureExtractor, key: str) -> Path:
@@ -85,19 +72,19 @@ def blocks_for(
     Only the pictures some key has no cached row for are decoded, once for all the keys
     (one backbone pass gives every output of a view); `computed` says what that took.
     """
-    pictures = Pictures.of(coll, gen)
+    pictures = pictures_of(coll, gen)
     out: dict[str, np.ndarray] = {}
-    partial: dict[str, tuple[np.ndarray | None, np.ndarray]] = {}  # key -> (cached, have)
+    partial: dict[str, CachedRows] = {}
     for key in keys:
         if gen.has_block(key) and extractor.stored_fits(key, coll.fingerprints):
-            out[key] = np.asarray(gen.block(key), np.float32)  # stored as float16
+            out[key] = np.asarray(gen.block(key), np.float32)  # stored as float16 or codes
             continue
-        cached, have = _cached(_cache_path(coll, extractor, key), pictures, _is_head(key))
-        if cached is not None and have.all():
-            out[key] = cached.astype(np.float32)
+        cached = _read_cached(coll, extractor, key, pictures)
+        if cached.have.all() and cached.vectors.shape[1]:
+            out[key] = cached.vectors
         else:
-            partial[key] = (cached, have)
-    todo = np.flatnonzero(~np.logical_and.reduce([have for _, have in partial.values()]))
+            partial[key] = cached
+    todo = np.flatnonzero(~np.logical_and.reduce([c.have for c in partial.values()]))
     report = computed if computed is not None else Computed()
     report.keys.extend(partial)
     report.pictures = len(todo) if partial else 0
@@ -112,14 +99,11 @@ def blocks_for(
         len(gen.ids),
     )
     fresh = _compute(coll, gen, list(partial), extractor, todo, batch_size, progress)
-    for key, (cached, have) in partial.items():
-        vectors = np.zeros((len(gen.ids), fresh[key].shape[1]), BLOCK_DTYPE)
-        if cached is not None:
-            vectors[have] = cached[have]
-        missing = np.flatnonzero(~have)
-        vectors[missing] = fresh[key][np.searchsorted(todo, missing)]
-        _save(_cache_path(coll, extractor, key), pictures, vectors)
-        out[key] = vectors.astype(np.float32)  # what a later run reads from the cache
+    for key, cached in partial.items():
+        missing = np.flatnonzero(~cached.have)
+        cached.put(missing, fresh[key][np.searchsorted(todo, missing)])
+        write_cached(_cache_path(coll, extractor, key), pictures, cached)
+        out[key] = cached.vectors  # what a later run reads from the cache
     return {key: out[key] for key in keys}
 
 
@@ -134,59 +118,38 @@ def add_to_cache(
     """Cache block `key` of `pictures[rows]` (computed by `extractor`'s settings, by an index
     run from the same pass as its own blocks), beside the cached rows of the other
     `pictures`; rows of pictures not among them are dropped."""
-    path = _cache_path(coll, extractor, key)
-    cached, have = _cached(path, pictures, _is_head(key))
-    out = np.zeros((len(have), vectors.shape[1]), BLOCK_DTYPE) if cached is None else cached
-    out[rows], have[rows] = vectors, True
-    _save(path, Pictures(pictures.digests[have], pictures.boxes[have]), out[have])
+    cached = _read_cached(coll, extractor, key, pictures)
+    cached.put(rows, vectors)
+    write_cached(_cache_path(coll, extractor, key), pictures, cached)
 
 
 def keep_in_cache(coll: Collection, gen: Generation, extractor: FeatureExtractor) -> None:
     """Copy the generation's blocks (computed by `extractor`'s settings) into the cache, so
     that they are found again after the collection switches to other settings and back."""
-    pictures = Pictures.of(coll, gen)
+    pictures = pictures_of(coll, gen)
     for key in extractor.config.block_keys:
         if not gen.has_block(key) or not extractor.stored_fits(key, coll.fingerprints):
             continue  # computed by other weights than the extractor's: not its vectors
-        path = _cache_path(coll, extractor, key)
-        cached, have = _cached(path, pictures, _is_head(key))
-        if cached is None or not have.all():
-            _save(path, pictures, np.asarray(gen.block(key), BLOCK_DTYPE))
+        cached = _read_cached(coll, extractor, key, pictures)
+        if not cached.have.all() or not cached.vectors.shape[1]:
+            missing = np.flatnonzero(~cached.have)
+            cached.put(missing, np.asarray(gen.block(key), np.float32)[missing])
+            write_cached(_cache_path(coll, extractor, key), pictures, cached)
+
+
+def _read_cached(
+    coll: Collection, extractor: FeatureExtractor, key: str, pictures: Pictures
+) -> CachedRows:
+    """Block `key`'s cached rows of `pictures`. Two are never coded: a trained model's (as
+    in a generation: codec.code_blocks), and the feel block, which `evaluate`'s feel score
+    is measured on (coded, its cosines grow: 0.753 to 0.860 on anime-faces-dev)."""
+    path = _cache_path(coll, extractor, key)
+    compact = key != FEEL_BLOCK and not extractor.trained_keys([key])
+    return read_cached(path, pictures, _is_head(key), compact)
 
 
 def _is_head(key: str) -> bool:
     return split_key(key)[0] == "head"
-
-
-def _save(path: Path, pictures: Pictures, vectors: np.ndarray) -> None:
-    """The cached rows of the generation's pictures (rows of pictures gone are dropped)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {"sha256": pictures.digests, "boxes": pictures.boxes, "vectors": vectors}
-    atomic_save_npz(path, arrays)
-
-
-def _cached(path: Path, pictures: Pictures, head: bool) -> tuple[np.ndarray | None, np.ndarray]:
-    """The cached rows of `pictures` (float16, in their order) and which of them were found;
-    (None, none found): not cached, of the old format, or damaged (a cache: computed again,
-    with a warning)."""
-    none = np.zeros(len(pictures.digests), dtype=bool)
-    if not path.exists():
-        return None, none
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if "sha256" not in data.files:
-                return None, none  # the format keyed by ids (see the module's note)
-            stored = Pictures(data["sha256"], data["boxes"])
-            vectors = np.asarray(data["vectors"])
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        log.warning("%s: damaged cached features (%s); computing them again", path, exc)
-        return None, none
-    row_of = {k: row for row, k in enumerate(stored.keys(head)) if k[0]}
-    rows = np.array([row_of.get(k, -1) for k in pictures.keys(head)], dtype=np.int64)
-    have = rows >= 0
-    out = np.zeros((len(rows), vectors.shape[1]), BLOCK_DTYPE)
-    out[have] = vectors[rows[have]]
-    return out, have
 
 
 def _compute(

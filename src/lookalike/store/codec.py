@@ -14,7 +14,7 @@ built-in sample's 240 rows cost 0.045 P@4.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,13 +90,20 @@ class CodedBlock:
 
 
 def code_blocks(
-    blocks: dict[str, np.ndarray], kept: Mapping[str, BlockBasis]
+    blocks: dict[str, np.ndarray],
+    kept: Mapping[str, BlockBasis],
+    exact: Collection[str] = (),
 ) -> dict[str, CodedBlock]:
     """A commit's coded blocks (on the bases of `bases_for`), each replaced in `blocks` by
     what the collection will read back of it: the fuser is fitted on exactly that, and the
-    commit stores these codes (`save_coded`), not codes of the decoded rows."""
+    commit stores these codes (`save_coded`), not codes of the decoded rows.
+
+    `exact`: blocks kept as float16 rows, those of a model trained on labels (v5): the
+    codes were measured on unlabelled features only, and v5's are already task-specific.
+    """
     coded = {}
-    for key, basis in bases_for(blocks, kept).items():
+    wanted = {key: block for key, block in blocks.items() if key not in exact}
+    for key, basis in bases_for(wanted, kept).items():
         coded[key] = CodedBlock(basis, *basis.encode(blocks[key]))
         blocks[key] = np.asarray(coded[key])
     return coded

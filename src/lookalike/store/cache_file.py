@@ -1,0 +1,143 @@
+"""One cached feature block on disk: its rows keyed by picture, compact from CODEC_MIN_ROWS.
+
+A cache file holds the sha256 and head box of each row's picture (what a row must match to
+be re-used) and the rows. Below `CODEC_MIN_ROWS` rows they are float16. From that size on
+they are int8 codes on the block's principal components with one float32 scale per row
+(store/codec.py, as a generation stores its own blocks). The basis is fitted once, when the
+cache first reaches that size, and kept. The codes of re-used rows are copied as read, not
+computed again from their decoded values, so a cached row never changes. That is 25 KB a
+picture of float16 for what an index run caches for `evaluate`, against under 1 KB coded
+(benchmarks/README.md, "Storage per picture").
+"""
+
+from __future__ import annotations
+
+import logging
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lookalike.fileio import atomic_save_npz
+from lookalike.store import codec
+from lookalike.store.codec import BlockBasis
+from lookalike.store.collection import BLOCK_DTYPE
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Pictures:
+    """Who a generation's rows are: what a cached row must match to be re-used."""
+
+    digests: np.ndarray  # (N,) sha256 of each row's file; "" (unknown) never matches
+    boxes: np.ndarray  # (N, 4) int32 head boxes
+
+    def keys(self, head: bool) -> list[tuple[str, ...]]:
+        """A row's identity: its bytes, and for a head view the box it was cut from."""
+        if not head:
+            return [(d,) for d in self.digests.tolist()]
+        return [(d, *b) for d, b in zip(self.digests.tolist(), self.boxes.tolist(), strict=True)]
+
+
+@dataclass
+class CachedRows:
+    """A cached block's rows for a list of pictures, in its order. `have` says which were
+    found; `vectors` is what a reader gets (float32, zeros where not found); `codes` and
+    `scales` are the stored form of the rows when the cache is coded on `basis`. `compact`:
+    whether the cache may be coded (not a trained model's blocks: see codec.code_blocks)."""
+
+    have: np.ndarray
+    vectors: np.ndarray
+    basis: BlockBasis | None = None
+    codes: np.ndarray | None = None
+    scales: np.ndarray | None = None
+    compact: bool = True
+
+    @classmethod
+    def none(cls, count: int, width: int = 0, compact: bool = True) -> CachedRows:
+        return cls(np.zeros(count, bool), np.zeros((count, width), np.float32), compact=compact)
+
+    def put(self, rows: np.ndarray, vectors: np.ndarray) -> None:
+        """Set `rows` to `vectors` as the cache stores them (coded on the basis if it has one;
+        the first time the cache holds CODEC_MIN_ROWS rows, a basis is fitted on them)."""
+        if self.vectors.shape[1] != vectors.shape[1]:  # nothing was cached yet
+            empty = CachedRows.none(len(self.have), vectors.shape[1])
+            self.have, self.vectors = empty.have, empty.vectors
+        self.have[rows] = True
+        if self.basis is None:
+            self.vectors[rows] = np.asarray(vectors, BLOCK_DTYPE)
+            if self.compact and self.have.sum() >= codec.CODEC_MIN_ROWS:
+                self._code()
+            return
+        assert self.codes is not None and self.scales is not None
+        codes, scales = self.basis.encode(vectors)
+        self.codes[rows], self.scales[rows] = codes, scales
+        self.vectors[rows] = self.basis.decode(codes, scales)
+
+    def _code(self) -> None:
+        found = np.flatnonzero(self.have)
+        self.basis = BlockBasis.fit(self.vectors[found])
+        self.codes = np.zeros((len(self.have), len(self.basis.components)), np.int8)
+        self.scales = np.ones(len(self.have), np.float32)
+        codes, scales = self.basis.encode(self.vectors[found])
+        self.codes[found], self.scales[found] = codes, scales
+        self.vectors[found] = self.basis.decode(codes, scales)
+
+
+def write_cached(path: Path, pictures: Pictures, cached: CachedRows) -> None:
+    """The found rows of `cached` (rows of pictures not found are dropped)."""
+    found = np.flatnonzero(cached.have)
+    arrays = {"sha256": pictures.digests[found], "boxes": pictures.boxes[found]}
+    if cached.basis is None:
+        arrays["vectors"] = cached.vectors[found].astype(BLOCK_DTYPE)
+    else:
+        assert cached.codes is not None and cached.scales is not None
+        arrays["codes"], arrays["scales"] = cached.codes[found], cached.scales[found]
+        arrays["mean"] = cached.basis.mean
+        arrays["components"] = cached.basis.components.astype(np.float16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save_npz(path, arrays)
+
+
+def read_cached(path: Path, pictures: Pictures, head: bool, compact: bool = True) -> CachedRows:
+    """The cached rows of `pictures`; none found when the file is missing, of the format keyed
+    by ids (see store/blocks.py), or damaged (a cache: computed again, with a warning)."""
+    none = CachedRows.none(len(pictures.digests), compact=compact)
+    if not path.exists():
+        return none
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "sha256" not in data.files:
+                return none
+            found = _matched(data, pictures, head)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        log.warning("%s: damaged cached features (%s); computing them again", path, exc)
+        return none
+    found.compact = compact
+    return found
+
+
+def _matched(data, pictures: Pictures, head: bool) -> CachedRows:
+    stored = Pictures(data["sha256"], data["boxes"])
+    row_of = {k: row for row, k in enumerate(stored.keys(head)) if k[0]}
+    rows = np.array([row_of.get(k, -1) for k in pictures.keys(head)], dtype=np.int64)
+    have = rows >= 0
+    found = rows[have]
+    if "codes" not in data.files:
+        stored_rows = np.asarray(data["vectors"])
+        out = CachedRows.none(len(rows), stored_rows.shape[1])
+        out.have, out.vectors[have] = have, stored_rows[found]
+        return out
+    basis = BlockBasis(data["mean"].astype(np.float32), data["components"].astype(np.float32))
+    stored_codes, stored_scales = np.asarray(data["codes"]), np.asarray(data["scales"])
+    if stored_codes.shape != (len(stored.digests), len(basis.components)):
+        raise ValueError(f"codes of shape {stored_codes.shape} for {len(stored.digests)} rows")
+    out = CachedRows.none(len(rows), basis.components.shape[1])
+    out.basis, out.have = basis, have
+    out.codes = np.zeros((len(rows), len(basis.components)), np.int8)
+    out.scales = np.ones(len(rows), np.float32)
+    out.codes[have], out.scales[have] = stored_codes[found], stored_scales[found]
+    out.vectors[have] = basis.decode(out.codes[have], out.scales[have])
+    return out

@@ -1,0 +1,50 @@
+"""A cached block's file (lookalike.store.cache_file): float16 rows, or int8 codes from
+CODEC_MIN_ROWS rows, re-used rows keeping their codes; a trained model's rows never coded."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lookalike.store import codec
+from lookalike.store.cache_file import CachedRows, Pictures, read_cached, write_cached
+from tests.store.test_codec import low_rank
+
+
+def pictures(n: int) -> Pictures:
+    digests = np.array([f"{i:064x}" for i in range(n)], dtype="<U64")
+    return Pictures(digests, np.tile(np.arange(4, dtype=np.int32), (n, 1)))
+
+
+def test_a_cache_is_coded_from_codec_min_rows_and_reads_back_what_was_stored(tmp_path) -> None:
+    n = codec.CODEC_MIN_ROWS
+    block, path = low_rank(n), tmp_path / "whole.x.npz"
+    cached = CachedRows.none(n)
+    cached.put(np.arange(n), block)
+    assert cached.basis is not None and cached.codes is not None
+    write_cached(path, pictures(n), cached)
+    again = read_cached(path, pictures(n), head=False)
+    assert again.have.all()
+    np.testing.assert_array_equal(again.vectors, cached.vectors)
+    assert np.abs(again.vectors - block).max() < 0.02 * np.abs(block).max()
+    # In another order, with a picture the cache does not have: matched by bytes.
+    order = np.array([3, 0, 2])
+    shuffled = Pictures(np.append(pictures(n).digests[order], "f" * 64), pictures(4).boxes)
+    some = read_cached(path, shuffled, head=False)
+    assert some.have.tolist() == [True, True, True, False]
+    np.testing.assert_array_equal(some.vectors[:3], cached.vectors[order])
+    assert not some.vectors[3].any()
+
+
+def test_a_trained_models_rows_stay_float16_however_many(tmp_path) -> None:
+    n = codec.CODEC_MIN_ROWS
+    block, path = low_rank(n), tmp_path / "head.v5.npz"
+    cached = CachedRows.none(n, compact=False)
+    cached.put(np.arange(n), block)
+    assert cached.basis is None
+    np.testing.assert_array_equal(cached.vectors, block.astype(np.float16).astype(np.float32))
+    write_cached(path, pictures(n), cached)
+    with np.load(path) as data:
+        assert data["vectors"].dtype == np.float16 and "codes" not in data.files
+    again = read_cached(path, pictures(n), head=False, compact=False)
+    again.put(np.array([0]), block[:1])
+    assert again.basis is None
