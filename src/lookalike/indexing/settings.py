@@ -25,6 +25,8 @@ class Requested:
     preset: str | None = None
     detector: str | None = None
     detector_sizes: Sequence[int] | None = None  # the animeface detector's scan sizes
+    detector_angles: Sequence[int] | None = None  # its turned copies ([]: none)
+    detector_upper: float | None = None  # the top share of its larger copies it searches
     backbone: str | None = None
     fallback: str | None = None
     index_backend: str | None = None
@@ -45,12 +47,13 @@ def settings_for(collection: Path, requested: Requested) -> PipelineConfig:
     }
     if requested.detector and requested.detector != config.detector:
         changes["detector_options"] = {}  # another detector's settings do not carry over
-    if requested.detector_sizes:
-        from lookalike.detect.animeface_detector import check_sizes
-
+    animeface = _animeface_options(requested)
+    if animeface:
         if (requested.detector or config.detector) != "animeface":
-            raise LookalikeError("--detector-size is a setting of the animeface detector")
-        changes["detector_options"] = {"sizes": list(check_sizes(requested.detector_sizes))}
+            named = ", ".join(f"--detector-{name}" for name in animeface)
+            raise LookalikeError(f"{named}: settings of the animeface detector")
+        kept = changes.get("detector_options", config.detector_options)
+        changes["detector_options"] = {**kept, **animeface}
     changes["index"] = _index_settings(config.index, requested, Path(collection))
     if requested.model_dir:
         # The model's preset on the stored detector and backbone: an indexed collection
@@ -60,6 +63,24 @@ def settings_for(collection: Path, requested: Requested) -> PipelineConfig:
         changes.update(preset=preset.preset, blocks=preset.blocks, fusion=preset.fusion)
         changes["model_dir"] = str(Path(requested.model_dir).resolve())
     return config.with_options(**changes)
+
+
+def _animeface_options(requested: Requested) -> dict[str, Any]:
+    """The animeface detector's options asked for, checked as the detector checks them."""
+    from lookalike.detect.animeface_detector import check_sizes
+
+    options: dict[str, Any] = {}
+    if requested.detector_sizes:
+        options["sizes"] = list(check_sizes(requested.detector_sizes))
+    if requested.detector_angles is not None:
+        options["angles"] = [int(a) for a in requested.detector_angles]
+    if requested.detector_upper is not None:
+        if not 0.0 < requested.detector_upper <= 1.0:
+            raise LookalikeError(
+                f"--detector-upper must be in (0, 1], got {requested.detector_upper}"
+            )
+        options["upper"] = float(requested.detector_upper)
+    return options
 
 
 def _index_settings(
