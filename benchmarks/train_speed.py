@@ -31,13 +31,13 @@ from lookalike.train.network import TrainingRun
 # name -> the options that differ from TrainOptions(); the first is the baseline.
 RECIPES = {
     "lite2 260px fp32 x20 (until 2026-12-03)": {"epochs": 20, "input_size": 260},
-    "lite2 224px fp32 x14 (the default)": {},
+    "lite2 224px fp32 x14 (2026-12-03)": {"input_size": 224},
+    "lite2 192px fp32 x14 (the default)": {},
     "lite2 260px bf16 x20": {"epochs": 20, "input_size": 260, "precision": "bf16"},
-    "lite2 224px bf16 x14": {"precision": "bf16"},
-    "lite2 192px fp32 x14": {"input_size": 192},
-    "lite2 224px bf16 x12": {"epochs": 12, "precision": "bf16"},
-    "lite2 224px fp32 x12": {"epochs": 12},
-    "lite0 224px fp32 x20": {"epochs": 20, "network": "efficientnet-lite0"},
+    "lite2 224px bf16 x14": {"input_size": 224, "precision": "bf16"},
+    "lite2 224px bf16 x12": {"epochs": 12, "input_size": 224, "precision": "bf16"},
+    "lite2 224px fp32 x12": {"epochs": 12, "input_size": 224},
+    "lite0 224px fp32 x20": {"epochs": 20, "input_size": 224, "network": "efficientnet-lite0"},
 }
 
 
