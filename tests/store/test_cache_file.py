@@ -48,3 +48,13 @@ def test_a_trained_models_rows_stay_float16_however_many(tmp_path) -> None:
     again = read_cached(path, pictures(n), head=False, compact=False)
     again.put(np.array([0]), block[:1])
     assert again.basis is None
+
+
+def test_a_cache_written_with_unicode_digests_still_reads(tmp_path) -> None:
+    block, path = low_rank(6), tmp_path / "whole.x.npz"
+    np.savez(
+        path, sha256=pictures(6).digests, boxes=pictures(6).boxes, vectors=block.astype(np.float16)
+    )
+    found = read_cached(path, pictures(6), head=False)
+    assert found.have.all()
+    np.testing.assert_array_equal(found.vectors, block.astype(np.float16).astype(np.float32))

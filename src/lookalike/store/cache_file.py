@@ -89,7 +89,9 @@ class CachedRows:
 def write_cached(path: Path, pictures: Pictures, cached: CachedRows) -> None:
     """The found rows of `cached` (rows of pictures not found are dropped)."""
     found = np.flatnonzero(cached.have)
-    arrays = {"sha256": pictures.digests[found], "boxes": pictures.boxes[found]}
+    # The digests as ASCII bytes: 64 B a row where numpy's unicode strings take 256.
+    digests = pictures.digests[found].astype("S64")
+    arrays = {"sha256": digests, "boxes": pictures.boxes[found]}
     if cached.basis is None:
         arrays["vectors"] = cached.vectors[found].astype(BLOCK_DTYPE)
     else:
@@ -120,7 +122,7 @@ def read_cached(path: Path, pictures: Pictures, head: bool, compact: bool = True
 
 
 def _matched(data, pictures: Pictures, head: bool) -> CachedRows:
-    stored = Pictures(data["sha256"], data["boxes"])
+    stored = Pictures(data["sha256"].astype("<U64"), data["boxes"])  # bytes, or older unicode
     row_of = {k: row for row, k in enumerate(stored.keys(head)) if k[0]}
     rows = np.array([row_of.get(k, -1) for k in pictures.keys(head)], dtype=np.int64)
     have = rows >= 0
