@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,18 +66,22 @@ def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _angles(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected angles like 45,-45, got {text!r}") from None
+def _int_list(example: str, what: str) -> Callable[[str], list[int]]:
+    """An argparse type: comma-separated integers ('' is none)."""
+
+    def parse(text: str) -> list[int]:
+        try:
+            return [int(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {what} like {example}, got {text!r}"
+            ) from None
+
+    return parse
 
 
-def _sizes(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected sizes like 384,768, got {text!r}") from None
+_sizes = _int_list("384,768", "sizes")
+_angles = _int_list("45,-45", "angles")
 
 
 def _requested(args: argparse.Namespace) -> Requested:

@@ -27,6 +27,13 @@ def check_sizes(sizes: Sequence[int]) -> tuple[int, ...]:
     return sizes
 
 
+def check_upper(upper: float, name: str = "the detector's upper share") -> float:
+    """The top share of the larger copies searched, checked: in (0, 1]."""
+    if not 0.0 < upper <= 1.0:
+        raise LookalikeError(f"{name} must be in (0, 1], got {upper}")
+    return float(upper)
+
+
 @DETECTORS.register("animeface", "anime/manga faces with hair, skin and eye colours (animeface)")
 class AnimeFaceDetector:
     """Anime faces, best first, with hair/skin/eye colours and part boxes in `parts`.
@@ -73,9 +80,7 @@ class AnimeFaceDetector:
         self._animeface = animeface
         self.sizes = check_sizes(sizes)
         self.min_score = min_score
-        if not 0.0 < upper <= 1.0:
-            raise LookalikeError(f"the detector's upper share must be in (0, 1], got {upper}")
-        self.upper = float(upper)
+        self.upper = check_upper(upper)
         self.angles = tuple(int(a) for a in angles)
         self._lock = threading.Lock()  # the native detector is not documented as thread-safe
 

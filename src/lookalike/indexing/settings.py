@@ -67,7 +67,7 @@ def settings_for(collection: Path, requested: Requested) -> PipelineConfig:
 
 def _animeface_options(requested: Requested) -> dict[str, Any]:
     """The animeface detector's options asked for, checked as the detector checks them."""
-    from lookalike.detect.animeface_detector import check_sizes
+    from lookalike.detect.animeface_detector import check_sizes, check_upper
 
     options: dict[str, Any] = {}
     if requested.detector_sizes:
@@ -75,11 +75,7 @@ def _animeface_options(requested: Requested) -> dict[str, Any]:
     if requested.detector_angles is not None:
         options["angles"] = [int(a) for a in requested.detector_angles]
     if requested.detector_upper is not None:
-        if not 0.0 < requested.detector_upper <= 1.0:
-            raise LookalikeError(
-                f"--detector-upper must be in (0, 1], got {requested.detector_upper}"
-            )
-        options["upper"] = float(requested.detector_upper)
+        options["upper"] = check_upper(requested.detector_upper, "--detector-upper")
     return options
 
 

@@ -80,7 +80,7 @@ def blocks_for(
             out[key] = np.asarray(gen.block(key), np.float32)  # stored as float16 or codes
             continue
         cached = _read_cached(coll, extractor, key, pictures)
-        if cached.have.all() and cached.vectors.shape[1]:
+        if cached.complete:
             out[key] = cached.vectors
         else:
             partial[key] = cached
@@ -131,7 +131,7 @@ def keep_in_cache(coll: Collection, gen: Generation, extractor: FeatureExtractor
         if not gen.has_block(key) or not extractor.stored_fits(key, coll.fingerprints):
             continue  # computed by other weights than the extractor's: not its vectors
         cached = _read_cached(coll, extractor, key, pictures)
-        if not cached.have.all() or not cached.vectors.shape[1]:
+        if not cached.complete:
             missing = np.flatnonzero(~cached.have)
             cached.put(missing, np.asarray(gen.block(key), np.float32)[missing])
             write_cached(_cache_path(coll, extractor, key), pictures, cached)

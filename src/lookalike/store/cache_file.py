@@ -71,19 +71,26 @@ class CachedRows:
             if self.compact and self.have.sum() >= codec.CODEC_MIN_ROWS:
                 self._code()
             return
-        assert self.codes is not None and self.scales is not None
-        codes, scales = self.basis.encode(vectors)
-        self.codes[rows], self.scales[rows] = codes, scales
-        self.vectors[rows] = self.basis.decode(codes, scales)
+        self._encode(rows, vectors)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every picture's row was found (in a cache of this block's width)."""
+        return bool(self.have.all()) and self.vectors.shape[1] > 0
 
     def _code(self) -> None:
         found = np.flatnonzero(self.have)
         self.basis = BlockBasis.fit(self.vectors[found])
         self.codes = np.zeros((len(self.have), len(self.basis.components)), np.int8)
         self.scales = np.ones(len(self.have), np.float32)
-        codes, scales = self.basis.encode(self.vectors[found])
-        self.codes[found], self.scales[found] = codes, scales
-        self.vectors[found] = self.basis.decode(codes, scales)
+        self._encode(found, self.vectors[found])
+
+    def _encode(self, rows: np.ndarray, vectors: np.ndarray) -> None:
+        """`rows` stored as their codes on the basis, read back as they decode."""
+        assert self.basis is not None and self.codes is not None and self.scales is not None
+        codes, scales = self.basis.encode(vectors)
+        self.codes[rows], self.scales[rows] = codes, scales
+        self.vectors[rows] = self.basis.decode(codes, scales)
 
 
 def write_cached(path: Path, pictures: Pictures, cached: CachedRows) -> None:
@@ -97,8 +104,7 @@ def write_cached(path: Path, pictures: Pictures, cached: CachedRows) -> None:
     else:
         assert cached.codes is not None and cached.scales is not None
         arrays["codes"], arrays["scales"] = cached.codes[found], cached.scales[found]
-        arrays["mean"] = cached.basis.mean
-        arrays["components"] = cached.basis.components.astype(np.float16)
+        arrays.update(cached.basis.arrays())
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_save_npz(path, arrays)
 
@@ -132,7 +138,7 @@ def _matched(data, pictures: Pictures, head: bool) -> CachedRows:
         out = CachedRows.none(len(rows), stored_rows.shape[1])
         out.have, out.vectors[have] = have, stored_rows[found]
         return out
-    basis = BlockBasis(data["mean"].astype(np.float32), data["components"].astype(np.float32))
+    basis = BlockBasis.from_arrays(data)
     stored_codes, stored_scales = np.asarray(data["codes"]), np.asarray(data["scales"])
     if stored_codes.shape != (len(stored.digests), len(basis.components)):
         raise ValueError(f"codes of shape {stored_codes.shape} for {len(stored.digests)} rows")

@@ -62,6 +62,21 @@ class BlockBasis:
     def decode(self, codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
         return (np.asarray(codes, np.float32) * scales[:, None]) @ self.components + self.mean
 
+    def arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
+        """The basis as stored (components in float16, as fitted)."""
+        return {
+            f"{prefix}mean": self.mean,
+            f"{prefix}components": self.components.astype(np.float16),
+        }
+
+    @classmethod
+    def from_arrays(cls, data: Mapping[str, np.ndarray], prefix: str = "") -> BlockBasis:
+        """A basis read back from `arrays()` (an open npz or a dict)."""
+        return cls(
+            np.asarray(data[f"{prefix}mean"], np.float32),
+            np.asarray(data[f"{prefix}components"], np.float32),
+        )
+
 
 class CodedBlock:
     """A stored block read as float32 rows, decoded only for the rows asked for (a query
@@ -127,8 +142,7 @@ def bases_for(
 def save_bases(path: Path, bases: Mapping[str, BlockBasis]) -> None:
     arrays = {}
     for key, basis in bases.items():
-        arrays[f"{key}/mean"] = basis.mean
-        arrays[f"{key}/components"] = basis.components.astype(np.float16)
+        arrays.update(basis.arrays(f"{key}/"))
     with open(path, "wb") as f:
         np.savez(f, **arrays)
 
@@ -139,13 +153,7 @@ def load_bases(path: Path) -> dict[str, BlockBasis]:
         return {}
     with np.load(path, allow_pickle=False) as data:
         keys = {name.rsplit("/", 1)[0] for name in data.files}
-        return {
-            key: BlockBasis(
-                data[f"{key}/mean"].astype(np.float32),
-                data[f"{key}/components"].astype(np.float32),
-            )
-            for key in keys
-        }
+        return {key: BlockBasis.from_arrays(data, f"{key}/") for key in keys}
 
 
 def save_coded(folder: Path, key: str, block: CodedBlock) -> None:
