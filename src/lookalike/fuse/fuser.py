@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -96,7 +95,7 @@ class DenseReducer:
         return arrays
 
     @classmethod
-    def from_arrays(cls, data: Any, prefix: str) -> DenseReducer:
+    def from_arrays(cls, data: Mapping[str, np.ndarray], prefix: str) -> DenseReducer:
         reducer = cls(0)
         reducer.first_ = _pca_from(data, f"{prefix}/first")
         reducer.lda_ = reducer.last_ = None
@@ -106,7 +105,7 @@ class DenseReducer:
         return reducer
 
 
-def _pca_from(data: Any, prefix: str) -> PCA:
+def _pca_from(data: Mapping[str, np.ndarray], prefix: str) -> PCA:
     pca = PCA(0)
     pca.mean_ = data[f"{prefix}/mean"]
     pca.components_ = data[f"{prefix}/components"]
@@ -177,6 +176,9 @@ class Fuser:
                 dim = self.fusion.out_dim - int(self.feel_.components_.shape[0])
             reduced = unit if self.lda_ is None else self.lda_.transform(unit)
             self.final_ = DenseReducer(dim, self.fusion.pseudo_lda_ks).fit(reduced)
+        # The state as saved (float16 matrices): what this fuser makes, a loaded one makes.
+        stored = Fuser.from_arrays(self.to_arrays(), self.blocks, self.fusion)
+        self.__dict__.update(stored.__dict__)
         return self
 
     def _feel_input(self, vectors: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -265,7 +267,8 @@ class Fuser:
         return int(sum(dims))
 
     # -- persistence without pickle -------------------------------------------------
-    def save(self, path: Path) -> None:
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The fitted state as named arrays, its matrices float16 as saved (`stored_form`)."""
         arrays: dict[str, np.ndarray] = {}
         for key, pca in self.reducers_.items():
             arrays[f"block/{key}/mean"] = pca.mean_
@@ -284,14 +287,16 @@ class Fuser:
             arrays["feel/components"] = self.feel_.components_
         meta = {"input_dims": self.input_dims_}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        atomic_save_npz(path, arrays)
+        return stored_form(arrays)
+
+    def save(self, path: Path) -> None:
+        atomic_save_npz(path, self.to_arrays())
 
     @classmethod
-    def load(cls, path: Path, blocks: Sequence[Block], fusion: FusionConfig) -> Fuser:
-        try:
-            data = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise CollectionError(f"{path}: cannot read the fitted fusion state ({exc})") from exc
+    def from_arrays(
+        cls, data: Mapping[str, np.ndarray], blocks: Sequence[Block], fusion: FusionConfig
+    ) -> Fuser:
+        data = {name: _as_computed(data[name]) for name in data}
         fuser = cls(blocks, fusion)
         fuser.input_dims_ = json.loads(bytes(data["meta"]).decode())["input_dims"]
         fuser.reducers_ = {}
@@ -312,3 +317,29 @@ class Fuser:
             fuser.final_ = DenseReducer.from_arrays(data, "final")
         fuser.feel_ = _pca_from(data, "feel") if "feel/mean" in data else None
         return fuser
+
+    @classmethod
+    def load(cls, path: Path, blocks: Sequence[Block], fusion: FusionConfig) -> Fuser:
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return cls.from_arrays(data, blocks, fusion)
+        except (OSError, ValueError, KeyError) as exc:
+            raise CollectionError(f"{path}: cannot read the fitted fusion state ({exc})") from exc
+
+
+def stored_form(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The matrices (2-D float32) as float16, the vectors (means, scales) as they are.
+
+    Halves the fuser, a fixed 12 MB of every `default` collection (issue 16). `fit` ends by
+    taking this form itself, so the fused vectors it makes are those a loaded fuser makes.
+    Rounding the matrices to float16 moved no P@4 on the dev sets (benchmarks/README.md,
+    "Storage per picture").
+    """
+    return {
+        name: a.astype(np.float16) if a.ndim == 2 and a.dtype == np.float32 else a
+        for name, a in arrays.items()
+    }
+
+
+def _as_computed(array: np.ndarray) -> np.ndarray:
+    return array.astype(np.float32) if array.dtype == np.float16 else array

@@ -21,7 +21,7 @@ orl-faces-dev 0.915 -> 0.893 (experiments/pseudo_lda_stability.py, benchmarks/qu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -147,13 +147,13 @@ class PseudoLabelLDA:
         return arrays
 
     @classmethod
-    def from_arrays(cls, data: object, prefix: str) -> PseudoLabelLDA:
+    def from_arrays(cls, data: Mapping[str, np.ndarray], prefix: str) -> PseudoLabelLDA:
         fitted = cls()
-        fitted.mean_ = data[f"{prefix}/mean"]  # type: ignore[index]
-        fitted.basis_ = data[f"{prefix}/basis"]  # type: ignore[index]
+        fitted.mean_ = data[f"{prefix}/mean"]
+        fitted.basis_ = data[f"{prefix}/basis"]
         names = sorted(
-            (n for n in data.files if n.startswith(f"{prefix}/lda/")),  # type: ignore[attr-defined]
+            (n for n in data if n.startswith(f"{prefix}/lda/")),
             key=lambda n: int(n.rsplit("/", 1)[1]),
         )
-        fitted.directions_ = [data[n] for n in names]  # type: ignore[index]
+        fitted.directions_ = [data[n] for n in names]
         return fitted
