@@ -250,3 +250,57 @@ def test_usearch_loads_as_a_memory_mapped_view_and_refuses_a_damaged_file(
     native.unlink()
     with pytest.raises(CollectionError, match=r"usearch\.bin"):
         load_index("usearch", tmp_path, DIM)
+
+
+EXTENDING = [
+    pytest.param("exact", {}, id="exact"),
+    _optional("hnswlib", "hnswlib"),
+    _optional("usearch", "usearch"),
+    pytest.param("auto", {"exact_max": 2000}, id="auto-exact"),
+    pytest.param("auto", {"exact_max": 100}, id="auto-usearch"),
+]
+
+
+@pytest.mark.parametrize(("name", "params"), EXTENDING)
+def test_extend_a_loaded_index_answers_as_one_built_on_every_row(
+    name, params, data, reference, tmp_path: Path
+) -> None:
+    """An index run that only added pictures adds them to the committed index (issue 16):
+    loaded from its files (a read-only view for usearch), grown, saved, loaded again."""
+    items, queries = data
+    index = built(name, params, items[:1200])
+    index.save(tmp_path / "first")
+    loaded = load_index(name, tmp_path / "first", DIM)
+    assert loaded.extends(300)
+    loaded.extend(items[1200:])
+    assert loaded.count == len(items)
+    loaded.save(tmp_path / "grown")
+    grown = load_index(name, tmp_path / "grown", DIM)
+    assert grown.count == len(items)
+    ids, sims = grown.query(queries, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, reference, strict=True)])
+    assert recall >= (1.0 if name == "exact" or params.get("exact_max") == 2000 else 0.95)
+    np.testing.assert_allclose(
+        sims, np.take_along_axis(queries_cos(queries, items), ids, 1), atol=tolerance(name, params)
+    )
+    # The first files are untouched: a query process may still be reading them.
+    assert load_index(name, tmp_path / "first", DIM).count == 1200
+
+
+def queries_cos(queries: np.ndarray, items: np.ndarray) -> np.ndarray:
+    return l2_normalize(queries) @ l2_normalize(items).T
+
+
+def test_indexes_that_cannot_add_say_so_and_refuse() -> None:
+    annoy = built("annoy", {"n_trees": 5}, clustered(50))
+    assert not annoy.extends(1)
+    with pytest.raises(LookalikeError, match="cannot add rows"):
+        annoy.extend(clustered(1))
+    assert not create_index("exact").extends(1)  # nothing built yet
+    # auto grown past exact_max would become a graph: it is built anew instead.
+    auto = built("auto", {"exact_max": 60}, clustered(50))
+    assert auto.extends(10) and not auto.extends(11)
+    with pytest.raises(LookalikeError, match="build it again"):
+        auto.extend(clustered(11))
+    with pytest.raises(LookalikeError, match="dimensions"):
+        auto.extend(clustered(1, dim=DIM + 1))

@@ -32,3 +32,17 @@ def fit_fused_index(
     index = new_index(config)
     index.build(fused)
     return fuser, fused, index
+
+
+def extend_fused_index(
+    fuser: Fuser,
+    fused: np.ndarray,
+    index: VectorIndex,
+    new_blocks: dict[str, np.ndarray],
+) -> tuple[Fuser, np.ndarray, VectorIndex]:
+    """A collection's kept fuser, its stored vectors and its index, grown by the rows of
+    `new_blocks`: only those are fused and added (no refit, no rebuild). Only for presets
+    without query expansion, which would move the stored vectors' neighbours too."""
+    added = fuser.transform(new_blocks)
+    index.extend(added)
+    return fuser, np.concatenate([np.asarray(fused, np.float32), added]), index

@@ -154,6 +154,7 @@ class Fuser:
         self.reducers_ = self._block_reducers()
         # Every fit below reads a sample of rows (the same rows in every block).
         n = len(vectors[self.blocks[0].key])
+        self.fitted_rows_ = n  # an index run refits once the collection outgrows it
         rows = sample_index(n, seed=0)
         sample = vectors if len(rows) == n else {b.key: vectors[b.key][rows] for b in self.blocks}
         fused = self._stack(sample, fitting=True)
@@ -245,6 +246,7 @@ class Fuser:
         blocks = [b for b in self.blocks if b.key in keys]
         part = Fuser(blocks, FusionConfig(mode=self.fusion.mode))
         part.input_dims_ = {b.key: self.input_dims_[b.key] for b in blocks}
+        part.fitted_rows_ = self.fitted_rows_
         part.reducers_ = {b.key: self.reducers_[b.key] for b in blocks if b.key in self.reducers_}
         part.pca_ = None
         part.lda_ = None
@@ -285,7 +287,7 @@ class Fuser:
         if self.feel_ is not None:
             arrays["feel/mean"] = self.feel_.mean_
             arrays["feel/components"] = self.feel_.components_
-        meta = {"input_dims": self.input_dims_}
+        meta = {"input_dims": self.input_dims_, "fitted_rows": self.fitted_rows_}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         return stored_form(arrays)
 
@@ -298,7 +300,9 @@ class Fuser:
     ) -> Fuser:
         data = {name: _as_computed(data[name]) for name in data}
         fuser = cls(blocks, fusion)
-        fuser.input_dims_ = json.loads(bytes(data["meta"]).decode())["input_dims"]
+        meta = json.loads(bytes(data["meta"]).decode())
+        fuser.input_dims_ = meta["input_dims"]
+        fuser.fitted_rows_ = meta.get("fitted_rows")  # None: saved before it was recorded
         fuser.reducers_ = {}
         for key, pca in fuser._block_reducers().items():
             pca.mean_ = data[f"block/{key}/mean"]

@@ -67,8 +67,11 @@ class AutoIndex:
     def params(self) -> dict[str, Any]:
         return dict(self._params)
 
+    def _make_name(self, n: int) -> str:
+        return "exact" if n <= self._params["exact_max"] else "usearch"
+
     def _make(self, n: int) -> BaseIndex:
-        if n <= self._params["exact_max"]:
+        if self._make_name(n) == "exact":
             return index_class("exact")()
         p = self._params
         return index_class("usearch")(M=p["M"], ef_construction=p["ef_construction"], ef=p["ef"])
@@ -76,6 +79,18 @@ class AutoIndex:
     def build(self, vectors: np.ndarray) -> None:
         self.inner = self._make(len(vectors))
         self.inner.build(vectors)
+
+    def extends(self, new: int) -> bool:
+        """Yes while the backend chosen for the grown count is the one built (exact search
+        grown past `exact_max`, or a graph an older version chose, is built anew)."""
+        if self.inner is None or self._make_name(self.count + new) != self.inner.name:
+            return False
+        return self.inner.extends(new)
+
+    def extend(self, vectors: np.ndarray) -> None:
+        if self.inner is None or not self.extends(len(vectors)):
+            raise LookalikeError("the auto index cannot add these rows; build it again")
+        self.inner.extend(vectors)
 
     def query(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self.inner is None:

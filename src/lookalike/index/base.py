@@ -37,6 +37,10 @@ class VectorIndex(Protocol):
 
     def build(self, vectors: np.ndarray) -> None: ...
 
+    def extends(self, new: int) -> bool: ...  # whether `extend` can take `new` more rows
+
+    def extend(self, vectors: np.ndarray) -> None: ...  # add rows count, count+1, ...
+
     def query(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
 
     def set_query_params(self, **params: int) -> None: ...
@@ -191,6 +195,26 @@ class BaseIndex(ABC):
         if self._native is not None:
             self._apply_query_params()
 
+    def extends(self, new: int) -> bool:
+        """Whether `extend` can add `new` rows to this built or loaded index (a backend
+        that cannot add after building, Annoy, says no: the caller builds anew)."""
+        return (
+            self.dim is not None
+            and self._native is not None
+            and type(self)._extend is not (BaseIndex._extend)
+        )
+
+    def extend(self, vectors: np.ndarray) -> None:
+        """Add rows after the built ones (their ids follow: count, count + 1, ...), without
+        building again: what an index run that only added pictures does (issue 16)."""
+        if not self.extends(len(vectors)):
+            raise LookalikeError(f"the {self.name} index cannot add rows to this index")
+        data = as_unit_vectors(vectors, self.dim)
+        if len(data):
+            self._native = self._extend(data)
+            self.count += len(data)
+            self._apply_query_params()
+
     def query(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self.dim is None:
             raise LookalikeError(f"the {self.name} index has not been built or loaded")
@@ -260,6 +284,11 @@ class BaseIndex(ABC):
     @abstractmethod
     def _build(self, data: np.ndarray) -> Any:
         """Make the native index from N >= 1 unit-length float32 rows (row i is id i)."""
+
+    def _extend(self, data: np.ndarray) -> Any:
+        """The native index with `data` added as rows count, count + 1, ... (may be a new
+        object: a loaded index is often a read-only view of its file)."""
+        raise NotImplementedError
 
     @abstractmethod
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

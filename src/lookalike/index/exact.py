@@ -55,6 +55,9 @@ class ExactIndex(BaseIndex):
     def _build(self, data: np.ndarray) -> np.ndarray:
         return data
 
+    def _extend(self, data: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.asarray(self._native), data])
+
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return top_k_inner(queries, self._native, k)
 

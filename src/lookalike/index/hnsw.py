@@ -42,6 +42,11 @@ class HnswIndex(BaseIndex):
         index.add_items(data, np.arange(len(data)))
         return index
 
+    def _extend(self, data: np.ndarray) -> Any:
+        self._native.resize_index(self.count + len(data))
+        self._native.add_items(data, np.arange(self.count, self.count + len(data)))
+        return self._native
+
     def _apply_query_params(self) -> None:
         self._native.set_ef(self._query_params["ef"])
 

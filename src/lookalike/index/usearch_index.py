@@ -43,6 +43,7 @@ class UsearchIndex(BaseIndex):
             },
             {"ef": ef},
         )
+        self._viewed = False  # whether the native index is a read-only view of a file
 
     def _build(self, data: np.ndarray) -> Any:
         p = self._build_params
@@ -56,6 +57,13 @@ class UsearchIndex(BaseIndex):
             expansion_add=p["ef_construction"],
         )
         index.add(np.arange(len(data), dtype=np.uint64), data)
+        return index
+
+    def _extend(self, data: np.ndarray) -> Any:
+        # A loaded graph is a read-only view of its file: add to a copy in memory.
+        index = self._native.copy() if self._viewed else self._native
+        self._viewed = False
+        index.add(np.arange(self.count, self.count + len(data), dtype=np.uint64), data)
         return index
 
     def _apply_query_params(self) -> None:
@@ -86,6 +94,7 @@ class UsearchIndex(BaseIndex):
         # No key table: the keys are the rows, and building the table walks every node of
         # the file (at 100k items 0.46 s against 0.10 s to open, cold).
         index = self._usearch.Index.restore(str(path), view=True, enable_key_lookups=False)
+        self._viewed = True
         if index is None or index.ndim != dim:
             raise ValueError("not a usearch index of this collection's vectors")
         return index

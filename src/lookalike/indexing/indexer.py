@@ -26,11 +26,12 @@ from lookalike.config import (
 from lookalike.embed.extractor import FeatureExtractor
 from lookalike.errors import CollectionError, DamagedPartError, ImageLoadError, LookalikeError
 from lookalike.fileio import disk_full_is_an_error
-from lookalike.fuse.fitting import fit_fused_index, new_index
+from lookalike.fuse.fitting import extend_fused_index, fit_fused_index, new_index
 from lookalike.fuse.fuser import Fuser
 from lookalike.index import IncrementalIndex, VectorIndex
 from lookalike.indexing.decode_pool import DecodePool
 from lookalike.indexing.faces import compute_face_items
+from lookalike.indexing.growth import grows_in_place
 from lookalike.indexing.prepare import LoadedFile, ProcessedBatch, embed_loaded, load_record
 from lookalike.indexing.switch import (
     SwitchReport,
@@ -439,6 +440,9 @@ class Indexer:
         gen_row = {int(i): row for row, i in enumerate(gen.ids)} if gen else {}
 
         records = [r for r in live if r.id in staged_row or r.id in gen_row]
+        growth = self._growth(coll, gen, rederive, records, set(staged_row))
+        if growth is not None:  # the committed rows first, in their order, then the new ones
+            records.sort(key=lambda r: (r.id in staged_row, gen_row.get(r.id, 0)))
         ids = np.array([r.id for r in records], dtype=np.int64)
         from_stage = np.array([r.id in staged_row for r in records], dtype=bool)
         stage_rows = np.array([staged_row[r.id] for r in records if r.id in staged_row], np.int64)
@@ -461,9 +465,15 @@ class Indexer:
             )
         trained = self._extractor_for(config).trained_keys()
         coded = code_blocks(blocks, gen.bases() if gen else {}, exact=trained)
-        fuser, fused, index = self._fuse_and_index(
-            coll, gen, rederive, records, blocks, set(staged_row)
-        )
+        if growth is not None and gen is not None:
+            fuser, index = growth
+            new = {key: block[len(gen.ids) :] for key, block in blocks.items()}
+            log.info("adding %d rows to the committed index (no refit)", len(ids) - len(gen.ids))
+            fuser, fused, index = extend_fused_index(fuser, gen.fused(), index, new)
+        else:
+            fuser, fused, index = self._fuse_and_index(
+                coll, gen, rederive, records, blocks, set(staged_row)
+            )
         boxes = np.array([r.head_box for r in records], dtype=np.int32).reshape(-1, 4)
         faces = self._face_items(coll, gen, records, set(staged_row))
         row_of = {int(i): row for row, i in enumerate(ids.tolist())}
@@ -573,6 +583,28 @@ class Indexer:
         ]
         index.update(ids, fused, metadata, fresh, np.setdiff1d(before, ids))
         return fuser, fused, index
+
+    def _growth(
+        self,
+        coll: Collection,
+        gen: Generation | None,
+        rederive: bool,
+        records: list[FileRecord],
+        staged: set[int],
+    ) -> tuple[Fuser, VectorIndex] | None:
+        """The committed fuser and index to add this run's new rows to, when growth.py
+        allows it (only pictures were added, few next to those the fuser was fitted on);
+        else None: the run fits and builds anew."""
+        if gen is None or rederive or isinstance(new_index(coll.config), IncrementalIndex):
+            return None
+        committed = {int(i) for i in gen.ids}
+        kept = {r.id for r in records if r.id in committed and r.id not in staged}
+        if len(kept) != len(committed) or len(records) <= len(committed):
+            return None
+        fuser, index = gen.fuser(), gen.index()
+        if not grows_in_place(coll.config, fuser.fitted_rows_, len(kept), len(records), index):
+            return None
+        return fuser, index
 
 
 def blocks_computed(config: PipelineConfig, pictures: int) -> list[str]:

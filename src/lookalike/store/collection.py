@@ -45,7 +45,7 @@ from lookalike.errors import (
     DamagedPartError,
     IncompatibleCollectionError,
 )
-from lookalike.fileio import atomic_save_npy, atomic_write_json, fsync_dir
+from lookalike.fileio import atomic_save_npy, atomic_write_json, fsync_dir, link_if_identical
 from lookalike.fuse.fuser import Fuser
 from lookalike.index import VectorIndex, load_index
 from lookalike.store.catalog import Catalog
@@ -508,6 +508,8 @@ class Collection:
         fuser.save(tmp / "fuser.npz")
         (tmp / "index").mkdir()
         index.save(tmp / "index")
+        for part in (tmp / "index").iterdir():  # exact search saves the fused vectors again
+            link_if_identical(tmp / "fused.npy", part)
         final = gens / name
         if final.exists():
             shutil.rmtree(final)
