@@ -40,7 +40,9 @@ CHUNK = 100_000
 
 
 def folder_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    """Bytes on disk as `du` counts them: a file with several hard links once."""
+    stats = [f.stat() for f in path.rglob("*") if f.is_file()]
+    return sum({(st.st_dev, st.st_ino): st.st_size for st in stats}.values())
 
 
 def perturbed(base: np.ndarray, n: int, sigma: float, seed: int) -> np.ndarray:
@@ -80,6 +82,37 @@ def grow(source: Collection, path: Path, n: int, sigma: float) -> tuple[Collecti
         counts = {"indexed": n, **coll.catalog.counts()}
         coll.commit(ids, boxes, {}, gen.fuser(), fused, index, counts)
     return coll, time.perf_counter() - start
+
+
+def add_rows(coll: Collection, source: Collection, share: float, sigma: float) -> float:
+    """Seconds to grow the committed collection by `share` of its rows through the real
+    commit path, adding them to the committed index as an index run that only added
+    pictures does (`VectorIndex.extend`, indexing/growth.py): no refit, no rebuild."""
+    gen = coll.require_generation()
+    n = len(gen.ids)
+    extra = perturbed(
+        np.asarray(source.require_generation().fused(), np.float32),
+        max(1, int(n * share)),
+        sigma,
+        seed=n + 1,
+    )
+    start = time.perf_counter()
+    with coll.write_lock():
+        first = n
+        coll.catalog.upsert(
+            FileRecord(f"synthetic/{i:07d}.jpg", 1000, 0, "ok", head_box=(0, 0, 1, 1), sha256="")
+            for i in range(first, first + len(extra))
+        )
+        known = {int(i) for i in gen.ids}
+        added = [r.id for r in coll.catalog.by_status("ok") if r.id not in known]
+        index = gen.index()
+        index.extend(extra)
+        fused = np.concatenate([np.asarray(gen.fused()), extra])
+        ids = np.concatenate([gen.ids, np.array(added, np.int64)])
+        boxes = np.concatenate([gen.head_boxes, np.tile([[0, 0, 1, 1]], (len(extra), 1))])
+        counts = {"indexed": len(ids), **coll.catalog.counts()}
+        coll.commit(ids, boxes, {}, gen.fuser(), fused, index, counts)
+    return time.perf_counter() - start
 
 
 def recall_at_10(searcher: Searcher, rows: np.ndarray) -> float:
@@ -126,6 +159,9 @@ def main() -> None:
     parser.add_argument("--sigma", type=float, default=0.02, help="noise per dim")
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--keep", action="store_true", help="keep the grown collections")
+    parser.add_argument(
+        "--add", type=float, default=0.01, help="then grow each by this share, incrementally"
+    )
     args = parser.parse_args()
     # The grown collections have no per-block sources: every query would warn of them
     # on stderr, and the timing would be of the warnings.
@@ -136,9 +172,9 @@ def main() -> None:
     print(f"source {args.source}: {len(src_gen.ids)} items, blocks {blocks:.0f} B/item on disk")
     print(
         "| N | index | commit s | disk B/item (gen + catalog) | recall@10 | Searcher p50 ms "
-        "| p99 ms | new process s | new process peak RSS MiB |"
+        "| p99 ms | new process s | new process peak RSS MiB | add --add s |"
     )
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in args.sizes:
         path = args.work / f"n{n}"
         coll, build_s = grow(source, path, n, args.sigma)
@@ -160,9 +196,10 @@ def main() -> None:
         del searcher
         coll.close_catalog()
         wall, rss = new_process_query(path, int(ids[1]))
+        add_s = add_rows(coll, source, args.add, args.sigma)
         print(
             f"| {n} | {chosen} | {build_s:.1f} | {disk:.0f} | {recall:.3f} | {p50:.2f} | "
-            f"{p99:.2f} | {wall:.2f} | {rss:.0f} |",
+            f"{p99:.2f} | {wall:.2f} | {rss:.0f} | {add_s:.1f} |",
             flush=True,
         )
         if not args.keep:
