@@ -33,6 +33,7 @@ ANN = [
     _optional("faiss", "faiss", factory="HNSW32"),
     _optional("usearch", "usearch"),
     _optional("usearch", "usearch", dtype="f16"),
+    _optional("usearch", "usearch", dtype="i8", rescore=40),
 ]
 UNTRAINED = [pytest.param("exact", {}, id="exact"), *ANN]
 ALL = [*UNTRAINED, _optional("faiss", "faiss", factory="IVF8,Flat")]  # IVF8 trains on >= 8 items
@@ -256,6 +257,7 @@ EXTENDING = [
     pytest.param("exact", {}, id="exact"),
     _optional("hnswlib", "hnswlib"),
     _optional("usearch", "usearch"),
+    _optional("usearch", "usearch", dtype="i8", rescore=40),
     pytest.param("auto", {"exact_max": 2000}, id="auto-exact"),
     pytest.param("auto", {"exact_max": 100}, id="auto-usearch"),
 ]
@@ -304,3 +306,30 @@ def test_indexes_that_cannot_add_say_so_and_refuse() -> None:
         auto.extend(clustered(11))
     with pytest.raises(LookalikeError, match="dimensions"):
         auto.extend(clustered(1, dim=DIM + 1))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("usearch") is None, reason="usearch is not installed")
+def test_a_rescored_graph_keeps_its_rows_beside_it_and_names_them_when_damaged(
+    data, reference, tmp_path: Path
+) -> None:
+    from lookalike.errors import CollectionError
+
+    items, queries = data
+    built("usearch", {"dtype": "i8", "rescore": 40}, items).save(tmp_path)
+    rows = tmp_path / "vectors.npy"
+    np.testing.assert_array_equal(np.load(rows), l2_normalize(items))
+    loaded = load_index("usearch", tmp_path, DIM)
+    ids, sims = loaded.query(queries, 10)
+    np.testing.assert_allclose(
+        sims, np.take_along_axis(queries_cos(queries, items), ids, 1), atol=1e-6
+    )  # exact: re-scored on the float32 rows
+    assert (np.diff(sims, axis=1) <= 0).all()
+    loaded.set_query_params(rescore=0)  # the int8 graph's own similarities
+    assert np.abs(loaded.query(queries, 10)[1] - sims).max() > 1e-6
+    del loaded
+    np.save(rows, l2_normalize(items)[:10])
+    with pytest.raises(CollectionError, match=r"vectors\.npy: holds float32 \(10, 24\)"):
+        load_index("usearch", tmp_path, DIM)
+    rows.unlink()
+    with pytest.raises(CollectionError, match=r"vectors\.npy: cannot read"):
+        load_index("usearch", tmp_path, DIM)

@@ -100,4 +100,4 @@ def test_exact_search_keeps_one_copy_of_the_fused_vectors(tmp_path):
     assert fused.stat().st_ino == exact.stat().st_ino and fused.stat().st_nlink == 2
     found = lookalike("query", coll, "red/1.png", "-k", "2", "--json")
     assert found.returncode == 0, found.stderr
-    assert [r["path"] for r in json.loads(found.stdout)["results"]][0].startswith("red/")
+    assert json.loads(found.stdout)["results"][0]["path"].startswith("red/")

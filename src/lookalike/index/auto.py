@@ -26,28 +26,42 @@ from lookalike.index.base import (
     check_int,
     index_class,
 )
+from lookalike.index.usearch_index import DTYPES
 
 EXACT_MAX = 10_000
 # The graph's query knob: at 1M items (benchmarks/hnsw_ef.py) ef 64 gave recall@10 0.982 on
 # 1000 queries, one run of 200 measured 0.977, under the 0.98 the collection must hold;
 # ef 128 gives 0.993 for about 0.07 ms more per query.
 EF = 128
+DTYPE = "f32"
+RESCORE = 0
 
 
 class AutoIndex:
-    """Exact up to `exact_max` vectors, a usearch HNSW graph (M, ef_construction, ef) above."""
+    """Exact up to `exact_max` vectors, a usearch HNSW graph (M, ef_construction, ef; its
+    vectors `dtype`, re-scored exactly over `rescore` candidates) above."""
 
     name = "auto"
-    query_knobs: ClassVar[dict[str, int]] = {"ef": 1}
+    query_knobs: ClassVar[dict[str, int]] = {"ef": 1, "rescore": 0}
 
     def __init__(
-        self, exact_max: int = EXACT_MAX, M: int = 16, ef_construction: int = 200, ef: int = EF
+        self,
+        exact_max: int = EXACT_MAX,
+        M: int = 16,
+        ef_construction: int = 200,
+        ef: int = EF,
+        dtype: str = DTYPE,
+        rescore: int = RESCORE,
     ) -> None:
+        if dtype not in DTYPES:
+            raise LookalikeError(f"usearch dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
         self._params = {
             "exact_max": check_int("exact_max", exact_max, 0),
             "M": check_int("M", M, 2),
             "ef_construction": check_int("ef_construction", ef_construction, 1),
             "ef": check_int("ef", ef, 1),
+            "dtype": dtype,
+            "rescore": check_int("rescore", rescore, 0),
         }
         self.inner: BaseIndex | None = None
 
@@ -74,7 +88,13 @@ class AutoIndex:
         if self._make_name(n) == "exact":
             return index_class("exact")()
         p = self._params
-        return index_class("usearch")(M=p["M"], ef_construction=p["ef_construction"], ef=p["ef"])
+        return index_class("usearch")(
+            M=p["M"],
+            ef_construction=p["ef_construction"],
+            ef=p["ef"],
+            dtype=p["dtype"],
+            rescore=p["rescore"],
+        )
 
     def build(self, vectors: np.ndarray) -> None:
         self.inner = self._make(len(vectors))
@@ -99,7 +119,12 @@ class AutoIndex:
 
     def set_query_params(self, **params: int) -> None:
         for key, value in params.items():
-            self._params[key] = check_int(key, value, 1)
+            if key not in self.query_knobs:
+                known = ", ".join(self.query_knobs)
+                raise LookalikeError(
+                    f"the auto index has no query parameter {key!r} (it has: {known})"
+                )
+            self._params[key] = check_int(key, value, self.query_knobs[key])
             if self.inner is not None and key in self.inner.query_knobs:
                 self.inner.set_query_params(**{key: value})
 

@@ -3,9 +3,13 @@
 Why it is the `auto` index's graph (benchmarks/README.md, "Dense collections"): a saved
 usearch index opens as a read-only view of its file (`Index.restore(path, view=True)`), so
 a new `lookalike query` process starts in milliseconds at a million items where hnswlib
-reads its whole graph (1.2 GB) first. Its vectors stay float32 by default: float16 ones
-halve the file but cap recall@10 at 0.986 on 100k near-duplicate rows, where float32 gives
-0.999 (hnswlib 1.000) at ef 128 (measured on benchmarks/dense_scale.py's 100k collection).
+reads its whole graph (1.2 GB) first.
+
+`rescore`: the graph is walked for that many candidates, which are then ordered by their
+exact inner products with the float32 rows, kept beside the graph (`vectors.npy`,
+memory-mapped; a collection links it to its fused vectors, so it costs no disk). With
+int8 vectors in the graph, a walk reads a quarter of the bytes of float32 ones: what a
+query at a million items waits on. The answer's similarities are then exact.
 """
 
 from __future__ import annotations
@@ -15,35 +19,43 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from lookalike.errors import LookalikeError
-from lookalike.index.base import BaseIndex, check_int, register_index, require
+from lookalike.errors import CollectionError, LookalikeError
+from lookalike.index.base import BaseIndex, atomic_write, check_int, register_index, require
 
 DTYPES = ("f32", "f16", "i8")
+VECTORS_FILE = "vectors.npy"
 
 
 @register_index
 class UsearchIndex(BaseIndex):
-    """usearch HNSW graph (cosine), memory-mapped when loaded; f16 or i8 vectors on request."""
+    """usearch HNSW graph (cosine), memory-mapped when loaded; f16 or i8 vectors on request,
+    re-scored exactly on float32 rows with `rescore`."""
 
     name = "usearch"
     file_name = "usearch.bin"
-    query_knobs: ClassVar[dict[str, int]] = {"ef": 1}
+    query_knobs: ClassVar[dict[str, int]] = {"ef": 1, "rescore": 0}
 
     def __init__(
-        self, M: int = 16, ef_construction: int = 128, ef: int = 128, dtype: str = "f32"
+        self,
+        M: int = 16,
+        ef_construction: int = 128,
+        ef: int = 128,
+        dtype: str = "f32",
+        rescore: int = 0,
     ) -> None:
         self._usearch = require("usearch.index", "usearch", self.name)
         if dtype not in DTYPES:
             raise LookalikeError(f"usearch dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+        self._viewed = False  # whether the native index is a read-only view of a file
+        self._rows: np.ndarray | None = None  # the float32 rows, kept while rescore > 0
         super().__init__(
             {
                 "M": check_int("M", M, 2),
                 "ef_construction": check_int("ef_construction", ef_construction, 1),
                 "dtype": dtype,
             },
-            {"ef": ef},
+            {"ef": ef, "rescore": rescore},
         )
-        self._viewed = False  # whether the native index is a read-only view of a file
 
     def _build(self, data: np.ndarray) -> Any:
         p = self._build_params
@@ -57,6 +69,7 @@ class UsearchIndex(BaseIndex):
             expansion_add=p["ef_construction"],
         )
         index.add(np.arange(len(data), dtype=np.uint64), data)
+        self._rows = data if self._query_params["rescore"] else None
         return index
 
     def _extend(self, data: np.ndarray) -> Any:
@@ -64,26 +77,62 @@ class UsearchIndex(BaseIndex):
         index = self._native.copy() if self._viewed else self._native
         self._viewed = False
         index.add(np.arange(self.count, self.count + len(data), dtype=np.uint64), data)
+        if self._rows is not None:
+            self._rows = np.concatenate([np.asarray(self._rows), data])
         return index
 
     def _apply_query_params(self) -> None:
         self._native.expansion_search = self._query_params["ef"]
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        rescore = self._query_params["rescore"]
+        if rescore and self._rows is None:
+            raise LookalikeError(f"this usearch index keeps no {VECTORS_FILE} to re-score on")
+        width = min(max(k, rescore), self.count)
         # One thread: a query process answers one request at a time, and usearch's thread
         # pool costs more than it saves on a handful of queries.
-        found = self._native.search(queries, k, threads=1)
+        found = self._native.search(queries, width, threads=1)
         # One query row comes back as a `Matches` cut to what it found, several as
-        # `BatchMatches` padded to k with `counts` saying how many are real.
-        keys = np.full((len(queries), k), -1, np.int64)
-        distances = np.full((len(queries), k), np.inf, np.float32)
+        # `BatchMatches` padded to `width` with `counts` saying how many are real.
+        keys = np.full((len(queries), width), -1, np.int64)
+        distances = np.full((len(queries), width), np.inf, np.float32)
         found_keys = np.asarray(found.keys).reshape(len(queries), -1)
-        width = found_keys.shape[1]
-        keys[:, :width] = found_keys
-        distances[:, :width] = np.asarray(found.distances).reshape(len(queries), -1)
-        counts = np.asarray(getattr(found, "counts", [width])).reshape(-1, 1)
-        keys[np.arange(k)[None, :] >= counts] = -1
-        return keys, 1 - distances  # distance = 1 - dot; the base masks the missing ones
+        keys[:, : found_keys.shape[1]] = found_keys
+        distances[:, : found_keys.shape[1]] = np.asarray(found.distances).reshape(len(queries), -1)
+        counts = np.asarray(getattr(found, "counts", [found_keys.shape[1]])).reshape(-1, 1)
+        keys[np.arange(width)[None, :] >= counts] = -1
+        if not rescore:
+            return keys[:, :k], 1 - distances[:, :k]  # distance = 1 - dot; the base masks -1
+        return self._rescored(queries, keys, k)
+
+    def _rescored(
+        self, queries: np.ndarray, keys: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The candidates `keys` ordered by exact inner products, equal ones by id."""
+        assert self._rows is not None
+        safe = np.maximum(keys, 0)
+        order = np.argsort(safe, axis=1)  # ascending rows: the memory map reads forward
+        sorted_keys = np.take_along_axis(safe, order, 1)
+        rows = np.asarray(self._rows[sorted_keys.ravel()], np.float32)
+        sims = np.einsum("qcd,qd->qc", rows.reshape(*keys.shape, -1), queries)
+        sims[np.take_along_axis(keys, order, 1) < 0] = -np.inf
+        best = np.lexsort((sorted_keys, -sims), axis=1)[:, :k]
+        ids = np.take_along_axis(sorted_keys, best, 1)
+        best_sims = np.take_along_axis(sims, best, 1)
+        ids[~np.isfinite(best_sims)] = -1
+        return ids, best_sims
+
+    def save(self, folder: Path) -> None:
+        if self._query_params["rescore"] and self._rows is not None and self.count:
+            folder = Path(folder)
+            folder.mkdir(parents=True, exist_ok=True)
+
+            def write(tmp: Path) -> None:
+                with open(tmp, "wb") as f:  # np.save adds no ".npy" to a file object's name
+                    np.save(f, np.asarray(self._rows, np.float32))
+
+            atomic_write(folder / VECTORS_FILE, write)
+        super().save(folder)  # the metadata last: its presence means the rest is complete
 
     def _save(self, path: Path) -> None:
         self._native.save(str(path))
@@ -94,10 +143,24 @@ class UsearchIndex(BaseIndex):
         # No key table: the keys are the rows, and building the table walks every node of
         # the file (at 100k items 0.46 s against 0.10 s to open, cold).
         index = self._usearch.Index.restore(str(path), view=True, enable_key_lookups=False)
-        self._viewed = True
         if index is None or index.ndim != dim:
             raise ValueError("not a usearch index of this collection's vectors")
+        self._viewed = True
+        if self._query_params["rescore"]:
+            self._rows = _rows_file(path.with_name(VECTORS_FILE), len(index), dim)
         return index
 
     def _count(self, native: Any) -> int:
         return len(native)
+
+
+def _rows_file(path: Path, count: int, dim: int) -> np.ndarray:
+    try:
+        rows = np.load(path, mmap_mode="r")  # paged in as candidates are read
+    except (OSError, ValueError) as exc:
+        raise CollectionError(f"{path}: cannot read the rows to re-score on ({exc})") from exc
+    if rows.shape != (count, dim) or rows.dtype != np.float32:
+        raise CollectionError(
+            f"{path}: holds {rows.dtype} {rows.shape}, expected float32 ({count}, {dim})"
+        )
+    return rows
