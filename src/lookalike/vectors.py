@@ -44,3 +44,20 @@ def l2_normalize(vectors: np.ndarray, in_place: bool = False) -> np.ndarray:
     norms = np.sqrt(np.einsum("...d,...d->...", out, out))[..., None]
     np.divide(out, norms, out=out, where=norms > 0)
     return out
+
+
+def int8_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row as int8 codes times one float32 scale, a power of two: the smallest with
+    every code within +-127. Rows decoded (`from_int8_rows`) and coded again give the same
+    codes and scales, so a stored matrix read back and saved again does not drift."""
+    matrix = np.asarray(matrix, np.float32)
+    peak = np.abs(matrix).max(axis=1) if matrix.size else np.zeros(len(matrix), np.float32)
+    scales = np.exp2(np.ceil(np.log2(np.maximum(peak, 1e-30) / 127))).astype(np.float32)
+    scales[peak == 0] = 1
+    codes = np.clip(np.round(matrix / scales[:, None]), -127, 127).astype(np.int8)
+    return codes, scales
+
+
+def from_int8_rows(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    return np.asarray(codes, np.float32) * np.asarray(scales, np.float32)[:, None]
+

@@ -127,3 +127,36 @@ def test_a_collection_of_the_previous_format_is_refused_with_re_index(folder, tm
     manifest.write_text(json.dumps(data))
     with pytest.raises(IncompatibleCollectionError, match="re-index into a new collection"):
         Searcher(tmp_path / "coll")
+
+
+def test_the_fuser_is_stored_as_int8_matrices_and_earlier_float16_ones_still_load(tmp_path):
+    from lookalike.fuse.fuser import SCALE_SUFFIX
+    from lookalike.vectors import from_int8_rows, int8_rows
+
+    fusion = FusionConfig(pseudo_lda_ks=(4, 8), out_dim=16)
+    blocks = _blocks()
+    fuser = Fuser(BLOCKS, fusion).fit(blocks)
+    arrays = fuser.to_arrays()
+    matrices = [n for n, a in arrays.items() if a.dtype == np.int8]
+    assert matrices and all(arrays[n + SCALE_SUFFIX].dtype == np.float32 for n in matrices)
+    assert fuser.fitted_rows_ == 300
+    fuser.save(tmp_path / "fuser.npz")
+    loaded = Fuser.load(tmp_path / "fuser.npz", BLOCKS, fusion)
+    # fit ends in the stored form: a loaded fuser makes the very vectors the fitted one made.
+    np.testing.assert_array_equal(loaded.transform(blocks), fuser.transform(blocks))
+    assert loaded.fitted_rows_ == 300
+    # A fuser saved before (float16 matrices, no fitted_rows) reads as it was written.
+    older = {n: a for n, a in arrays.items() if not n.endswith(SCALE_SUFFIX)}
+    for n in matrices:
+        older[n] = from_int8_rows(arrays[n], arrays[n + SCALE_SUFFIX]).astype(np.float16)
+    older["meta"] = np.frombuffer(json.dumps({"input_dims": fuser.input_dims_}).encode(), np.uint8)
+    np.savez(tmp_path / "old.npz", **older)
+    old = Fuser.load(tmp_path / "old.npz", BLOCKS, fusion)
+    assert old.fitted_rows_ is None
+    np.testing.assert_allclose(old.transform(blocks), fuser.transform(blocks), atol=1e-6)
+    # The int8 rows are a fixed point: coding what was decoded gives the same codes.
+    codes, scales = int8_rows(np.random.default_rng(2).normal(size=(7, 50)) * 3)
+    again = int8_rows(from_int8_rows(codes, scales))
+    np.testing.assert_array_equal(again[0], codes)
+    np.testing.assert_array_equal(again[1], scales)
+    assert np.log2(scales).tolist() == np.round(np.log2(scales)).tolist()  # powers of two
