@@ -87,7 +87,8 @@ def grow(source: Collection, path: Path, n: int, sigma: float) -> tuple[Collecti
 def add_rows(coll: Collection, source: Collection, share: float, sigma: float) -> float:
     """Seconds to grow the committed collection by `share` of its rows through the real
     commit path, adding them to the committed index as an index run that only added
-    pictures does (`VectorIndex.extend`, indexing/growth.py): no refit, no rebuild."""
+    pictures does (`VectorIndex.extend`, indexing/growth.py): no refit, no rebuild (but a
+    build where the index cannot add them, as exact search grown past 10k)."""
     gen = coll.require_generation()
     n = len(gen.ids)
     extra = perturbed(
@@ -105,9 +106,13 @@ def add_rows(coll: Collection, source: Collection, share: float, sigma: float) -
         )
         known = {int(i) for i in gen.ids}
         added = [r.id for r in coll.catalog.by_status("ok") if r.id not in known]
-        index = gen.index()
-        index.extend(extra)
         fused = np.concatenate([np.asarray(gen.fused()), extra])
+        index = gen.index()
+        if index.extends(len(extra)):
+            index.extend(extra)
+        else:  # as the index run does: exact search grown past its limit becomes a graph
+            index = new_index(coll.config)
+            index.build(fused)
         ids = np.concatenate([gen.ids, np.array(added, np.int64)])
         boxes = np.concatenate([gen.head_boxes, np.tile([[0, 0, 1, 1]], (len(extra), 1))])
         counts = {"indexed": len(ids), **coll.catalog.counts()}
@@ -162,6 +167,11 @@ def main() -> None:
     parser.add_argument(
         "--add", type=float, default=0.01, help="then grow each by this share, incrementally"
     )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="measure the collections a --keep run left (no commit, no add): queries again",
+    )
     args = parser.parse_args()
     # The grown collections have no per-block sources: every query would warn of them
     # on stderr, and the timing would be of the warnings.
@@ -177,7 +187,11 @@ def main() -> None:
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in args.sizes:
         path = args.work / f"n{n}"
-        coll, build_s = grow(source, path, n, args.sigma)
+        if args.reuse:
+            coll, build_s = Collection.open(path), float("nan")
+            n = len(coll.require_generation().ids)
+        else:
+            coll, build_s = grow(source, path, n, args.sigma)
         gen = coll.require_generation()
         disk = (folder_bytes(gen.path) + (path / "catalog.sqlite").stat().st_size) / n
         searcher = Searcher(coll)
@@ -196,13 +210,13 @@ def main() -> None:
         del searcher
         coll.close_catalog()
         wall, rss = new_process_query(path, int(ids[1]))
-        add_s = add_rows(coll, source, args.add, args.sigma)
+        add_s = float("nan") if args.reuse else add_rows(coll, source, args.add, args.sigma)
         print(
             f"| {n} | {chosen} | {build_s:.1f} | {disk:.0f} | {recall:.3f} | {p50:.2f} | "
             f"{p99:.2f} | {wall:.2f} | {rss:.0f} | {add_s:.1f} |",
             flush=True,
         )
-        if not args.keep:
+        if not (args.keep or args.reuse):
             shutil.rmtree(path, ignore_errors=True)
 
 
