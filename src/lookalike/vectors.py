@@ -60,4 +60,3 @@ def int8_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def from_int8_rows(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
     return np.asarray(codes, np.float32) * np.asarray(scales, np.float32)[:, None]
-

@@ -31,7 +31,8 @@ def test_a_cache_is_coded_from_codec_min_rows_and_reads_back_what_was_stored(tmp
     shuffled = Pictures(np.append(pictures(n).digests[order], "f" * 64), pictures(4).boxes)
     some = read_cached(path, shuffled, head=False)
     assert some.have.tolist() == [True, True, True, False]
-    np.testing.assert_array_equal(some.vectors[:3], cached.vectors[order])
+    # Up to float32 rounding of a decode of 3 rows against one of all (codec.decode).
+    np.testing.assert_allclose(some.vectors[:3], cached.vectors[order], rtol=1e-6, atol=1e-6)
     assert not some.vectors[3].any()
 
 

@@ -32,8 +32,10 @@ def test_codes_keep_a_redundant_block_and_read_back_by_rows(tmp_path) -> None:
     stored = CodedBlock(basis, codes, scales)
     assert stored.shape == block.shape and len(stored) == 200
     rows = np.array([5, 0, 199])
-    np.testing.assert_array_equal(stored[rows], decoded[rows])
-    np.testing.assert_array_equal(stored[7], decoded[7])
+    # A few rows decode as the whole block's do, up to float32 rounding: BLAS kernels follow
+    # the batch's shape (codec.decode).
+    np.testing.assert_allclose(stored[rows], decoded[rows], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(stored[7], decoded[7], rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(np.asarray(stored, np.float32), decoded)
     save_bases(tmp_path / "codec.npz", {"head.x": basis})
     again = load_bases(tmp_path / "codec.npz")["head.x"]

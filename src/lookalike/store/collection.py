@@ -96,6 +96,9 @@ class Generation:
     config: PipelineConfig
     repair: str  # what to run: "run `lookalike index ...` to repair it"
     _bases: dict[str, BlockBasis] | None = field(default=None, init=False, repr=False)
+    # Memory maps opened once: a query reads a few rows of each block, and opening the
+    # files again for every query cost more than the search (the files never change).
+    _maps: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def ids(self) -> np.ndarray:
@@ -211,6 +214,8 @@ class Generation:
         return path
 
     def _array(self, name: str, ndim: int, mmap: bool = False) -> np.ndarray:
+        if mmap and name in self._maps:
+            return self._maps[name]
         path = self._part(name)
         try:
             array = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
@@ -218,6 +223,8 @@ class Generation:
             raise self.damaged(path, f"unreadable ({exc})") from exc
         if array.ndim != ndim:
             raise self.damaged(path, f"an array of shape {array.shape}, not {ndim}-D")
+        if mmap:
+            self._maps[name] = array
         return array
 
 
