@@ -1,0 +1,144 @@
+"""usearch vector types at scale, on `dense_scale.py`'s vectors: f32, f16, i8, each with
+and without re-scoring its candidates exactly on the float32 vectors (issue 16: p50 < 1 ms
+at 1M with recall@10 >= 0.98).
+
+The vectors are `benchmarks/dense_scale.py`'s: a collection's fused vectors, each copied
+N / n times with Gaussian noise (sigma 0.02 per dim) and made unit-length again. Each type
+gets a graph built with the `auto` index's settings (M 16, ef_construction 200), saved,
+then opened as a memory-mapped view in a fresh process, as a query process opens it. The
+queries are stored items (as `dense_scale.py` queries), one at a time on one thread, after
+warm-up queries; `--rescore R` asks the graph for R candidates and orders them by their
+exact inner product read from the float32 vectors (memory-mapped too), timed together.
+
+    python experiments/usearch_dtypes.py --source /tmp/dense/faces.coll --items 1000000 \
+        --work /tmp/usdtypes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from dense_scale import perturbed
+
+from lookalike.index.exact import top_k_inner
+from lookalike.store.collection import Collection
+
+
+def build(work: Path, source: Path, n: int, dtypes: list[str]) -> None:
+    from usearch.index import Index
+
+    vectors_path = work / f"vectors_{n}.npy"
+    if not vectors_path.exists():
+        base = np.asarray(Collection.open(source).require_generation().fused(), np.float32)
+        np.save(vectors_path, perturbed(base, n, 0.02, seed=n))
+    vectors = np.load(vectors_path, mmap_mode="r")
+    for dtype in dtypes:
+        path = work / f"graph_{n}_{dtype}.usearch"
+        if path.exists():
+            continue
+        start = time.perf_counter()
+        index = Index(
+            ndim=vectors.shape[1], metric="ip", dtype=dtype, connectivity=16, expansion_add=200
+        )
+        index.add(np.arange(n, dtype=np.uint64), np.ascontiguousarray(vectors))
+        index.save(str(path))
+        print(
+            f"{dtype}: built {n} in {time.perf_counter() - start:.0f} s, "
+            f"{path.stat().st_size / n:.0f} B/item",
+            flush=True,
+        )
+
+
+def measure(
+    work: Path, n: int, dtype: str, efs: list[int], rescores: list[int], queries: int, warm: int
+) -> list[dict]:
+    from usearch.index import Index
+
+    vectors = np.load(work / f"vectors_{n}.npy", mmap_mode="r")
+    index = Index.restore(
+        str(work / f"graph_{n}_{dtype}.usearch"), view=True, enable_key_lookups=False
+    )
+    rows = np.random.default_rng(1).integers(n, size=queries + warm)
+    q = np.asarray(vectors[rows])
+    truth, _ = top_k_inner(q[warm : warm + 200], vectors, 10)
+    out = []
+    for ef in efs:
+        index.expansion_search = ef
+        for rescore in rescores:
+            times, found = [], []
+            for i, row in enumerate(q):
+                t = time.perf_counter()
+                keys = np.asarray(index.search(row, max(rescore, 10), threads=1).keys)
+                if rescore:
+                    sims = vectors[np.sort(keys)] @ row
+                    keys = np.sort(keys)[np.argsort(-sims)[:10]]
+                if i >= warm:
+                    times.append(time.perf_counter() - t)
+                    found.append(keys[:10])
+            ms = np.array(times) * 1000
+            recall = np.mean(
+                [
+                    len(set(a) & set(b.tolist())) / 10
+                    for a, b in zip(truth, found[:200], strict=True)
+                ]
+            )
+            out.append(
+                {
+                    "dtype": dtype,
+                    "ef": ef,
+                    "rescore": rescore,
+                    "p50_ms": round(float(np.median(ms)), 3),
+                    "p99_ms": round(float(np.percentile(ms, 99)), 3),
+                    "recall@10": round(float(recall), 4),
+                }
+            )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", type=Path, required=True, help="a committed collection")
+    parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--dtypes", nargs="+", default=["f32", "f16", "i8"])
+    parser.add_argument("--efs", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--rescores", type=int, nargs="+", default=[0, 20, 40])
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--warm", type=int, default=200)
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        rows = measure(
+            args.work, args.items, args.measure, args.efs, args.rescores, args.queries, args.warm
+        )
+        print(json.dumps(rows))
+        return
+    args.work.mkdir(parents=True, exist_ok=True)
+    build(args.work, args.source, args.items, args.dtypes)
+    print("| vectors | ef | rescore | p50 ms | p99 ms | recall@10 |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for dtype in args.dtypes:  # a fresh process each, as a query process opens the graph
+        done = subprocess.run(
+            [sys.executable, __file__, *sys.argv[1:], "--measure", dtype],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        for r in json.loads(done.stdout):
+            print(
+                f"| {r['dtype']} | {r['ef']} | {r['rescore']} | {r['p50_ms']} | "
+                f"{r['p99_ms']} | {r['recall@10']} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
