@@ -32,7 +32,7 @@ from lookalike.search.searcher import Searcher
 from lookalike.store import blocks as blockstore
 from lookalike.store.collection import Collection
 from lookalike.train import TrainOptions, encode_targets, stratified_split, train_model
-from lookalike.train.network import shrunk
+from lookalike.train.network import epoch_sizes, shrunk
 from lookalike.train.trainer import loss_of, task_accuracy
 
 # Lite0, its last stage, 64 px inputs: seconds on a CPU (the defaults tune all of Lite2).
@@ -320,6 +320,7 @@ def test_training_options_are_checked_before_any_image_is_read(coll, tmp_path):
         "layers": ("some", "unknown layers 'some'"),
         "precision": ("fp8", "unknown precision 'fp8'"),
         "epochs": (0, "epochs must be at least 1"),
+        "frozen_blocks": (-1, "must not be negative"),
     }
     for field, (value, message) in bad.items():
         options = TrainOptions(**{**QUICK.__dict__, field: value})
@@ -346,6 +347,39 @@ def test_a_picture_of_two_characters_is_half_each_and_either_is_right(tmp_path):
         .mean()
     )
     assert float(loss_of(logits, hot, 0.0)) == pytest.approx(float(manual))
+
+
+def test_progressive_resizing_rises_to_the_input_size_by_the_last_epoch():
+    assert epoch_sizes(8, 224, 128) == [128, 128, 160, 160, 192, 192, 224, 224]  # equal shares
+    assert epoch_sizes(5, 224, 128) == [128, 128, 160, 192, 224]
+    assert epoch_sizes(3, 192, 160) == [160, 160, 192]  # never below the start
+    assert epoch_sizes(4, 192) == epoch_sizes(4, 192, 256) == [192] * 4  # off
+    assert epoch_sizes(1, 192, 128) == [192]
+
+
+@pytest.mark.weights
+def test_each_epoch_trains_at_its_size_and_the_options_are_recorded(coll, monkeypatch):
+    from lookalike.train import network
+
+    seen = []
+    real = network.TrainingRun.epoch
+
+    def spy(self, rows, optimiser, schedule, bar):
+        seen.append((self.pre.input_size, [g["lr"] for g in optimiser.param_groups]))
+        return real(self, rows, optimiser, schedule, bar)
+
+    monkeypatch.setattr(network.TrainingRun, "epoch", spy)
+    options = TrainOptions(
+        **{**QUICK.__dict__, "epochs": 3, "start_size": 32, "backbone_lr": 1e-3, "warmup": 0.3}
+    )
+    model, _ = train_model(
+        coll, labels_of(coll, "folders"), options=options, out=coll.cache_dir / "p"
+    )
+    assert [size for size, _ in seen] == [32, 32, 64]
+    # One-cycle: the first epoch starts at peak / 25; the classifiers ten times faster.
+    assert seen[0][1] == pytest.approx([1e-3 / 25, 3e-3 / 25])
+    assert model.config.trained["start_size"] == 32
+    assert model.config.trained["backbone_lr"] == 1e-3
 
 
 def test_views_are_shrunk_once_to_what_a_random_view_can_use(sample):

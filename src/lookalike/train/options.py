@@ -23,6 +23,16 @@ class TrainOptions:
     # (0.905 / 0.902 against 0.932 / 0.907): docs/v5.md, round 7.
     input_size: int = 192
     precision: str = "fp32"
+    # Progressive resizing: the first epoch's input side, rising to `input_size` by the last
+    # (0: every epoch at `input_size`).
+    start_size: int = 0
+    # The leading MBConv blocks that stay as ImageNet trained them, beside the stem (with
+    # layers="all"): no backward pass through them.
+    frozen_blocks: int = 0
+    # One-cycle peak learning rates (the pretrained layers slower) and the warm-up share.
+    backbone_lr: float = 3e-4
+    classifier_lr: float = 3e-3
+    warmup: float = 0.15
     weight_decay: float = 1e-2
     label_smoothing: float = 0.1
     # A stratified share held out to report per-epoch accuracy and choose the epoch; a final
