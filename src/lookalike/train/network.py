@@ -42,8 +42,6 @@ from lookalike.train.data import Targets, stratified_split
 from lookalike.train.options import LAYERS, PRECISIONS, TrainOptions
 from lookalike.train.trainer import loss_of, task_accuracy
 
-BATCH = 32
-
 
 @dataclass
 class NetworkResult:
@@ -69,6 +67,8 @@ def check_trainable(options: TrainOptions) -> None:
         raise LookalikeError(f"epochs must be at least 1, got {options.epochs}")
     if options.start_size < 0 or options.frozen_blocks < 0:
         raise LookalikeError("start_size and frozen_blocks must not be negative")
+    if options.batch_size < 1:
+        raise LookalikeError(f"batch_size must be at least 1, got {options.batch_size}")
 
 
 def epoch_sizes(epochs: int, final: int, start: int = 0) -> list[int]:
@@ -184,7 +184,7 @@ class TrainingRun:
             optimiser,
             max_lr=[self.options.backbone_lr, self.options.classifier_lr],
             # At least one warm-up step: below 7 steps the schedule would start at its end.
-            total_steps=max(epochs * -(-len(rows) // BATCH), 7),
+            total_steps=max(epochs * -(-len(rows) // self.options.batch_size), 7),
             pct_start=self.options.warmup,
         )
         sizes = epoch_sizes(epochs, self.final_size, self.options.start_size)
@@ -219,8 +219,9 @@ class TrainingRun:
     ) -> float:
         order = self.rng.permutation(rows)
         total = 0.0
-        for i in range(0, len(order), BATCH):
-            batch = order[i : i + BATCH]
+        step = self.options.batch_size
+        for i in range(0, len(order), step):
+            batch = order[i : i + step]
             images = [
                 strong_view(self.views[r][VIEWS[self.rng.integers(len(VIEWS))]], self.rng)
                 for r in batch

@@ -33,6 +33,9 @@ class TrainOptions:
     backbone_lr: float = 3e-4
     classifier_lr: float = 3e-3
     warmup: float = 0.15
+    # Pictures per optimiser step (batch-norm statistics stay frozen, so it only sets how
+    # many steps an epoch takes).
+    batch_size: int = 32
     weight_decay: float = 1e-2
     label_smoothing: float = 0.1
     # A stratified share held out to report per-epoch accuracy and choose the epoch; a final

@@ -81,6 +81,7 @@ def train_model(
             "frozen_blocks": options.frozen_blocks,
             "backbone_lr": options.backbone_lr,
             "classifier_lr": options.classifier_lr,
+            "batch_size": options.batch_size,
             "val_fraction": options.val_fraction,
             "val_accuracy": tuned.val_accuracy,
             "seconds": round(tuned.seconds, 1),
