@@ -32,24 +32,40 @@ from lookalike.store.collection import Collection
 from lookalike.train import TrainOptions, encode_targets
 from lookalike.train.network import TrainingRun, epoch_sizes
 
+# Batches of 32 and every block trained: the recipes until round 8 (docs/v5.md).
+ROUND7 = {"batch_size": 32, "frozen_blocks": 0}
 # name -> the options that differ from TrainOptions(); the first is the baseline.
 RECIPES = {
-    "lite2 260px fp32 x20 (until 2026-12-03)": {"epochs": 20, "input_size": 260},
-    "lite2 224px fp32 x14 (2026-12-03)": {"input_size": 224},
-    "lite2 192px fp32 x14 (the default)": {},
-    "lite2 260px bf16 x20": {"epochs": 20, "input_size": 260, "precision": "bf16"},
-    "lite2 224px bf16 x14": {"input_size": 224, "precision": "bf16"},
-    "lite2 224px bf16 x12": {"epochs": 12, "input_size": 224, "precision": "bf16"},
-    "lite2 224px fp32 x12": {"epochs": 12, "input_size": 224},
-    "lite0 224px fp32 x20": {"epochs": 20, "input_size": 224, "network": "efficientnet-lite0"},
-    "lite2 128px fp32 x14": {"input_size": 128},
-    "lite2 160px fp32 x14": {"input_size": 160},
-    "lite2 192px fp32 x14, first 7 blocks frozen": {"frozen_blocks": 7},
-    "lite2 192px fp32 x14, first 11 blocks frozen": {"frozen_blocks": 11},
-    "lite2 192px fp32 x14, first 4 blocks frozen": {"frozen_blocks": 4},
-    "lite2 224px fp32 x14, first 7 blocks frozen": {"frozen_blocks": 7, "input_size": 224},
-    "lite2 256px fp32 x14, first 7 blocks frozen": {"frozen_blocks": 7, "input_size": 256},
-    "lite2 128->224px fp32 x18": {"epochs": 18, "start_size": 128, "input_size": 224},
+    "lite2 260px fp32 x20 (until 2026-12-03)": {**ROUND7, "epochs": 20, "input_size": 260},
+    "lite2 224px fp32 x14 (2026-12-03)": {**ROUND7, "input_size": 224},
+    "lite2 192px fp32 x14 (round 7)": ROUND7,
+    "lite2 192px fp32 x14, batches of 8, 7 blocks frozen (the default)": {},
+    "lite2 260px bf16 x20": {**ROUND7, "epochs": 20, "input_size": 260, "precision": "bf16"},
+    "lite2 224px bf16 x14": {**ROUND7, "input_size": 224, "precision": "bf16"},
+    "lite2 224px bf16 x12": {**ROUND7, "epochs": 12, "input_size": 224, "precision": "bf16"},
+    "lite2 224px fp32 x12": {**ROUND7, "epochs": 12, "input_size": 224},
+    "lite0 224px fp32 x20": {
+        **ROUND7,
+        "epochs": 20,
+        "input_size": 224,
+        "network": "efficientnet-lite0",
+    },
+    "lite2 128px fp32 x14": {**ROUND7, "input_size": 128},
+    "lite2 160px fp32 x14": {**ROUND7, "input_size": 160},
+    "lite2 192px fp32 x14, first 4 blocks frozen": {**ROUND7, "frozen_blocks": 4},
+    "lite2 192px fp32 x14, first 7 blocks frozen": {**ROUND7, "frozen_blocks": 7},
+    "lite2 192px fp32 x14, first 11 blocks frozen": {**ROUND7, "frozen_blocks": 11},
+    "lite2 224px fp32 x14, first 7 blocks frozen": {
+        **ROUND7,
+        "frozen_blocks": 7,
+        "input_size": 224,
+    },
+    "lite2 256px fp32 x14, first 7 blocks frozen": {
+        **ROUND7,
+        "frozen_blocks": 7,
+        "input_size": 256,
+    },
+    "lite2 128->224px fp32 x18": {**ROUND7, "epochs": 18, "start_size": 128, "input_size": 224},
 }
 
 

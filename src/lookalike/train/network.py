@@ -1,12 +1,12 @@
 """v5's network: an EfficientNet-Lite tuned end to end on the collection's labels.
 
 This is the article's v5 network made reproducible on a CPU (docs/v5.md): every layer but
-the stem trains (`layers="all"`, or only the last stage with `"last"`), with one cosine
-classifier per task on the network's GeM features. The classifiers compare the
-L2-normalised GeM with normalised class weights and train with an additive margin (CosFace,
-Wang et al. 2018), so training separates the classes by the very angle that retrieval
-compares. Batch-norm statistics stay as ImageNet set them (batches of 32 are too small to
-re-estimate them).
+the stem and the first `frozen_blocks` blocks trains (`layers="all"`, or only the last stage
+with `"last"`), with one cosine classifier per task on the network's GeM features. The
+classifiers compare the L2-normalised GeM with normalised class weights and train with an
+additive margin (CosFace, Wang et al. 2018), so training separates the classes by the very
+angle that retrieval compares. Batch-norm statistics stay as ImageNet set them (batches of
+8 are far too small to re-estimate them), so the batch size only sets the number of steps.
 
 Each epoch sees every training image once, through its head crop or its whole image at
 random, through a strong random view (`augment.strong_view`). AdamW with a one-cycle
