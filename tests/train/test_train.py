@@ -32,7 +32,7 @@ from lookalike.search.searcher import Searcher
 from lookalike.store import blocks as blockstore
 from lookalike.store.collection import Collection
 from lookalike.train import TrainOptions, encode_targets, stratified_split, train_model
-from lookalike.train.network import shrunk
+from lookalike.train.network import epoch_sizes, shrunk
 from lookalike.train.trainer import loss_of, task_accuracy
 
 # Lite0, its last stage, 64 px inputs: seconds on a CPU (the defaults tune all of Lite2).
@@ -82,7 +82,7 @@ def test_train_index_query_from_the_command_line(sample, tmp_path, monkeypatch):
     assert main(["index", str(sample), "-c", str(coll), *fake]) == 0
     model = tmp_path / "model"
     args = ["train", str(coll), "--labels", str(sample / "labels.csv"), *QUICK_ARGS]
-    assert main([*args, "--epochs", "1", "--out", str(model), "-q"]) == 0
+    assert main([*args, "--epochs", "1", "--batch-size", "4", "--out", str(model), "-q"]) == 0
     config = json.loads((model / "model.json").read_text())
     assert [t["name"] for t in config["tasks"]] == [
         "character",
@@ -95,6 +95,7 @@ def test_train_index_query_from_the_command_line(sample, tmp_path, monkeypatch):
     assert config["format_version"] == 2 and config["network"] == "efficientnet-lite0"
     assert config["trained"]["images"] == 18 and config["trained"]["epochs"] == 1
     assert config["trained"]["cpu_seconds"] > 0 and config["output"] == "probs+embedding"
+    assert config["trained"]["batch_size"] == 4
 
     # Switching the collection to the model: its network reads each image once (v5 blocks).
     read = []
@@ -320,6 +321,8 @@ def test_training_options_are_checked_before_any_image_is_read(coll, tmp_path):
         "layers": ("some", "unknown layers 'some'"),
         "precision": ("fp8", "unknown precision 'fp8'"),
         "epochs": (0, "epochs must be at least 1"),
+        "frozen_blocks": (-1, "must not be negative"),
+        "batch_size": (0, "batch_size must be at least 1"),
     }
     for field, (value, message) in bad.items():
         options = TrainOptions(**{**QUICK.__dict__, field: value})
@@ -346,6 +349,48 @@ def test_a_picture_of_two_characters_is_half_each_and_either_is_right(tmp_path):
         .mean()
     )
     assert float(loss_of(logits, hot, 0.0)) == pytest.approx(float(manual))
+
+
+def test_progressive_resizing_rises_to_the_input_size_by_the_last_epoch():
+    assert epoch_sizes(8, 224, 128) == [128, 128, 160, 160, 192, 192, 224, 224]  # equal shares
+    assert epoch_sizes(5, 224, 128) == [128, 128, 160, 192, 224]
+    assert epoch_sizes(3, 192, 160) == [160, 160, 192]  # never below the start
+    assert epoch_sizes(4, 192) == epoch_sizes(4, 192, 256) == [192] * 4  # off
+    assert epoch_sizes(1, 192, 128) == [192]
+
+
+@pytest.mark.weights
+def test_each_epoch_trains_at_its_size_and_the_options_are_recorded(coll, monkeypatch):
+    from lookalike.train import network
+
+    seen, steps = [], []
+    real = network.TrainingRun.epoch
+
+    def spy(self, rows, optimiser, schedule, bar):
+        seen.append((self.pre.input_size, [g["lr"] for g in optimiser.param_groups]))
+        steps.append(schedule.total_steps)
+        return real(self, rows, optimiser, schedule, bar)
+
+    monkeypatch.setattr(network.TrainingRun, "epoch", spy)
+    options = TrainOptions(
+        **{
+            **QUICK.__dict__,
+            "epochs": 3,
+            "start_size": 32,
+            "backbone_lr": 1e-3,
+            "warmup": 0.3,
+            "batch_size": 4,
+        }
+    )
+    model, _ = train_model(
+        coll, labels_of(coll, "folders"), options=options, out=coll.cache_dir / "p"
+    )
+    assert [size for size, _ in seen] == [32, 32, 64]
+    assert steps[0] == 3 * 5  # 18 pictures in batches of 4: five steps an epoch
+    # One-cycle: the first epoch starts at peak / 25; the classifiers ten times faster.
+    assert seen[0][1] == pytest.approx([1e-3 / 25, 3e-3 / 25])
+    assert model.config.trained["start_size"] == 32
+    assert model.config.trained["backbone_lr"] == 1e-3
 
 
 def test_views_are_shrunk_once_to_what_a_random_view_can_use(sample):

@@ -151,6 +151,9 @@ def test_layers_all_trains_every_layer_but_the_stem():
     assert last < {id(p) for p in every}
     with pytest.raises(LookalikeError, match="unknown layers"):
         trainable_parameters(net, "some")
+    trainable_parameters(net, "all", frozen_blocks=3)
+    assert not any(p.requires_grad for b in net._blocks[:3] for p in b.parameters())
+    assert all(p.requires_grad for b in net._blocks[3:] for p in b.parameters())
 
 
 # Real facts about the anime-full-dev characters, one column each: who, which series, and

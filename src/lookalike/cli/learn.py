@@ -40,6 +40,19 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         help="what trains: every layer but the stem (default) or the last stage only",
     )
     p.add_argument(
+        "--frozen-blocks",
+        type=int,
+        default=defaults.frozen_blocks,
+        help="with --layers all: the leading network blocks kept as ImageNet trained them "
+        f"(default {defaults.frozen_blocks}; 0: every block trains)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        help=f"pictures per training step (default {defaults.batch_size})",
+    )
+    p.add_argument(
         "--input-size",
         type=int,
         default=defaults.input_size,
@@ -79,6 +92,8 @@ def _training_options(args: argparse.Namespace) -> TrainOptions:
         network=args.network,
         epochs=args.epochs,
         layers=args.layers,
+        frozen_blocks=args.frozen_blocks,
+        batch_size=args.batch_size,
         input_size=args.input_size,
         precision=args.precision,
         val_fraction=args.val_fraction,

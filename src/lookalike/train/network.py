@@ -1,12 +1,12 @@
 """v5's network: an EfficientNet-Lite tuned end to end on the collection's labels.
 
 This is the article's v5 network made reproducible on a CPU (docs/v5.md): every layer but
-the stem trains (`layers="all"`, or only the last stage with `"last"`), with one cosine
-classifier per task on the network's GeM features. The classifiers compare the
-L2-normalised GeM with normalised class weights and train with an additive margin (CosFace,
-Wang et al. 2018), so training separates the classes by the very angle that retrieval
-compares. Batch-norm statistics stay as ImageNet set them (batches of 32 are too small to
-re-estimate them).
+the stem and the first `frozen_blocks` blocks trains (`layers="all"`, or only the last stage
+with `"last"`), with one cosine classifier per task on the network's GeM features. The
+classifiers compare the L2-normalised GeM with normalised class weights and train with an
+additive margin (CosFace, Wang et al. 2018), so training separates the classes by the very
+angle that retrieval compares. Batch-norm statistics stay as ImageNet set them (batches of
+8 are far too small to re-estimate them), so the batch size only sets the number of steps.
 
 Each epoch sees every training image once, through its head crop or its whole image at
 random, through a strong random view (`augment.strong_view`). AdamW with a one-cycle
@@ -42,10 +42,6 @@ from lookalike.train.data import Targets, stratified_split
 from lookalike.train.options import LAYERS, PRECISIONS, TrainOptions
 from lookalike.train.trainer import loss_of, task_accuracy
 
-BATCH = 32
-# One-cycle peak learning rates: the pretrained layers move ten times slower.
-BACKBONE_LR, CLASSIFIER_LR = 3e-4, 3e-3
-
 
 @dataclass
 class NetworkResult:
@@ -69,22 +65,45 @@ def check_trainable(options: TrainOptions) -> None:
         raise LookalikeError(f"unknown precision {options.precision!r}: use one of {PRECISIONS}")
     if options.epochs < 1:
         raise LookalikeError(f"epochs must be at least 1, got {options.epochs}")
+    if options.start_size < 0 or options.frozen_blocks < 0:
+        raise LookalikeError("start_size and frozen_blocks must not be negative")
+    if options.batch_size < 1:
+        raise LookalikeError(f"batch_size must be at least 1, got {options.batch_size}")
 
 
-def trainable_parameters(net: nn.Module, layers: str = "all") -> list[nn.Parameter]:
+def epoch_sizes(epochs: int, final: int, start: int = 0) -> list[int]:
+    """The input side of each epoch: progressive resizing from `start` up to `final`.
+
+    The sides `start`, `start` + 32, ... up to `final` each train an equal share of the
+    epochs, in that order; the last epoch is always at `final`. `start` 0 (or not below
+    `final`): every epoch at `final`. The early, small epochs cost a fraction of the late ones.
+    """
+    if not start or start >= final:
+        return [final] * epochs
+    levels = [*range(start, final, 32), final]
+    sizes = [levels[e * len(levels) // epochs] for e in range(epochs)]
+    return [*sizes[:-1], final]
+
+
+def trainable_parameters(
+    net: nn.Module, layers: str = "all", frozen_blocks: int = 0
+) -> list[nn.Parameter]:
     """Freeze the EfficientNet `net` but the layers to train; those parameters.
 
-    "all": every layer but the stem, which stays as ImageNet trained it; "last": the last
-    stage and head conv only (with their batch-norm affine parameters).
+    "all": every layer but the stem and the first `frozen_blocks` blocks, which stay as
+    ImageNet trained them; "last": the last stage and head conv only (with their batch-norm
+    affine parameters).
     """
     if layers not in LAYERS:
         raise LookalikeError(f"unknown layers {layers!r}: use one of {LAYERS}")
     blocks = list(net._blocks)
     last = blocks[-1]._block_args
-    # The last stage: the trailing blocks that share the last block's output width.
-    start = 0 if layers == "all" else len(blocks) - 1
-    while start > 0 and blocks[start - 1]._block_args.output_filters == last.output_filters:
-        start -= 1
+    if layers == "all":
+        start = min(frozen_blocks, len(blocks) - 1)
+    else:  # the last stage: the trailing blocks that share the last block's output width
+        start = len(blocks) - 1
+        while start > 0 and blocks[start - 1]._block_args.output_filters == last.output_filters:
+            start -= 1
     trained = [*blocks[start:], net._conv_head, net._bn1]
     for p in net.parameters():
         p.requires_grad_(False)
@@ -136,13 +155,14 @@ class TrainingRun:
         self.device = torch.device(options.device)
         self.backbone = cast(EfficientNetLite, create_backbone(options.network, runtime="torch"))
         self.net = self.backbone.torch_model().to(self.device)
-        self.params = trainable_parameters(self.net, options.layers)
+        self.params = trainable_parameters(self.net, options.layers, options.frozen_blocks)
         self.net.eval()  # batch-norm statistics stay as trained on ImageNet
         # Training may see smaller inputs than the network embeds with (a speed knob).
         own = self.backbone.preprocess
         self.pre = replace(own, input_size=options.input_size or own.input_size)
         self.bf16 = options.precision == "bf16"
         self.views = [{v: shrunk(view[v], self.pre.input_size) for v in VIEWS} for view in views]
+        self.final_size = self.pre.input_size
         dim = self.backbone.outputs[EMBEDDING]
         self.classifiers = TaskClassifiers(dim, [len(t.classes) for t in tasks]).to(self.device)
         self.hot = [torch.from_numpy(h).to(self.device) for h in targets.hot]
@@ -162,14 +182,16 @@ class TrainingRun:
         )
         schedule = torch.optim.lr_scheduler.OneCycleLR(
             optimiser,
-            max_lr=[BACKBONE_LR, CLASSIFIER_LR],
+            max_lr=[self.options.backbone_lr, self.options.classifier_lr],
             # At least one warm-up step: below 7 steps the schedule would start at its end.
-            total_steps=max(epochs * -(-len(rows) // BATCH), 7),
-            pct_start=0.15,
+            total_steps=max(epochs * -(-len(rows) // self.options.batch_size), 7),
+            pct_start=self.options.warmup,
         )
+        sizes = epoch_sizes(epochs, self.final_size, self.options.start_size)
         best: tuple[float, float] = (-1.0, -np.inf)
         best_epoch, best_acc = epochs, {}
         for epoch in range(1, epochs + 1):
+            self.pre = replace(self.pre, input_size=sizes[epoch - 1])
             loss = self.epoch(rows, optimiser, schedule, bar)
             line = f"epoch {epoch}/{epochs}  loss {loss:.3f}"
             if val_rows is None or not len(val_rows):
@@ -197,8 +219,9 @@ class TrainingRun:
     ) -> float:
         order = self.rng.permutation(rows)
         total = 0.0
-        for i in range(0, len(order), BATCH):
-            batch = order[i : i + BATCH]
+        step = self.options.batch_size
+        for i in range(0, len(order), step):
+            batch = order[i : i + step]
             images = [
                 strong_view(self.views[r][VIEWS[self.rng.integers(len(VIEWS))]], self.rng)
                 for r in batch
