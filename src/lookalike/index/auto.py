@@ -26,7 +26,7 @@ from lookalike.index.base import (
     check_int,
     index_class,
 )
-from lookalike.index.usearch_index import DTYPES
+from lookalike.index.usearch_index import check_dtype
 
 EXACT_MAX = 10_000
 # The graph: float16 vectors walked with ef 96, its 20 best re-scored exactly on the float32
@@ -56,14 +56,12 @@ class AutoIndex:
         dtype: str = DTYPE,
         rescore: int = RESCORE,
     ) -> None:
-        if dtype not in DTYPES:
-            raise LookalikeError(f"usearch dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
         self._params = {
             "exact_max": check_int("exact_max", exact_max, 0),
             "M": check_int("M", M, 2),
             "ef_construction": check_int("ef_construction", ef_construction, 1),
             "ef": check_int("ef", ef, 1),
-            "dtype": dtype,
+            "dtype": check_dtype(dtype),
             "rescore": check_int("rescore", rescore, 0),
         }
         self.inner: BaseIndex | None = None

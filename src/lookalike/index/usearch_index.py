@@ -8,8 +8,9 @@ reads its whole graph (1.2 GB) first.
 `rescore`: the graph is walked for that many candidates, which are then ordered by their
 exact inner products with the float32 rows, kept beside the graph (`vectors.npy`,
 memory-mapped; a collection links it to its fused vectors, so it costs no disk). With
-int8 vectors in the graph, a walk reads a quarter of the bytes of float32 ones: what a
-query at a million items waits on. The answer's similarities are then exact.
+float16 vectors in the graph (`auto`'s), a walk reads half the bytes of float32 ones, what
+a query at a million items waits on, and the answer's similarities are still exact (int8
+ones lost the neighbours themselves: benchmarks/README.md, "usearch at a million").
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ from lookalike.index.base import BaseIndex, atomic_write, check_int, register_in
 
 DTYPES = ("f32", "f16", "i8")
 VECTORS_FILE = "vectors.npy"
+
+
+def check_dtype(dtype: str) -> str:
+    if dtype not in DTYPES:
+        raise LookalikeError(f"usearch dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    return dtype
 
 
 @register_index
@@ -44,15 +51,13 @@ class UsearchIndex(BaseIndex):
         rescore: int = 0,
     ) -> None:
         self._usearch = require("usearch.index", "usearch", self.name)
-        if dtype not in DTYPES:
-            raise LookalikeError(f"usearch dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
         self._viewed = False  # whether the native index is a read-only view of a file
         self._rows: np.ndarray | None = None  # the float32 rows, kept while rescore > 0
         super().__init__(
             {
                 "M": check_int("M", M, 2),
                 "ef_construction": check_int("ef_construction", ef_construction, 1),
-                "dtype": dtype,
+                "dtype": check_dtype(dtype),
             },
             {"ef": ef, "rescore": rescore},
         )

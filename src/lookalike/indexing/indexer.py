@@ -440,7 +440,7 @@ class Indexer:
         gen_row = {int(i): row for row, i in enumerate(gen.ids)} if gen else {}
 
         records = [r for r in live if r.id in staged_row or r.id in gen_row]
-        growth = self._growth(coll, gen, rederive, records, set(staged_row))
+        growth = self._growth(coll, gen, rederive, records, set(staged_row), gen_row)
         if growth is not None:  # the committed rows first, in their order, then the new ones
             records.sort(key=lambda r: (r.id in staged_row, gen_row.get(r.id, 0)))
         ids = np.array([r.id for r in records], dtype=np.int64)
@@ -591,13 +591,13 @@ class Indexer:
         rederive: bool,
         records: list[FileRecord],
         staged: set[int],
+        committed: dict[int, int],
     ) -> tuple[Fuser, VectorIndex] | None:
         """The committed fuser and index to add this run's new rows to, when growth.py
         allows it (only pictures were added, few next to those the fuser was fitted on);
-        else None: the run fits and builds anew."""
+        else None: the run fits and builds anew. `committed`: the generation's id -> row."""
         if gen is None or rederive or isinstance(new_index(coll.config), IncrementalIndex):
             return None
-        committed = {int(i) for i in gen.ids}
         kept = {r.id for r in records if r.id in committed and r.id not in staged}
         if len(kept) != len(committed) or len(records) <= len(committed):
             return None
