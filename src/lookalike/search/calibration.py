@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,8 +48,9 @@ class Calibration:
     probabilities: tuple[float, ...]  # non-decreasing
     source: str  # the dev sets it was fitted on
 
-    def probability(self, score: float) -> float:
-        return float(np.interp(score, self.scores, self.probabilities))
+    def of_scores(self, scores: Sequence[float] | np.ndarray) -> list[float]:
+        """P(same) of each score: one interpolation for a whole answer."""
+        return np.interp(scores, self.scores, self.probabilities).tolist()
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -599,5 +599,5 @@ class Searcher:
             return [None] * len(scores)
         if wide is not None and len(scores):
             assert blocks is not None
-            scores = (self.fuser.wide_transform(blocks) @ wide).tolist()
-        return [self.calibration.probability(float(s)) for s in scores]
+            scores = self.fuser.wide_transform(blocks) @ wide
+        return [*self.calibration.of_scores(scores)]
