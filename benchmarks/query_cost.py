@@ -11,9 +11,7 @@ machine's load falls on all of them:
 - `Searcher.search_vector`: the ranking around it (candidates, catalog rows of the results,
   per-view scores and P(same) where the collection has feature blocks);
 - `Searcher.query`: what `lookalike query COLL ID` and the web page run (the stored item's
-  row and blocks, then the above);
-- the same with the catalog read page by page (`PRAGMA mmap_size=0`, SQLite's default and
-  the code's before 2026-12-07), the baseline of the catalog's memory map.
+  row and blocks, then the above).
 
 With `--profile`, the functions that took the most time in `Searcher.query` (cProfile).
 """
@@ -55,37 +53,19 @@ def main() -> None:
     items = searcher.ids[rng.choice(len(searcher.ids), min(args.queries, len(searcher.ids)))]
     asks = {int(i): searcher.stored_query(int(i)) for i in items}
 
-    def query(i: int) -> object:
-        return searcher.query(str(i), k=10)
-
-    catalog = searcher.collection.catalog._db
-    mapped = catalog.execute("PRAGMA mmap_size").fetchone()[0]
-    # name: (what one query runs, the catalog's mmap_size while it runs)
-    steps: dict[str, tuple[Callable[[int], object], int]] = {
-        "index.query": (lambda i: searcher.index.query(asks[i].vector[None, :], 11), mapped),
-        "Searcher.search_vector": (
-            lambda i: searcher.search_vector(
-                asks[i].vector, 10, {i}, views=asks[i].views, wide=asks[i].wide
-            ),
-            mapped,
+    steps: dict[str, Callable[[int], object]] = {
+        "index.query": lambda i: searcher.index.query(asks[i].vector[None, :], 11),
+        "Searcher.search_vector": lambda i: searcher.search_vector(
+            asks[i].vector, 10, {i}, views=asks[i].views, wide=asks[i].wide
         ),
-        "Searcher.query": (query, mapped),
-        # The baseline of the catalog's memory map: SQLite reads each page with read().
-        "Searcher.query, catalog not memory-mapped": (query, 0),
+        "Searcher.query": lambda i: searcher.query(str(i), k=10),
     }
-
-    def timed(name: str, some: np.ndarray) -> float:
-        step, mmap_size = steps[name]
-        catalog.execute(f"PRAGMA mmap_size={mmap_size}")
-        return per_call_ms(step, some)
-
-    for name in steps:  # warm: pages of the files, caches of the catalog
-        timed(name, items[:50])
+    for step in steps.values():  # warm: pages of the files, caches of the catalog
+        per_call_ms(step, items[:50])
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(args.rounds):
-        for name in steps:
-            times[name].append(timed(name, items))
-    catalog.execute(f"PRAGMA mmap_size={mapped}")
+        for name, step in steps.items():
+            times[name].append(per_call_ms(step, items))
     print(
         f"{args.collection}: {len(searcher.ids)} items, {len(items)} stored-item queries, "
         f"median of {args.rounds} rounds"

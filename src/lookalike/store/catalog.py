@@ -119,7 +119,6 @@ def _row_to_record(row: tuple[Any, ...]) -> FileRecord:
 # holds the collection's lock, and a WAL left without its -shm has been checkpointed.
 _NO_SIDE_FILES = (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY)
 _DAMAGE = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
-_READ_MMAP_BYTES = 1 << 30  # address space only: pages are read as rows are
 
 
 class _Rows(list):  # type: ignore[type-arg]
@@ -219,9 +218,6 @@ class Catalog:
         if not found:
             db.close()
             raise CollectionError(f"{self.path}: the catalog is empty; {missing}")
-        # Read through a memory map: a query's few rows of a million-row catalog are then
-        # page-cache reads, not a read() call per B-tree page (benchmarks/README.md).
-        db.execute(f"PRAGMA mmap_size={_READ_MMAP_BYTES}")
         return db
 
     def _open_for_writing(self) -> _Connection:
