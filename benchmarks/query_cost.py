@@ -14,20 +14,33 @@ machine's load falls on all of them:
   row and blocks, then the above).
 
 With `--profile`, the functions that took the most time in `Searcher.query` (cProfile).
+
+With `--baseline REF`, this code against the `src/` of commit REF (`git archive`, as
+`cold_query.py` takes it) on the same collection: each round runs one warm process of each
+code in turn (the steps above, measured as one round), so a change of the machine's load
+falls on both; printed are each code's medians and this code's ratio to the baseline's.
+
+    OMP_NUM_THREADS=1 python benchmarks/query_cost.py COLL --baseline fca9cfc --rounds 5
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import json
 import logging
+import os
 import pstats
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from cold_query import REPO, baseline_source
 
 from lookalike.search.searcher import Searcher
 
@@ -39,18 +52,13 @@ def per_call_ms(step: Callable[[int], object], items: np.ndarray) -> float:
     return (time.perf_counter() - start) / len(items) * 1000
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("collection", type=Path)
-    parser.add_argument("--queries", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--profile", action="store_true")
-    args = parser.parse_args()
+def step_times(collection: Path, queries: int, rounds: int) -> dict[str, list[float]]:
+    """Mean ms a query of each step, one figure per round, in this (warm) process."""
     # Collections grown by dense_scale.py have no feature blocks: one warning a query.
     logging.disable(logging.WARNING)
-    searcher = Searcher(args.collection)
+    searcher = Searcher(collection)
     rng = np.random.default_rng(0)
-    items = searcher.ids[rng.choice(len(searcher.ids), min(args.queries, len(searcher.ids)))]
+    items = searcher.ids[rng.choice(len(searcher.ids), min(queries, len(searcher.ids)))]
     asks = {int(i): searcher.stored_query(int(i)) for i in items}
 
     steps: dict[str, Callable[[int], object]] = {
@@ -63,20 +71,62 @@ def main() -> None:
     for step in steps.values():  # warm: pages of the files, caches of the catalog
         per_call_ms(step, items[:50])
     times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for name, step in steps.items():
             times[name].append(per_call_ms(step, items))
-    print(
-        f"{args.collection}: {len(searcher.ids)} items, {len(items)} stored-item queries, "
-        f"median of {args.rounds} rounds"
-    )
+    return times
+
+
+def against_baseline(collection: Path, queries: int, rounds: int, ref: str) -> None:
+    """Each round: one process of this code, then one of REF's, each measuring one round."""
+    with tempfile.TemporaryDirectory() as tmp:
+        codes = {"this code": REPO / "src", ref: baseline_source(ref, Path(tmp) / "base")}
+        times: dict[str, dict[str, list[float]]] = {code: {} for code in codes}
+        for _ in range(rounds):
+            for code, src in codes.items():
+                env = {**os.environ, "PYTHONPATH": str(src)}
+                cmd = [sys.executable, __file__, str(collection), "--queries", str(queries)]
+                done = subprocess.run(
+                    [*cmd, "--rounds", "1", "--json"],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                for name, values in json.loads(done.stdout).items():
+                    times[code].setdefault(name, []).extend(values)
+    print(f"{collection}: {queries} stored-item queries, median of {rounds} rounds a code")
+    print(f"| step | this code ms | {ref} ms | ratio |\n|---|---:|---:|---:|")
+    for name in times["this code"]:
+        mine, base = (statistics.median(times[c][name]) for c in codes)
+        print(f"| {name} | {mine:.2f} | {base:.2f} | {mine / base:.2f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("collection", type=Path)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--baseline", help="a commit to compare with, in alternating processes")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.baseline:
+        against_baseline(args.collection, args.queries, args.rounds, args.baseline)
+        return
+    times = step_times(args.collection, args.queries, args.rounds)
+    if args.json:
+        print(json.dumps(times))
+        return
+    print(f"{args.collection}: {args.queries} stored-item queries, median of {args.rounds} rounds")
     print("| step | mean ms a query |\n|---|---:|")
     for name, values in times.items():
         print(f"| {name} | {statistics.median(values):.2f} |")
     if args.profile:
+        searcher = Searcher(args.collection)
         profile = cProfile.Profile()
         profile.enable()
-        for item in items:
+        for item in searcher.ids[: args.queries]:
             searcher.query(str(int(item)), k=10)
         profile.disable()
         pstats.Stats(profile).sort_stats("tottime").print_stats(12)

@@ -256,7 +256,7 @@ def test_a_head_weight_re_ranks_a_picture_on_the_face_that_matched(pictures, tmp
     index(pictures, coll)
     searcher = Searcher(coll)
     row = searcher.row_of[searcher.query("blue/0.png", k=1).query_id]  # type: ignore[index]
-    views = searcher.query_views(lambda scorer: scorer.row_vectors(row))
+    views = searcher.stored_query(int(searcher.ids[row])).views
     assert views is not None
     exclude = {int(searcher.ids[row])}
     for weight in (1.0, 0.5):

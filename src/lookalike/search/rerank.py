@@ -42,15 +42,11 @@ def default_head_weight(fuser: Fuser) -> float | None:
 
 
 class ViewScorer:
-    """Per-view unit vectors of a generation's items, computed for the rows a query needs.
+    """Per-view unit vectors of an image's feature blocks (`Searcher` decodes the stored
+    blocks of the rows a query needs)."""
 
-    `blocks` are the generation's stored (memory-mapped) block arrays; only the
-    candidate rows are read, so memory does not grow with the collection.
-    """
-
-    def __init__(self, fuser: Fuser, blocks: Mapping[str, np.ndarray]) -> None:
+    def __init__(self, fuser: Fuser) -> None:
         self.fusers = view_fusers(fuser)
-        self.blocks = blocks
 
     @property
     def views(self) -> list[str]:
@@ -59,12 +55,6 @@ class ViewScorer:
     def query_vectors(self, blocks: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Per-view vectors of one image, from its (1, D) feature blocks."""
         return {view: f.transform(blocks)[0] for view, f in self.fusers.items()}
-
-    def row_vectors(self, row: int) -> dict[str, np.ndarray]:
-        return self.query_vectors(self._rows(np.array([row])))
-
-    def _rows(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        return {key: np.asarray(b[rows]) for key, b in self.blocks.items()}
 
 
 def combine(cosines: Mapping[str, np.ndarray], head_weight: float) -> np.ndarray:

@@ -246,8 +246,9 @@ class Searcher:
         """Per-view vectors of the stored blocks (memory-mapped on first use: only the rows
         asked for are read); raises DamagedPartError when a block is missing or damaged."""
         if self._views is None:
-            blocks = {k: self._gen.block(k) for k in self.config.block_keys}
-            self._views = ViewScorer(self.fuser, blocks)
+            for key in self.config.block_keys:  # opened now: a damaged one raises here
+                self._gen.block(key)
+            self._views = ViewScorer(self.fuser)
         return self._views
 
     def query_views(
@@ -322,27 +323,29 @@ class Searcher:
         fallback = bool(rec.fallback) if rec else False
         n_faces = len(rec.faces or []) if rec else 0
         path = rec.path if rec else str(item_id)
-        if not face:
-            views = self.query_views(lambda scorer: scorer.row_vectors(row))
-            wide = self.stored_calibration_vector(row)
-            box = tuple(int(v) for v in self.head_boxes[row])
-            first = None if fallback else 0
-            return StoredQuery(self.fused[row], views, wide, box, fallback, first, n_faces, path)  # type: ignore[arg-type]
-        rows = self.faces.rows_of(item_id)
-        match = rows[self.faces.numbers[rows] == face]
-        if not len(match):
-            searchable = min(n_faces, MAX_FACES)
-            raise QueryError(
-                f"{name or item_id}: no face {face}: the picture has {n_faces} face(s) found, "
-                f"{searchable} searchable (faces count from 0)"
-            )
-        item = int(match[0])
+        item = -1  # the picture's own row (its first face, or its fallback view)
+        if face:
+            rows = self.faces.rows_of(item_id)
+            match = rows[self.faces.numbers[rows] == face]
+            if not len(match):
+                searchable = min(n_faces, MAX_FACES)
+                raise QueryError(
+                    f"{name or item_id}: no face {face}: the picture has {n_faces} face(s) "
+                    f"found, {searchable} searchable (faces count from 0)"
+                )
+            item = int(match[0])
+        # Decoded once for both the per-view vectors and the calibration vector.
         blocks = self._readable_blocks(np.array([row]), np.array([item]))
         views = self.query_views(lambda scorer: scorer.query_vectors(blocks)) if blocks else None
         wide = self.calibration_vector(blocks) if blocks else None
-        vector = np.asarray(self.face_fused[item], np.float32)
-        box = tuple(int(v) for v in self.faces.boxes[item])
-        return StoredQuery(vector, views, wide, box, False, face, n_faces, path)  # type: ignore[arg-type]
+        if item < 0:
+            vector, box_of = self.fused[row], self.head_boxes[row]
+            asking = None if fallback else 0
+        else:
+            vector, box_of = np.asarray(self.face_fused[item], np.float32), self.faces.boxes[item]
+            asking, fallback = face, False
+        box = tuple(int(v) for v in box_of)
+        return StoredQuery(vector, views, wide, box, fallback, asking, n_faces, path)  # type: ignore[arg-type]
 
     def query_image(
         self, path: Path, k: int = 4, threshold: Threshold | None = None, face: int = 0
@@ -441,19 +444,28 @@ class Searcher:
             raise QueryError("head_weight needs the query's per-view vectors (head and whole)")
         n_candidates = candidate_count(len(self.ids), k, len(exclude), pool, head_weight)
         rows, fused, items = self._candidates(vector, n_candidates, exclude)
+        # Per-view cosines of every candidate when a head weight ranks by them, else of the k
+        # results only: decoding the stored blocks is most of a query's time.
+        order = None if head_weight is not None else rank(fused, self.ids[rows])[:k]
+        scored = np.arange(len(rows)) if order is None else order
         cosines: dict[str, np.ndarray] = {}
         blocks = None
-        if views and len(rows):  # every candidate's per-view cosines: a head weight ranks by them
-            blocks = self._readable_blocks(rows, items)
+        if views and len(scored):
+            blocks = self._readable_blocks(rows[scored], items[scored])
             if blocks is not None:
-                fusers = self.views.fusers.items()
-                cosines = {v: f.transform(blocks) @ views[v] for v, f in fusers}
+                for view, fuser in self.views.fusers.items():
+                    cosines[view] = np.full(len(rows), np.nan, np.float32)
+                    cosines[view][scored] = fuser.transform(blocks) @ views[view]
         if head_weight is not None and not cosines:
             raise QueryError("head_weight needs the stored per-view blocks, which are damaged")
-        scores = fused if head_weight is None else combine(cosines, head_weight)
-        order = rank(scores, self.ids[rows])[:k]
+        scores = fused
+        if order is None:
+            scores = combine(cosines, head_weight)  # type: ignore[arg-type]
+            order = rank(scores, self.ids[rows])[:k]
         if blocks is not None:
-            picked: dict[str, np.ndarray] | None = {key: b[order] for key, b in blocks.items()}
+            picked: dict[str, np.ndarray] | None = (
+                blocks if head_weight is None else {key: b[order] for key, b in blocks.items()}
+            )
         elif wide is not None and self.calibration is not None and len(order):
             picked = self._readable_blocks(rows[order], items[order])  # the k results' only
         else:
@@ -572,16 +584,6 @@ class Searcher:
         for block in self.fuser.blocks:
             blocks[block.key] = np.asarray(self.generation.block(block.key)[rows], np.float32)
         return blocks
-
-    def stored_calibration_vector(self, row: int) -> np.ndarray | None:
-        """`calibration_vector` of a stored item; None where its stored blocks are damaged."""
-        if self.calibration is None or not self.fuser.reduces:
-            return None
-        try:
-            return self.calibration_vector(self.stored_blocks(np.array([row])))
-        except DamagedPartError as exc:
-            log.warning("%s; results without probabilities", exc.problem)
-            return None
 
     def calibration_vector(self, blocks: dict[str, np.ndarray]) -> np.ndarray | None:
         """The query in the space its scores were calibrated in, when that is not the fused
