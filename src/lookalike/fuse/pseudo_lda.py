@@ -21,6 +21,7 @@ orl-faces-dev 0.915 -> 0.893 (experiments/pseudo_lda_stability.py, benchmarks/qu
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -102,6 +103,7 @@ class PseudoLabelLDA:
         # Several rows per pseudo-class are needed: small collections use the small k only.
         ks = [k for k in self.ks if k <= len(x) // 4]
         self.mean_ = x.mean(axis=0, dtype=np.float64).astype(np.float32)
+        self.__dict__.pop("projected_mean", None)  # of the mean and basis fitted before
         centred = x - self.mean_
         _, vt = top_components(centred, self.pca_dim, self.seed)
         self.basis_ = np.ascontiguousarray(vt.T)
@@ -127,7 +129,7 @@ class PseudoLabelLDA:
         x = np.asarray(x, dtype=np.float32)
         if not self.directions_:  # too small a collection to learn from
             return l2_normalize(x)
-        y = x @ self.basis_ - self.mean_ @ self.basis_  # no centred copy of x
+        y = x @ self.basis_ - self.projected_mean  # no centred copy of x
         projected = l2_normalize(np.concatenate([l2_normalize(y @ w) for w in self.directions_], 1))
         # [projected, unit x] / sqrt(2), written once into the output (no temporaries of x's size).
         out = np.empty((len(x), projected.shape[1] + x.shape[1]), dtype=np.float32)
@@ -135,6 +137,12 @@ class PseudoLabelLDA:
         out[:, projected.shape[1] :] = x
         l2_normalize(out[:, projected.shape[1] :], in_place=True)
         return l2_normalize(out, in_place=True)
+
+    @functools.cached_property
+    def projected_mean(self) -> np.ndarray:
+        """The mean in the PCA basis, once: a query's transform would read the whole basis
+        again for it."""
+        return self.mean_ @ self.basis_
 
     @property
     def output_dim(self) -> int:
