@@ -115,14 +115,11 @@ class UsearchIndex(BaseIndex):
     ) -> tuple[np.ndarray, np.ndarray]:
         """The candidates `keys` ordered by exact inner products, equal ones by id."""
         assert self._rows is not None
-        safe = np.maximum(keys, 0)
-        order = np.argsort(safe, axis=1)  # ascending rows: the memory map reads forward
-        sorted_keys = np.take_along_axis(safe, order, 1)
-        rows = np.asarray(self._rows[sorted_keys.ravel()], np.float32)
+        rows = self._rows[np.maximum(keys, 0).ravel()]
         sims = np.einsum("qcd,qd->qc", rows.reshape(*keys.shape, -1), queries)
-        sims[np.take_along_axis(keys, order, 1) < 0] = -np.inf
-        best = np.lexsort((sorted_keys, -sims), axis=1)[:, :k]
-        ids = np.take_along_axis(sorted_keys, best, 1)
+        sims[keys < 0] = -np.inf
+        best = np.lexsort((keys, -sims), axis=1)[:, :k]
+        ids = np.take_along_axis(keys, best, 1)
         best_sims = np.take_along_axis(sims, best, 1)
         ids[~np.isfinite(best_sims)] = -1
         return ids, best_sims
@@ -161,7 +158,9 @@ class UsearchIndex(BaseIndex):
 
 def _rows_file(path: Path, count: int, dim: int) -> np.ndarray:
     try:
-        rows = np.load(path, mmap_mode="r")  # paged in as candidates are read
+        # Paged in as candidates are read; a plain ndarray view: np.memmap's indexing
+        # costs more than the few rows a query reads.
+        rows = np.asarray(np.load(path, mmap_mode="r"))
     except (OSError, ValueError) as exc:
         raise CollectionError(f"{path}: cannot read the rows to re-score on ({exc})") from exc
     if rows.shape != (count, dim) or rows.dtype != np.float32:
