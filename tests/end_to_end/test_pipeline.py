@@ -206,6 +206,9 @@ def test_cli_index_query_info_evaluate(folder, tmp_path, capsys):
     by_preset = {p["preset"]: p for p in table["presets"]}
     assert by_preset["default"]["precision_at_k"] == 1.0
     assert 0 <= by_preset["v1"]["ann_recall_at_k"] <= 1
+    assert main(["evaluate", str(coll), "--labels", "folders", "-q", "--per-label"]) == 0
+    per_label = capsys.readouterr().out.split("default, per label:")[1]
+    assert "| red |" in per_label and "| label | queries | P@4 |" in per_label
 
 
 def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):

@@ -14,13 +14,16 @@ from lookalike.config import IndexConfig
 from lookalike.errors import LabelsError
 from lookalike.evaluate.evaluation import (
     FaceVectors,
+    LabelScore,
     PresetScore,
     ann_recall,
     detection_rate,
     exact_top_k,
     feel_score,
+    label_scores,
     labelled_rows,
     markdown_table,
+    per_label_tables,
     precision_and_map,
     score_vectors,
     to_json,
@@ -86,6 +89,30 @@ def test_precision_and_map_at_k_by_hand() -> None:
     assert mean_ap == pytest.approx((7 / 12 + 1 + 0 + 5 / 6 + 2 / 3 + 0) / 6)  # 37/72
 
 
+def test_label_scores_by_hand_worst_label_first() -> None:
+    # Each query's misses and their labels (a|b counts under a and under b):
+    #   0 (a): misses 2 (b)          1 (a): misses 5 (c)        2 (b): misses 5, 0, 1 (c, a, a)
+    #   3 (b): misses 5 (c)          4 (a|b): misses 5 (c)      5 (c): misses 0, 1, 2 (a, a, b)
+    assert label_scores(NEIGHBOURS, LABELS) == [
+        LabelScore("c", 1, 0.0, [("a", 2), ("b", 1)]),
+        LabelScore("b", 3, round((0 + 2 / 3 + 2 / 3) / 3, 4), [("c", 3), ("a", 2)]),
+        LabelScore("a", 3, round(2 / 3, 4), [("c", 2), ("b", 1)]),
+    ]
+
+
+def test_per_label_tables_list_each_preset_s_labels_and_their_confusions() -> None:
+    score = PresetScore("default", 0.5, 0.5, 1.0, 0.5, 2, 3, 6, label_scores(NEIGHBOURS, LABELS))
+    assert per_label_tables([score]).splitlines()[1:] == [
+        "default, per label:",
+        "",
+        "| label | queries | P@3 | most often found instead |",
+        "| --- | --- | --- | --- |",
+        "| c | 1 | 0.000 | a (2), b (1) |",
+        "| b | 3 | 0.444 | c (3), a (2) |",
+        "| a | 3 | 0.667 | c (2), b (1) |",
+    ]
+
+
 def test_the_order_of_the_hits_counts_for_map_not_for_precision() -> None:
     labels = np.array(["a", "a", "b"])
     first = precision_and_map(np.array([[1, 2], [0, 2], [0, 1]]), labels)  # hit first
@@ -131,6 +158,8 @@ def test_score_vectors_scores_every_row_against_the_others() -> None:
         dims=2,
         k=2,
         queries=5,
+        # b: rows 3 (no hit, found 2 and 1: a) and 4 (one hit, missed 0: a).
+        per_label=[LabelScore("b", 2, 0.25, [("a", 3)]), LabelScore("a", 3, 1.0, [])],
     )
 
 

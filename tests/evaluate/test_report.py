@@ -27,3 +27,8 @@ def test_the_report_is_kept_beside_the_collection_and_names_every_preset(folder,
     default = next(s for s in report.scores if s.preset == "default")
     assert default.precision_at_k > 0.9
     assert "| default |" in report.table()
+    # Per label: every colour of the folder, in the JSON kept and in the table on request.
+    labels = {row["label"] for row in json.loads(kept)["presets"][0]["per_label"]}
+    assert labels == {p.split("/")[0] for p in paths}
+    assert "default, per label:" in report.table(per_label=True)
+    assert "per label" not in report.table()

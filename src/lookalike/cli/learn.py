@@ -142,6 +142,12 @@ def add_evaluate_parser(add_command: AddCommand) -> None:
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
+        "--per-label",
+        action="store_true",
+        help="also print each label's precision@k, worst first, and the labels its queries "
+        "found instead (always in --json and evaluation.json)",
+    )
+    p.add_argument(
         "--train-fraction",
         type=float,
         help="train a v5 model on this stratified fraction of the labelled images and score "
@@ -174,7 +180,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"labels of {len(held.train_paths)} images used for training; scored on the "
             f"other {len(held.test_paths)}{trained}",
         )
-    print(report.to_json() if args.json else report.table())
+    print(report.to_json() if args.json else report.table(args.per_label))
     return 0
 
 

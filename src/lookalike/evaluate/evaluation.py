@@ -11,9 +11,10 @@ scored on the other part only.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -50,6 +51,20 @@ class FaceVectors:
 
 
 @dataclass
+class LabelScore:
+    """precision@k of the queries with one label, and what their misses were labelled."""
+
+    label: str
+    queries: int
+    precision_at_k: float
+    # The labels the misses had, most often first (label, times; at most CONFUSIONS).
+    found_instead: list[tuple[str, int]]
+
+
+CONFUSIONS = 3
+
+
+@dataclass
 class PresetScore:
     preset: str
     precision_at_k: float
@@ -59,8 +74,9 @@ class PresetScore:
     dims: int
     k: int
     queries: int
+    per_label: list[LabelScore] = field(default_factory=list)  # worst first
 
-    def to_json(self) -> dict[str, float | int | str]:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -97,6 +113,30 @@ def precision_and_map(neighbours: np.ndarray, labels: np.ndarray) -> tuple[float
     cumulative = np.cumsum(hits, axis=1) / np.arange(1, k + 1)
     ap = (cumulative * hits).sum(axis=1) / np.maximum(np.minimum(relevant, k), 1)
     return float(precision.mean()), float(ap.mean())
+
+
+def label_scores(neighbours: np.ndarray, labels: np.ndarray) -> list[LabelScore]:
+    """precision@k per label (a query labelled `a|b` counts under a and under b) and the
+    labels of its misses, worst label first: where a collection's answers go wrong."""
+    sets = [label_set(str(value)) for value in labels]
+    hits = np.take_along_axis(shared_labels(labels), neighbours, axis=1)
+    precision: dict[str, list[float]] = {}
+    instead: dict[str, Counter[str]] = {}
+    for row, found in enumerate(neighbours):
+        missed = Counter(name for n, j in enumerate(found) if not hits[row, n] for name in sets[j])
+        for name in sets[row]:
+            precision.setdefault(name, []).append(float(hits[row].mean()))
+            instead.setdefault(name, Counter()).update(missed)
+    scores = [
+        LabelScore(
+            name,
+            len(values),
+            round(float(np.mean(values)), 4),
+            instead[name].most_common(CONFUSIONS),
+        )
+        for name, values in precision.items()
+    ]
+    return sorted(scores, key=lambda s: (s.precision_at_k, s.label))
 
 
 def ann_recall(vectors: np.ndarray, exact: np.ndarray, config: PipelineConfig, k: int) -> float:
@@ -198,6 +238,7 @@ def score_vectors(
         dims=int(fused.shape[1]),
         k=k,
         queries=len(fused),
+        per_label=label_scores(neighbours, y),
     )
 
 
@@ -341,6 +382,26 @@ def markdown_table(scores: Sequence[PresetScore], detection: float) -> str:
         f"{queries} labelled queries; faces detected in {detection:.1%} of the labelled images."
     )
     return "\n".join(lines)
+
+
+def per_label_tables(scores: Sequence[PresetScore]) -> str:
+    """One table per preset: each label's precision@k, worst first, and what its queries
+    found instead."""
+    out = []
+    for s in scores:
+        out += [
+            "",
+            f"{s.preset}, per label:",
+            "",
+            f"| label | queries | P@{s.k} | most often found instead |",
+            "| --- | --- | --- | --- |",
+        ]
+        for row in s.per_label:
+            instead = ", ".join(f"{name} ({times})" for name, times in row.found_instead)
+            out.append(
+                f"| {row.label} | {row.queries} | {row.precision_at_k:.3f} | {instead or '-'} |"
+            )
+    return "\n".join(out)
 
 
 def to_json(scores: Sequence[PresetScore], detection: float) -> str:

@@ -15,6 +15,7 @@ from lookalike.evaluate.evaluation import (
     evaluate,
     evaluate_held_out,
     markdown_table,
+    per_label_tables,
     to_json,
 )
 from lookalike.fileio import atomic_write_bytes
@@ -34,8 +35,9 @@ class EvaluationReport:
     def to_json(self) -> str:
         return to_json(self.scores, self.detection_rate)
 
-    def table(self) -> str:
-        return markdown_table(self.scores, self.detection_rate)
+    def table(self, per_label: bool = False) -> str:
+        table = markdown_table(self.scores, self.detection_rate)
+        return table + "\n" + per_label_tables(self.scores) if per_label else table
 
 
 def evaluate_collection(
