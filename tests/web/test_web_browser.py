@@ -43,6 +43,10 @@ def site(tmp_path_factory):
     _, coll = build_collection(tmp_path_factory.mktemp("browser"))
     scores = {"preset": "default", "precision_at_k": 0.9, "map_at_k": 0.8}
     scores |= {"ann_recall_at_k": 1.0, "feel": 0.7, "dims": 704, "k": 4, "queries": 25}
+    scores["per_label"] = [
+        {"label": "blue", "queries": 5, "precision_at_k": 0.5, "found_instead": [["red", 6]]},
+        {"label": "red", "queries": 20, "precision_at_k": 1.0, "found_instead": []},
+    ]
     (coll / "evaluation.json").write_text(json.dumps({"detection_rate": 0.5, "presets": [scores]}))
     running = Running(Gallery(coll, labels="folders"))
     yield running, coll
@@ -129,6 +133,11 @@ def test_gallery_click_slider_upload_and_evaluation(site, browser, tmp_path):
     # The evaluation table.
     assert page.locator("#evaluation").is_visible()
     assert "0.900" in page.locator("#evaluation-table").inner_text()
+    # Per label, folded until asked for: the worst first, with what its queries found instead.
+    page.click("#evaluation-labels-summary")
+    labels = page.locator("#evaluation-labels-table tr").all_inner_texts()
+    assert [row.split("\t")[0] for row in labels] == ["label", "blue", "red"]
+    assert "red (6)" in labels[1] and labels[2].endswith("-")
 
     ARTIFACTS.mkdir(exist_ok=True)
     page.evaluate("window.scrollTo(0, 0)")

@@ -504,11 +504,34 @@ async function loadEvaluation() {
       ),
     );
   }
+  showPerLabel(rows);
   const rate = typeof data.detection_rate === "number" ? data.detection_rate : null;
   $("evaluation-note").textContent =
     `${rows[0].queries} labelled queries, leave-one-out` +
     (rate === null ? "" : `; faces detected in ${(100 * rate).toFixed(1)}% of images`);
   $("evaluation").hidden = false;
+}
+
+// Each label's precision of the collection's own preset (or the first that has them), worst
+// first, and what its queries found instead: where this collection's answers go wrong.
+function showPerLabel(rows) {
+  const own = (state.info && state.info.preset) || "";
+  const scored = rows.find((r) => r.preset === own && r.per_label) || rows.find((r) => r.per_label && r.per_label.length);
+  const box = $("evaluation-labels");
+  if (!scored || !scored.per_label.length) {
+    box.hidden = true;
+    return;
+  }
+  $("evaluation-labels-summary").textContent = `per label (${scored.preset}), worst first`;
+  const table = $("evaluation-labels-table");
+  const head = ["label", "queries", `P@${scored.k}`, "most often found instead"];
+  table.replaceChildren(el("tr", {}, head.map((h) => el("th", { text: h }))));
+  for (const r of scored.per_label) {
+    const instead = r.found_instead.map(([label, times]) => `${label} (${times})`).join(", ") || "-";
+    const cells = [r.label, String(r.queries), r.precision_at_k.toFixed(3), instead];
+    table.append(el("tr", {}, cells.map((c) => el("td", { text: c }))));
+  }
+  box.hidden = false;
 }
 
 // -- wiring -----------------------------------------------------------------------------------
