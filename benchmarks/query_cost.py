@@ -52,13 +52,17 @@ def per_call_ms(step: Callable[[int], object], items: np.ndarray) -> float:
     return (time.perf_counter() - start) / len(items) * 1000
 
 
-def step_times(collection: Path, queries: int, rounds: int) -> dict[str, list[float]]:
-    """Mean ms a query of each step, one figure per round, in this (warm) process."""
+def opened(collection: Path, queries: int) -> tuple[Searcher, np.ndarray]:
+    """The collection's Searcher and the stored items it is asked about (a fixed sample)."""
     # Collections grown by dense_scale.py have no feature blocks: one warning a query.
     logging.disable(logging.WARNING)
     searcher = Searcher(collection)
     rng = np.random.default_rng(0)
-    items = searcher.ids[rng.choice(len(searcher.ids), min(queries, len(searcher.ids)))]
+    return searcher, searcher.ids[rng.choice(len(searcher.ids), min(queries, len(searcher.ids)))]
+
+
+def step_times(searcher: Searcher, items: np.ndarray, rounds: int) -> dict[str, list[float]]:
+    """Mean ms a query of each step, one figure per round, in this (warm) process."""
     asks = {int(i): searcher.stored_query(int(i)) for i in items}
 
     steps: dict[str, Callable[[int], object]] = {
@@ -114,7 +118,8 @@ def main() -> None:
     if args.baseline:
         against_baseline(args.collection, args.queries, args.rounds, args.baseline)
         return
-    times = step_times(args.collection, args.queries, args.rounds)
+    searcher, items = opened(args.collection, args.queries)
+    times = step_times(searcher, items, args.rounds)
     if args.json:
         print(json.dumps(times))
         return
@@ -122,11 +127,10 @@ def main() -> None:
     print("| step | mean ms a query |\n|---|---:|")
     for name, values in times.items():
         print(f"| {name} | {statistics.median(values):.2f} |")
-    if args.profile:
-        searcher = Searcher(args.collection)
+    if args.profile:  # the warm searcher, the same items
         profile = cProfile.Profile()
         profile.enable()
-        for item in searcher.ids[: args.queries]:
+        for item in items:
             searcher.query(str(int(item)), k=10)
         profile.disable()
         pstats.Stats(profile).sort_stats("tottime").print_stats(12)
