@@ -83,7 +83,7 @@ class UsearchIndex(BaseIndex):
         self._viewed = False
         index.add(np.arange(self.count, self.count + len(data), dtype=np.uint64), data)
         if self._rows is not None:
-            self._rows = np.concatenate([np.asarray(self._rows), data])
+            self._rows = np.concatenate([self._rows, data])
         return index
 
     def _apply_query_params(self) -> None:

@@ -448,28 +448,24 @@ class Searcher:
         # results only: decoding the stored blocks is most of a query's time.
         order = None if head_weight is not None else rank(fused, self.ids[rows])[:k]
         scored = np.arange(len(rows)) if order is None else order
-        cosines: dict[str, np.ndarray] = {}
+        # The blocks are read once, for the per-view cosines and for P(same) alike.
+        calibrated = wide is not None and self.calibration is not None
         blocks = None
-        if views and len(scored):
+        if (views or calibrated) and len(scored):
             blocks = self._readable_blocks(rows[scored], items[scored])
-            if blocks is not None:
-                for view, fuser in self.views.fusers.items():
-                    cosines[view] = np.full(len(rows), np.nan, np.float32)
-                    cosines[view][scored] = fuser.transform(blocks) @ views[view]
+        cosines: dict[str, np.ndarray] = {}
+        if views and blocks is not None:
+            for view, fuser in self.views.fusers.items():
+                cosines[view] = np.full(len(rows), np.nan, np.float32)
+                cosines[view][scored] = fuser.transform(blocks) @ views[view]
         if head_weight is not None and not cosines:
             raise QueryError("head_weight needs the stored per-view blocks, which are damaged")
         scores = fused
+        picked = blocks
         if order is None:
             scores = combine(cosines, head_weight)  # type: ignore[arg-type]
             order = rank(scores, self.ids[rows])[:k]
-        if blocks is not None:
-            picked: dict[str, np.ndarray] | None = (
-                blocks if head_weight is None else {key: b[order] for key, b in blocks.items()}
-            )
-        elif wide is not None and self.calibration is not None and len(order):
-            picked = self._readable_blocks(rows[order], items[order])  # the k results' only
-        else:
-            picked = None
+            picked = {key: b[order] for key, b in blocks.items()}  # type: ignore[union-attr]
         # Probabilities are of the fused score (the calibrated one), whatever ranks.
         probabilities = self.block_probabilities(picked, fused[order].tolist(), wide)
         return self._matches(rows, items, order, scores, fused, cosines, probabilities)
