@@ -4,12 +4,15 @@ Each collection is indexed first with `lookalike index` (the stored faces and bo
 used as they are); for the pictures without a face, the head blocks are recomputed for
 each fallback variant (top-centre square; salient square, optionally grown to a share of
 the shorter side). Every block set is then fused as `default` fuses (weighted, pseudo-label
-LDA, no labels) and scored by precision@4 under exact search, labels = folders (or a CSV
-with a column). Prints one line per (fallback, block set) with P@4 and feel per collection;
-on anime-full-dev also the anime pictures (`a`) and the others (`o`) apart.
+LDA, reduced to 256 dims, no labels) and scored by precision@4 under exact search, labels =
+folders (or a CSV with a column). Prints one line per (fallback, block set) with P@4 and
+feel per collection; on anime-full-dev also the anime pictures (`a`) and the others (`o`)
+apart. `--stored` scores the head views as the collections were indexed, with no fallback
+recomputed.
 
-    python experiments/quality_full_pictures.py full=/tmp/full.coll faces=/tmp/faces.coll \
-        orl=/tmp/orl.coll demo=/tmp/demo/collection:/tmp/demo/sample/labels.csv:character
+    python experiments/quality_full_pictures.py [--stored] full=/tmp/full.coll \
+        faces=/tmp/faces.coll orl=/tmp/orl.coll \
+        demo=/tmp/demo/collection:/tmp/demo/sample/labels.csv:character
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.config import Block, FusionConfig, get_preset
+from lookalike.config import Block, get_preset
 from lookalike.detect.base import top_centre_box
 from lookalike.detect.salient import salient_box
 from lookalike.embed.extractor import FeatureExtractor
@@ -37,6 +40,8 @@ DEFAULT = [(b.key, b.weight) for b in get_preset("default").blocks]
 BLOCK_SETS = {
     "default blocks": DEFAULT,
     "default + whole gem, gem_mid 0.5": [*DEFAULT, ("whole.gem", 0.5), ("whole.gem_mid", 0.5)],
+    "default + whole gem 0.5": [*DEFAULT, ("whole.gem", 0.5)],
+    "default + whole gem 1": [*DEFAULT, ("whole.gem", 1.0)],
     "gem, gem_mid, colour of both views": [
         *[(f"{v}.{f}", 1.0) for v in ("head", "whole") for f in ("gem", "gem_mid")],
         ("head.soft_grid3", 1.0),
@@ -44,6 +49,7 @@ BLOCK_SETS = {
     ],
 }
 FALLBACKS = {"top": None, "salient": 0.0, "salient >= 0.5 side": 0.5, "salient >= 0.75": 0.75}
+STORED = "stored"  # the head views as indexed: nothing recomputed
 
 
 def grown(box: tuple[int, int, int, int], size: tuple[int, int], share: float):
@@ -55,7 +61,7 @@ def grown(box: tuple[int, int, int, int], size: tuple[int, int], share: float):
     return (round(left), round(top), round(left + side), round(top + side))
 
 
-def load(spec: str):
+def load(spec: str, fallbacks: list[str]):
     name, _, rest = spec.partition("=")
     path, _, labels = rest.partition(":")
     labels, _, task = labels.partition(":")
@@ -68,7 +74,10 @@ def load(spec: str):
     blocks = blocks_for(coll, gen, HEAD + WHOLE, ext, progress=False)
     fallback_rows = [r for r, i in enumerate(gen.ids) if records[int(i)].fallback]
     images = [load_image(coll.root / paths[r]) for r in fallback_rows]
-    variants = {name_: fallback_blocks(ext, images, share) for name_, share in FALLBACKS.items()}
+    variants = {
+        name_: {} if name_ == STORED else fallback_blocks(ext, images, FALLBACKS[name_])
+        for name_ in fallbacks
+    }
     return name, blocks, np.array(fallback_rows, dtype=np.int64), variants, rows, y
 
 
@@ -95,7 +104,7 @@ def fallback_blocks(ext: FeatureExtractor, images: list, share: float | None):
 
 def score(blocks, chosen, rows, y, name) -> str:
     config = tuple(Block(*key.split("."), weight) for key, weight in chosen)
-    fusion = FusionConfig(pseudo_lda_ks=get_preset("default").fusion.pseudo_lda_ks)
+    fusion = get_preset("default").fusion  # as `default` fuses today (256 dims)
     used = {b.key: blocks[b.key] for b in config}
     vectors = Fuser(config, fusion).fit_transform(used)[rows]
     neighbours = exact_top_k(vectors, 4)
@@ -109,8 +118,10 @@ def score(blocks, chosen, rows, y, name) -> str:
 
 
 def main() -> None:
-    sets = [load(spec) for spec in sys.argv[1:]]
-    for fallback in FALLBACKS:
+    args = sys.argv[1:]
+    fallbacks = [STORED] if "--stored" in args else list(FALLBACKS)
+    sets = [load(spec, fallbacks) for spec in args if spec != "--stored"]
+    for fallback in fallbacks:
         for label, chosen in BLOCK_SETS.items():
             parts = []
             for name, blocks, fb_rows, variants, rows, y in sets:
