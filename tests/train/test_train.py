@@ -323,11 +323,19 @@ def test_training_options_are_checked_before_any_image_is_read(coll, tmp_path):
         "epochs": (0, "epochs must be at least 1"),
         "frozen_blocks": (-1, "must not be negative"),
         "batch_size": (0, "batch_size must be at least 1"),
+        "device": ("gpu", "unknown device 'gpu'"),
     }
     for field, (value, message) in bad.items():
         options = TrainOptions(**{**QUICK.__dict__, field: value})
         with pytest.raises(LookalikeError, match=message):
             train_model(coll, labels, options=options, out=tmp_path / "h")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_training_on_cuda_without_a_gpu_says_so(coll, tmp_path):
+    options = TrainOptions(**{**QUICK.__dict__, "device": "cuda"})
+    with pytest.raises(LookalikeError, match="torch sees no CUDA GPU on this machine"):
+        train_model(coll, labels_of(coll, "folders"), options=options, out=tmp_path / "h")
 
 
 def test_a_picture_of_two_characters_is_half_each_and_either_is_right(tmp_path):

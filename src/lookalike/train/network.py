@@ -69,6 +69,20 @@ def check_trainable(options: TrainOptions) -> None:
         raise LookalikeError("start_size and frozen_blocks must not be negative")
     if options.batch_size < 1:
         raise LookalikeError(f"batch_size must be at least 1, got {options.batch_size}")
+    check_device(options.device)
+
+
+def check_device(name: str) -> None:
+    """Fail early for a device torch cannot name or this machine does not have."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise LookalikeError(f"unknown device {name!r} ({exc}): use cpu or cuda") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LookalikeError(
+            f"device {name!r}: torch sees no CUDA GPU on this machine (torch "
+            f"{torch.__version__}, CUDA build {torch.version.cuda or 'none'}); use --device cpu"
+        )
 
 
 def epoch_sizes(epochs: int, final: int, start: int = 0) -> list[int]:
