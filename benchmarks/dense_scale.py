@@ -4,8 +4,11 @@ The vectors are a real collection's fused vectors (for example anime-faces-dev i
 with the default preset), each copied N / n times with small Gaussian perturbations and
 made unit-length again. Every size is written through the real commit path: catalog rows
 (one per synthetic file), `Collection.commit` with the source's fitted fuser, the preset's
-index (`auto`: exact up to 10k, hnswlib above) built by the commit. The per-block sources
-are not synthesised (their size per picture is the source collection's, reported beside).
+index (`auto`: exact up to 10k, a usearch graph above) built by the commit. Each item's
+per-block sources are its source row's int8 codes, as they are (a source of 500 pictures
+or more has coded blocks, store/codec.py; a smaller one gives items without blocks): a
+query reads and scores them for its per-view scores and P(same) as on a real collection,
+their scores are the source rows', and the disk per item includes them.
 
 Measured per size: commit (build) time; disk per item of the generation and the catalog;
 recall@10 of the index against exact search; top-10 query p50/p99 through a warm
@@ -33,7 +36,8 @@ from lookalike.fuse.fitting import new_index
 from lookalike.index.exact import top_k_inner
 from lookalike.search.searcher import Searcher
 from lookalike.store.catalog import FileRecord
-from lookalike.store.collection import Collection
+from lookalike.store.codec import CodedBlock
+from lookalike.store.collection import Collection, Generation
 from lookalike.vectors import l2_normalize
 
 CHUNK = 100_000
@@ -45,20 +49,61 @@ def folder_bytes(path: Path) -> int:
     return sum({(st.st_dev, st.st_ino): st.st_size for st in stats}.values())
 
 
-def perturbed(base: np.ndarray, n: int, sigma: float, seed: int) -> np.ndarray:
-    """n unit vectors: the base rows in turn, each plus N(0, sigma^2) noise per dim."""
+NOISES = ("isotropic", "data")
+
+
+def noise_shape(base: np.ndarray, sigma: float, noise: str) -> np.ndarray:
+    """A matrix M such that z @ M, z ~ N(0, I), is the noise: `isotropic`, N(0, sigma^2)
+    in every dim; `data`, shaped like the base rows' own covariance (their principal
+    directions, each with its share of the variance) with the same total variance as the
+    isotropic noise, sigma^2 * dims.
+
+    Why both: isotropic noise gives every copy 256 independent directions to differ in, so
+    a query's 10 nearest are its own copies ranked by noise alone (a worst case for any
+    graph index: intrinsic dimension 256); pictures vary along far fewer directions, which
+    the data-shaped noise keeps."""
+    dims = base.shape[1]
+    if noise == "isotropic":
+        return np.eye(dims, dtype=np.float32) * sigma
+    variances, directions = np.linalg.eigh(np.cov(base, rowvar=False).astype(np.float64))
+    variances = np.clip(variances, 0, None)
+    scale = sigma**2 * dims / variances.sum()
+    return (np.sqrt(variances * scale)[:, None] * directions.T).astype(np.float32)
+
+
+def perturbed(
+    base: np.ndarray, n: int, sigma: float, seed: int, noise: str = "isotropic"
+) -> np.ndarray:
+    """n unit vectors: the base rows in turn, each plus noise of `noise_shape`."""
     rng = np.random.default_rng(seed)
+    shape = noise_shape(base, sigma, noise)
     out = np.empty((n, base.shape[1]), np.float32)
     for start in range(0, n, CHUNK):
         rows = np.arange(start, min(start + CHUNK, n)) % len(base)
-        part = base[rows] + rng.normal(0, sigma, (len(rows), base.shape[1])).astype(np.float32)
-        out[start : start + len(rows)] = l2_normalize(part, in_place=True)
+        z = rng.standard_normal((len(rows), base.shape[1]), dtype=np.float32)
+        out[start : start + len(rows)] = l2_normalize(base[rows] + z @ shape, in_place=True)
     return out
 
 
-def grow(source: Collection, path: Path, n: int, sigma: float) -> tuple[Collection, float]:
+def tiled_blocks(gen: Generation, rows: np.ndarray) -> dict[str, CodedBlock]:
+    """The source's coded blocks of `rows` modulo its size (none where they are not coded)."""
+    blocks = {}
+    for key in gen.config.block_keys:
+        block = gen.block(key)
+        if not isinstance(block, CodedBlock):
+            return {}
+        source = rows % len(block)
+        blocks[key] = CodedBlock(
+            block.basis, np.asarray(block.codes)[source], np.asarray(block.scales)[source]
+        )
+    return blocks
+
+
+def grow(
+    source: Collection, path: Path, n: int, sigma: float, noise: str
+) -> tuple[Collection, float]:
     gen = source.require_generation()
-    fused = perturbed(np.asarray(gen.fused(), np.float32), n, sigma, seed=n)
+    fused = perturbed(np.asarray(gen.fused(), np.float32), n, sigma, seed=n, noise=noise)
     boxes = np.tile(gen.head_boxes, (n // len(gen.ids) + 1, 1))[:n]
     shutil.rmtree(path, ignore_errors=True)
     coll = Collection.create(path, source.root, source.config, source.weights_hash)
@@ -80,22 +125,24 @@ def grow(source: Collection, path: Path, n: int, sigma: float) -> tuple[Collecti
         index = new_index(coll.config)
         index.build(fused)
         counts = {"indexed": n, **coll.catalog.counts()}
-        coll.commit(ids, boxes, {}, gen.fuser(), fused, index, counts)
+        coded = tiled_blocks(gen, np.arange(n))
+        coll.commit(ids, boxes, coded, gen.fuser(), fused, index, counts, coded=coded)  # type: ignore[arg-type]
     return coll, time.perf_counter() - start
 
 
-def add_rows(coll: Collection, source: Collection, share: float, sigma: float) -> float:
+def add_rows(coll: Collection, source: Collection, share: float, sigma: float, noise: str) -> float:
     """Seconds to grow the committed collection by `share` of its rows through the real
     commit path, adding them to the committed index as an index run that only added
     pictures does (`VectorIndex.extend`, indexing/growth.py): no refit, no rebuild (but a
     build where the index cannot add them, as exact search grown past 10k)."""
-    gen = coll.require_generation()
+    gen, source_gen = coll.require_generation(), source.require_generation()
     n = len(gen.ids)
     extra = perturbed(
-        np.asarray(source.require_generation().fused(), np.float32),
+        np.asarray(source_gen.fused(), np.float32),
         max(1, int(n * share)),
         sigma,
         seed=n + 1,
+        noise=noise,
     )
     start = time.perf_counter()
     with coll.write_lock():
@@ -116,7 +163,15 @@ def add_rows(coll: Collection, source: Collection, share: float, sigma: float) -
         ids = np.concatenate([gen.ids, np.array(added, np.int64)])
         boxes = np.concatenate([gen.head_boxes, np.tile([[0, 0, 1, 1]], (len(extra), 1))])
         counts = {"indexed": len(ids), **coll.catalog.counts()}
-        coll.commit(ids, boxes, {}, gen.fuser(), fused, index, counts)
+        coded = {
+            key: CodedBlock(
+                block.basis,
+                np.concatenate([gen.block(key).codes, block.codes]),  # type: ignore[union-attr]
+                np.concatenate([gen.block(key).scales, block.scales]),  # type: ignore[union-attr]
+            )
+            for key, block in tiled_blocks(source_gen, np.arange(n, len(ids))).items()
+        }
+        coll.commit(ids, boxes, coded, gen.fuser(), fused, index, counts, coded=coded)  # type: ignore[arg-type]
     return time.perf_counter() - start
 
 
@@ -162,6 +217,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--sigma", type=float, default=0.02, help="noise per dim")
+    parser.add_argument(
+        "--noise", choices=NOISES, default="isotropic", help="its shape (noise_shape)"
+    )
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--keep", action="store_true", help="keep the grown collections")
     parser.add_argument(
@@ -191,7 +249,7 @@ def main() -> None:
             coll, build_s = Collection.open(path), float("nan")
             n = len(coll.require_generation().ids)
         else:
-            coll, build_s = grow(source, path, n, args.sigma)
+            coll, build_s = grow(source, path, n, args.sigma, args.noise)
         gen = coll.require_generation()
         disk = (folder_bytes(gen.path) + (path / "catalog.sqlite").stat().st_size) / n
         searcher = Searcher(coll)
@@ -214,7 +272,9 @@ def main() -> None:
         del searcher
         coll.close_catalog()
         wall, rss = new_process_query(path, int(ids[1]))
-        add_s = float("nan") if args.reuse else add_rows(coll, source, args.add, args.sigma)
+        add_s = (
+            float("nan") if args.reuse else add_rows(coll, source, args.add, args.sigma, args.noise)
+        )
         print(
             f"| {n} | {chosen} | {build_s:.1f} | {disk:.0f} | {recall:.3f} | {p50:.2f} | "
             f"{p99:.2f} | {wall:.2f} | {rss:.0f} | {add_s:.1f} |",

@@ -65,11 +65,15 @@ def step_times(searcher: Searcher, items: np.ndarray, rounds: int) -> dict[str, 
     """Mean ms a query of each step, one figure per round, in this (warm) process."""
     asks = {int(i): searcher.stored_query(int(i)) for i in items}
 
+    def search_vector(i: int) -> object:
+        ask = asks[i]
+        if hasattr(ask, "features"):  # since the coded scores (a baseline may be older)
+            return searcher.search_vector(ask.vector, 10, {i}, ask.features)
+        return searcher.search_vector(ask.vector, 10, {i}, views=ask.views, wide=ask.wide)
+
     steps: dict[str, Callable[[int], object]] = {
         "index.query": lambda i: searcher.index.query(asks[i].vector[None, :], 11),
-        "Searcher.search_vector": lambda i: searcher.search_vector(
-            asks[i].vector, 10, {i}, views=asks[i].views, wide=asks[i].wide
-        ),
+        "Searcher.search_vector": search_vector,
         "Searcher.query": lambda i: searcher.query(str(i), k=10),
     }
     for step in steps.values():  # warm: pages of the files, caches of the catalog

@@ -256,12 +256,12 @@ def test_a_head_weight_re_ranks_a_picture_on_the_face_that_matched(pictures, tmp
     index(pictures, coll)
     searcher = Searcher(coll)
     row = searcher.row_of[searcher.query("blue/0.png", k=1).query_id]  # type: ignore[index]
-    views = searcher.stored_query(int(searcher.ids[row])).views
-    assert views is not None
+    features = searcher.stored_query(int(searcher.ids[row])).features
+    assert features.views is not None
     exclude = {int(searcher.ids[row])}
     for weight in (1.0, 0.5):
         matches = searcher.search_vector(
-            searcher.fused[row], 6, exclude, views=views, head_weight=weight, pool=20
+            searcher.fused[row], 6, exclude, features, head_weight=weight, pool=20
         )
         group = next(m for m in matches if m.path == "group/red_and_blue.png")
         assert group.face == 1
@@ -272,7 +272,7 @@ def test_a_head_weight_re_ranks_a_picture_on_the_face_that_matched(pictures, tmp
         red = next(
             m
             for m in searcher.search_vector(
-                searcher.fused[row], 9, exclude, views=views, head_weight=weight, pool=20
+                searcher.fused[row], 9, exclude, features, head_weight=weight, pool=20
             )
             if m.path == "red/0.png"
         )

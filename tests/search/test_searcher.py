@@ -164,7 +164,7 @@ def test_a_head_weight_of_one_ranks_by_the_head_view_alone(searcher: Searcher) -
     scores = head @ head[row]
     want = [int(searcher.ids[r]) for r in np.lexsort((searcher.ids, -scores)) if r != row][:5]
     asking = searcher.stored_query(item)
-    matches = searcher.search_vector(asking.vector, 5, {item}, views=asking.views, head_weight=1.0)
+    matches = searcher.search_vector(asking.vector, 5, {item}, asking.features, head_weight=1.0)
     assert [m.id for m in matches] == want
     assert np.allclose([m.score for m in matches], [m.view_scores["head"] for m in matches])
 

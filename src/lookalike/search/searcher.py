@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,8 @@ from lookalike.errors import DamagedPartError, ImageLoadError, QueryError
 from lookalike.fuse.expansion import expand_query
 from lookalike.load.images import file_sha256, load_image
 from lookalike.search.calibration import GOOD_MATCH, calibration_for
+from lookalike.search.coded_scores import CodedScorer
+from lookalike.search.query_features import QueryFeatures
 from lookalike.search.rerank import ViewScorer, combine, rank
 from lookalike.store.collection import Collection
 from lookalike.store.faces import MAX_FACES, FaceItems, best_per_owner, head_keys, item_blocks
@@ -146,13 +149,17 @@ class StoredQuery:
     """What a stored picture (or one of its faces) asks with (`Searcher.stored_query`)."""
 
     vector: np.ndarray  # its fused vector
-    views: dict[str, np.ndarray] | None  # its per-view vectors (None: blocks damaged)
-    wide: np.ndarray | None  # its calibration vector
+    features: QueryFeatures  # what its results' per-view scores and P(same) come from
     head_box: tuple[int, int, int, int]  # the head box that asks
     fallback: bool
     face: int | None  # which face asks (None: no face, a fallback view)
     faces: int  # how many faces the picture has
     path: str  # its path in the indexed folder
+
+    @property
+    def views(self) -> dict[str, np.ndarray] | None:
+        """Its per-view vectors (None: its blocks are damaged)."""
+        return self.features.views
 
 
 def candidate_count(
@@ -307,9 +314,7 @@ class Searcher:
             assert path is not None
             return self.query_image(path, k, threshold, face)
         asking = self.stored_query(item_id, face, query)
-        matches = self.search_vector(
-            asking.vector, k, {item_id}, views=asking.views, wide=asking.wide
-        )
+        matches = self.search_vector(asking.vector, k, {item_id}, asking.features)
         result = QueryResult(query, item_id, asking.head_box, asking.fallback, [])
         result.query_face, result.query_faces = asking.face, asking.faces
         result.query_path = asking.path
@@ -334,10 +339,7 @@ class Searcher:
                     f"found, {searchable} searchable (faces count from 0)"
                 )
             item = int(match[0])
-        # Decoded once for both the per-view vectors and the calibration vector.
-        blocks = self._readable_blocks(np.array([row]), np.array([item]))
-        views = self.query_views(lambda scorer: scorer.query_vectors(blocks)) if blocks else None
-        wide = self.calibration_vector(blocks) if blocks else None
+        features = QueryFeatures(self, row=row, item=item)
         if item < 0:
             vector, box_of = self.fused[row], self.head_boxes[row]
             asking = None if fallback else 0
@@ -345,7 +347,7 @@ class Searcher:
             vector, box_of = np.asarray(self.face_fused[item], np.float32), self.faces.boxes[item]
             asking, fallback = face, False
         box = tuple(int(v) for v in box_of)
-        return StoredQuery(vector, views, wide, box, fallback, asking, n_faces, path)  # type: ignore[arg-type]
+        return StoredQuery(vector, features, box, fallback, asking, n_faces, path)  # type: ignore[arg-type]
 
     def query_image(
         self, path: Path, k: int = 4, threshold: Threshold | None = None, face: int = 0
@@ -361,9 +363,7 @@ class Searcher:
             raise QueryError(f"{path}: no face {face}: the picture {exc}") from exc
         # The same file indexed under another name is still the query itself.
         same = {r.id for r in self.collection.catalog.by_sha256(sha) if r.id is not None}
-        views = self.query_views(lambda scorer: scorer.query_vectors(blocks))
-        wide = self.calibration_vector(blocks)
-        matches = self.search_vector(vector, k, exclude=same, views=views, wide=wide)
+        matches = self.search_vector(vector, k, same, QueryFeatures(self, blocks))
         result = QueryResult(str(path), None, analysis.head_box, analysis.fallback, [])
         result.query_face = None if analysis.fallback else face
         result.query_faces = len(analysis.faces)
@@ -422,16 +422,15 @@ class Searcher:
         vector: np.ndarray,
         k: int,
         exclude: set[int],
-        views: dict[str, np.ndarray] | None = None,
-        wide: np.ndarray | None = None,
+        features: QueryFeatures | None = None,
         head_weight: float | None = None,
         pool: int | None = None,
     ) -> list[Match]:
         """The k best items for a query vector: THE ranking, that `query` and the web page
         both call, so the two always agree (ids, order and ties).
 
-        `views`: the query's per-view vectors, for each match's per-view cosines; `wide`:
-        its `calibration_vector`. Without `head_weight` the score is the fused cosine (the
+        `features`: what each match's per-view cosines and P(same) are computed with (none:
+        the fused scores alone). Without `head_weight` the score is the fused cosine (the
         index's ranking). With it, the index's best candidates (at least `pool` of them)
         are re-ranked by ``w * cos(head) + (1 - w) * cos(whole)`` of the per-view vectors
         (`rerank.combine`), which leave out what the fused vector learned across views (a
@@ -440,35 +439,77 @@ class Searcher:
         """
         if k < 1:
             raise QueryError(f"k must be at least 1, got {k}")
-        if head_weight is not None and not views:
+        if head_weight is not None and features is None:
             raise QueryError("head_weight needs the query's per-view vectors (head and whole)")
         n_candidates = candidate_count(len(self.ids), k, len(exclude), pool, head_weight)
         rows, fused, items = self._candidates(vector, n_candidates, exclude)
         # Per-view cosines of every candidate when a head weight ranks by them, else of the k
-        # results only: decoding the stored blocks is most of a query's time.
+        # results only: the stored blocks' cosines are most of a query's time.
         order = None if head_weight is not None else rank(fused, self.ids[rows])[:k]
         scored = np.arange(len(rows)) if order is None else order
-        # The blocks are read once, for the per-view cosines and for P(same) alike.
-        calibrated = wide is not None and self.calibration is not None
-        blocks = None
-        if (views or calibrated) and len(scored):
-            blocks = self._readable_blocks(rows[scored], items[scored])
-        cosines: dict[str, np.ndarray] = {}
-        if views and blocks is not None:
-            for view, fuser in self.views.fusers.items():
-                cosines[view] = np.full(len(rows), np.nan, np.float32)
-                cosines[view][scored] = fuser.transform(blocks) @ views[view]
+        cosines, wides = self._view_scores(rows, items, scored, features)
         if head_weight is not None and not cosines:
             raise QueryError("head_weight needs the stored per-view blocks, which are damaged")
         scores = fused
-        picked = blocks
         if order is None:
             scores = combine(cosines, head_weight)  # type: ignore[arg-type]
             order = rank(scores, self.ids[rows])[:k]
-            picked = {key: b[order] for key, b in blocks.items()}  # type: ignore[union-attr]
         # Probabilities are of the fused score (the calibrated one), whatever ranks.
-        probabilities = self.block_probabilities(picked, fused[order].tolist(), wide)
+        probabilities = self._probabilities(fused[order], None if wides is None else wides[order])
         return self._matches(rows, items, order, scores, fused, cosines, probabilities)
+
+    def _view_scores(
+        self,
+        rows: np.ndarray,
+        items: np.ndarray,
+        scored: np.ndarray,
+        features: QueryFeatures | None,
+    ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """The candidates' per-view cosines with the query (`features`), and the cosines of
+        their calibration vectors where P(same) is of those (`wide_calibrated`), each of all
+        `rows` (NaN where not `scored`); ({}, None) where the blocks are damaged."""
+        if features is None or not len(scored):
+            return {}, None
+        wide = self.wide_calibrated
+        coded = self.coded_scorer
+        query = features.coded if coded is not None and bool((items[scored] < 0).all()) else None
+        if coded is not None and query is not None:  # no face item's blocks among them
+            view_cosines, wide_cosines = coded.scores(rows[scored], query, wide)
+        else:
+            views = features.views
+            blocks = self.readable_blocks(rows[scored], items[scored]) if views else None
+            if views is None or blocks is None:
+                return {}, None
+            view_cosines = {
+                view: f.transform(blocks) @ views[view] for view, f in self.views.fusers.items()
+            }
+            asked = features.wide if wide else None
+            wide_cosines = None if asked is None else self.fuser.wide_transform(blocks) @ asked
+        cosines = {}
+        for view, values in view_cosines.items():
+            cosines[view] = np.full(len(rows), np.nan, np.float32)
+            cosines[view][scored] = values
+        if wide_cosines is None:
+            return cosines, None
+        wides = np.full(len(rows), np.nan, np.float32)
+        wides[scored] = wide_cosines
+        return cosines, wides
+
+    @property
+    def wide_calibrated(self) -> bool:
+        """Whether P(same) is of the calibration vectors' cosines, not the fused ones (a
+        dense reduction: `calibration_vector`)."""
+        return self.calibration is not None and self.fuser.reduces
+
+    @functools.cached_property
+    def coded_scorer(self) -> CodedScorer | None:
+        """What scores stored rows on their codes (coded_scores.py); None where the fused
+        layout is another or the blocks are damaged (the decoding path reports it)."""
+        try:
+            blocks = {b.key: self._gen.block(b.key) for b in self.fuser.blocks}
+        except DamagedPartError:
+            return None
+        return CodedScorer(self.fuser, blocks) if CodedScorer.applies(self.fuser, blocks) else None
 
     def _matches(
         self,
@@ -518,7 +559,7 @@ class Searcher:
         items = np.full(len(rows), -1, np.int64)
         if len(self.face_fused):
             rows, scores, items = self._with_faces(vector, rows, scores, items, n_candidates)
-        keep = np.array([int(i) not in exclude for i in self.ids[rows]], dtype=bool)
+        keep = ~np.isin(self.ids[rows], np.fromiter(exclude, np.int64, len(exclude)))
         return rows[keep], scores[keep].astype(np.float32), items[keep]
 
     def _with_faces(
@@ -552,7 +593,7 @@ class Searcher:
                 scores[i], items[i] = score, int(top[at])
         return np.array(rows, np.int64), np.array(scores, np.float32), np.array(items, np.int64)
 
-    def _readable_blocks(self, rows: np.ndarray, items: np.ndarray) -> dict[str, np.ndarray] | None:
+    def readable_blocks(self, rows: np.ndarray, items: np.ndarray) -> dict[str, np.ndarray] | None:
         """`_candidate_blocks`, or None where the stored blocks are damaged: the fused vectors
         still answer, without per-view scores or probabilities (`index` repairs them)."""
         try:
@@ -584,18 +625,13 @@ class Searcher:
     def calibration_vector(self, blocks: dict[str, np.ndarray]) -> np.ndarray | None:
         """The query in the space its scores were calibrated in, when that is not the fused
         vector's (a dense reduction: `Fuser.wide_transform`); None otherwise."""
-        if self.calibration is None or not self.fuser.reduces:
-            return None
-        return self.fuser.wide_transform(blocks)[0]
+        return self.fuser.wide_transform(blocks)[0] if self.wide_calibrated else None
 
-    def block_probabilities(
-        self, blocks: dict[str, np.ndarray] | None, scores: Sequence[float], wide: np.ndarray | None
+    def _probabilities(
+        self, scores: np.ndarray, wide_cosines: np.ndarray | None
     ) -> list[float | None]:
-        """P(same character) of results given their fused `scores` and `blocks` (None: not
-        readable): of the wide cosine when the query has a `calibration_vector`."""
-        if self.calibration is None or (wide is not None and blocks is None):
+        """P(same character) of results given their fused `scores`, or of their calibration
+        vectors' `wide_cosines` where it is of those (None where they could not be read)."""
+        if self.calibration is None or (self.wide_calibrated and wide_cosines is None):
             return [None] * len(scores)
-        if wide is not None and len(scores):
-            assert blocks is not None
-            scores = self.fuser.wide_transform(blocks) @ wide
-        return [*self.calibration.of_scores(scores)]
+        return [*self.calibration.of_scores(wide_cosines if self.wide_calibrated else scores)]

@@ -33,6 +33,7 @@ from lookalike.load.images import LoadLimits, load_image
 from lookalike.load.labels import Labels, load_labels
 from lookalike.render.sheets import DETECTED_BOX, FALLBACK_BOX
 from lookalike.search.calibration import GOOD_MATCH
+from lookalike.search.query_features import QueryFeatures
 from lookalike.search.rerank import default_head_weight
 from lookalike.search.searcher import Searcher
 from lookalike.store.collection import Collection
@@ -375,9 +376,7 @@ class Gallery:
             asking = self.searcher.stored_query(item.id, face, item.path)
         except QueryError as exc:
             raise RequestError(400, str(exc)) from exc
-        results = self._rank(
-            asking.vector, asking.views, {item.id}, k, pool, head_weight, asking.wide
-        )
+        results = self._rank(asking.vector, asking.features, {item.id}, k, pool, head_weight)
         query = {"kind": "item", **item.to_json(), "head_box": list(asking.head_box)}
         query["face"] = asking.face
         return self._answer(query, results, k, pool, head_weight, min_score)
@@ -422,9 +421,8 @@ class Gallery:
             raise RequestError(400, f"upload: no face {face}: the picture {exc}") from exc
         # The same bytes indexed under some name are the query itself.
         exclude = self.by_sha.get(hashlib.sha256(data).hexdigest(), set())
-        wide = self.searcher.calibration_vector(blocks)
-        views = self.searcher.query_views(lambda scorer: scorer.query_vectors(blocks))
-        results = self._rank(fused, views, exclude, k, pool, head_weight, wide)
+        features = QueryFeatures(self.searcher, blocks)
+        results = self._rank(fused, features, exclude, k, pool, head_weight)
         query = {
             "kind": "upload",
             "width": image.width,
@@ -440,19 +438,18 @@ class Gallery:
     def _rank(
         self,
         fused: np.ndarray,
-        views: dict[str, np.ndarray] | None,
+        features: QueryFeatures,
         exclude: set[int],
         k: int,
         pool: int,
         head_weight: float | None,
-        wide: np.ndarray | None = None,
     ) -> list[dict[str, Any]]:
         """The Searcher's own ranking (`query`'s answer), as tiles: never a second one here."""
-        if head_weight is not None and views is None:
+        if head_weight is not None and not features.readable:
             raise RequestError(409, "head_weight: the stored per-view blocks are damaged")
         with self._model_lock:  # the ANN index is not thread-safe everywhere
             matches = self.searcher.search_vector(
-                fused, k, exclude, views=views, wide=wide, head_weight=head_weight, pool=pool
+                fused, k, exclude, features, head_weight=head_weight, pool=pool
             )
         results = []
         for match in matches:
