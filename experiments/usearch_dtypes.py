@@ -4,7 +4,8 @@ at 1M with recall@10 >= 0.98).
 
 The vectors are `benchmarks/dense_scale.py`'s: a collection's fused vectors, each copied
 N / n times with Gaussian noise (sigma 0.02 per dim) and made unit-length again. Each type
-gets a graph built with the `auto` index's settings (M 16, ef_construction 200), saved,
+gets a graph built with the `auto` index's settings (M 16, ef_construction 200; other M
+with `--ms`), saved,
 then opened as a memory-mapped view in a fresh process, as a query process opens it. The
 queries are stored items (as `dense_scale.py` queries), one at a time on one thread, after
 warm-up queries; `--rescore R` asks the graph for R candidates and orders them by their
@@ -32,7 +33,12 @@ from lookalike.index.exact import top_k_inner
 from lookalike.store.collection import Collection
 
 
-def build(work: Path, source: Path, n: int, dtypes: list[str]) -> None:
+def graph_path(work: Path, n: int, dtype: str, m: int) -> Path:
+    """Graphs of M 16 (`auto`'s) keep the name they had before M could be chosen."""
+    return work / (f"graph_{n}_{dtype}.usearch" if m == 16 else f"graph_{n}_{dtype}_m{m}.usearch")
+
+
+def build(work: Path, source: Path, n: int, dtypes: list[str], ms: list[int]) -> None:
     from usearch.index import Index
 
     vectors_path = work / f"vectors_{n}.npy"
@@ -41,30 +47,38 @@ def build(work: Path, source: Path, n: int, dtypes: list[str]) -> None:
         np.save(vectors_path, perturbed(base, n, 0.02, seed=n))
     vectors = np.load(vectors_path, mmap_mode="r")
     for dtype in dtypes:
-        path = work / f"graph_{n}_{dtype}.usearch"
-        if path.exists():
-            continue
-        start = time.perf_counter()
-        index = Index(
-            ndim=vectors.shape[1], metric="ip", dtype=dtype, connectivity=16, expansion_add=200
-        )
-        index.add(np.arange(n, dtype=np.uint64), np.ascontiguousarray(vectors))
-        index.save(str(path))
-        print(
-            f"{dtype}: built {n} in {time.perf_counter() - start:.0f} s, "
-            f"{path.stat().st_size / n:.0f} B/item",
-            flush=True,
-        )
+        for m in ms:
+            path = graph_path(work, n, dtype, m)
+            if path.exists():
+                continue
+            start = time.perf_counter()
+            index = Index(
+                ndim=vectors.shape[1], metric="ip", dtype=dtype, connectivity=m, expansion_add=200
+            )
+            index.add(np.arange(n, dtype=np.uint64), np.ascontiguousarray(vectors))
+            index.save(str(path))
+            print(
+                f"{dtype} M {m}: built {n} in {time.perf_counter() - start:.0f} s, "
+                f"{path.stat().st_size / n:.0f} B/item",
+                flush=True,
+            )
 
 
 def measure(
-    work: Path, n: int, dtype: str, efs: list[int], rescores: list[int], queries: int, warm: int
+    work: Path,
+    n: int,
+    graph: str,
+    efs: list[int],
+    rescores: list[int],
+    queries: int,
+    warm: int,
 ) -> list[dict]:
     from usearch.index import Index
 
     vectors = np.load(work / f"vectors_{n}.npy", mmap_mode="r")
+    dtype, m = graph.split(":")
     index = Index.restore(
-        str(work / f"graph_{n}_{dtype}.usearch"), view=True, enable_key_lookups=False
+        str(graph_path(work, n, dtype, int(m))), view=True, enable_key_lookups=False
     )
     rows = np.random.default_rng(1).integers(n, size=queries + warm)
     q = np.asarray(vectors[rows])
@@ -93,6 +107,7 @@ def measure(
             out.append(
                 {
                     "dtype": dtype,
+                    "M": int(m),
                     "ef": ef,
                     "rescore": rescore,
                     "p50_ms": round(float(np.median(ms)), 3),
@@ -109,6 +124,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--dtypes", nargs="+", default=["f32", "f16", "i8"])
+    parser.add_argument("--ms", type=int, nargs="+", default=[16], help="graph connectivity")
     parser.add_argument("--efs", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--rescores", type=int, nargs="+", default=[0, 20, 40])
     parser.add_argument("--queries", type=int, default=1000)
@@ -122,19 +138,20 @@ def main() -> None:
         print(json.dumps(rows))
         return
     args.work.mkdir(parents=True, exist_ok=True)
-    build(args.work, args.source, args.items, args.dtypes)
-    print("| vectors | ef | rescore | p50 ms | p99 ms | recall@10 |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for dtype in args.dtypes:  # a fresh process each, as a query process opens the graph
+    build(args.work, args.source, args.items, args.dtypes, args.ms)
+    print("| vectors | M | ef | rescore | p50 ms | p99 ms | recall@10 |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    graphs = [f"{dtype}:{m}" for dtype in args.dtypes for m in args.ms]
+    for graph in graphs:  # a fresh process each, as a query process opens the graph
         done = subprocess.run(
-            [sys.executable, __file__, *sys.argv[1:], "--measure", dtype],
+            [sys.executable, __file__, *sys.argv[1:], "--measure", graph],
             check=True,
             capture_output=True,
             text=True,
         )
         for r in json.loads(done.stdout):
             print(
-                f"| {r['dtype']} | {r['ef']} | {r['rescore']} | {r['p50_ms']} | "
+                f"| {r['dtype']} | {r['M']} | {r['ef']} | {r['rescore']} | {r['p50_ms']} | "
                 f"{r['p99_ms']} | {r['recall@10']} |",
                 flush=True,
             )

@@ -19,6 +19,7 @@ from lookalike.errors import DamagedPartError, QueryError
 from lookalike.evaluate.evaluation import FaceVectors, exact_top_k
 from lookalike.indexing.indexer import Indexer
 from lookalike.search.searcher import Searcher
+from lookalike.store import codec
 from lookalike.store.collection import Collection
 from lookalike.store.faces import MAX_FACES, best_per_owner, extra_faces
 
@@ -277,3 +278,27 @@ def test_a_head_weight_re_ranks_a_picture_on_the_face_that_matched(pictures, tmp
             if m.path == "red/0.png"
         )
         assert group.view_scores["head"] > red.view_scores["head"] + 0.1
+
+
+def test_coded_blocks_score_a_face_match_as_decoded_ones(pictures, tmp_path, monkeypatch):
+    """On coded blocks (store/codec.py) the pictures found through their own blocks are
+    scored on their codes and those found through a further face are decoded: together,
+    the decoding path's scores (coded_scores.py), with and without a head weight."""
+    monkeypatch.setattr(codec, "CODEC_MIN_ROWS", 4)
+    coll = tmp_path / "coll"
+    index(pictures, coll)
+    coded, decoding = Searcher(coll), Searcher(coll)
+    assert coded.coded_scorer is not None
+    decoding.__dict__["coded_scorer"] = None
+    row = coded.row_of[coded.query("blue/0.png", k=1).query_id]  # type: ignore[index]
+    item = int(coded.ids[row])
+    for weight in (None, 0.5):
+        got, want = (
+            s.search_vector(s.fused[row], 6, {item}, s.stored_query(item).features, weight, pool=20)
+            for s in (coded, decoding)
+        )
+        assert [m.id for m in got] == [m.id for m in want]
+        assert any(m.face == 1 for m in got)  # the group picture, through its blue face
+        for a, b in zip(got, want, strict=True):
+            for view, score in a.view_scores.items():
+                assert score == pytest.approx(b.view_scores[view], abs=2e-6)

@@ -467,32 +467,44 @@ class Searcher:
     ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         """The candidates' per-view cosines with the query (`features`), and the cosines of
         their calibration vectors where P(same) is of those (`wide_calibrated`), each of all
-        `rows` (NaN where not `scored`); ({}, None) where the blocks are damaged."""
+        `rows` (NaN where not `scored`); ({}, None) where the blocks are damaged.
+
+        Pictures scored on their own blocks are scored on their codes where the collection
+        allows (`coded_scorer`); those found through a further face (its own float16 head
+        blocks) and other layouts are decoded."""
         if features is None or not len(scored):
             return {}, None
         wide = self.wide_calibrated
-        coded = self.coded_scorer
-        query = features.coded if coded is not None and bool((items[scored] < 0).all()) else None
-        if coded is not None and query is not None:  # no face item's blocks among them
-            view_cosines, wide_cosines = coded.scores(rows[scored], query, wide)
-        else:
-            views = features.views
-            blocks = self.readable_blocks(rows[scored], items[scored]) if views else None
-            if views is None or blocks is None:
-                return {}, None
-            view_cosines = {
-                view: f.transform(blocks) @ views[view] for view, f in self.views.fusers.items()
-            }
-            asked = features.wide if wide else None
-            wide_cosines = None if asked is None else self.fuser.wide_transform(blocks) @ asked
-        cosines = {}
-        for view, values in view_cosines.items():
-            cosines[view] = np.full(len(rows), np.nan, np.float32)
-            cosines[view][scored] = values
-        if wide_cosines is None:
-            return cosines, None
-        wides = np.full(len(rows), np.nan, np.float32)
-        wides[scored] = wide_cosines
+        cosines = {v: np.full(len(rows), np.nan, np.float32) for v in self.config.views}
+        wides = np.full(len(rows), np.nan, np.float32) if wide else None
+        coded, query = self.coded_scorer, None
+        if coded is not None:
+            query = features.coded
+        on_codes = items[scored] < 0 if query is not None else np.zeros(len(scored), bool)
+        parts = [(scored[on_codes], True), (scored[~on_codes], False)]
+        for part, by_codes in parts:
+            if not len(part):
+                continue
+            if by_codes:
+                assert coded is not None and query is not None
+                view_cosines, wide_cosines = coded.scores(rows[part], query, wide)
+            else:
+                views = features.views
+                blocks = self.readable_blocks(rows[part], items[part]) if views else None
+                if views is None or blocks is None:
+                    return {}, None
+                view_cosines = {
+                    view: f.transform(blocks) @ views[view] for view, f in self.views.fusers.items()
+                }
+                asked = features.wide if wide else None
+                wide_cosines = None if asked is None else self.fuser.wide_transform(blocks) @ asked
+            for view, values in view_cosines.items():
+                cosines[view][part] = values
+            if wides is not None:
+                if wide_cosines is None:
+                    wides = None
+                else:
+                    wides[part] = wide_cosines
         return cosines, wides
 
     @property
