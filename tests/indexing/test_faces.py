@@ -22,6 +22,7 @@ from lookalike.search.searcher import Searcher
 from lookalike.store import codec
 from lookalike.store.collection import Collection
 from lookalike.store.faces import MAX_FACES, best_per_owner, extra_faces
+from tests.search.test_coded_scores import assert_alike, coded_and_decoding
 
 # Two places a drawn "face" can be, far enough apart that one face's head box (the face
 # grown by the margin) holds nothing of the other.
@@ -285,20 +286,14 @@ def test_coded_blocks_score_a_face_match_as_decoded_ones(pictures, tmp_path, mon
     scored on their codes and those found through a further face are decoded: together,
     the decoding path's scores (coded_scores.py), with and without a head weight."""
     monkeypatch.setattr(codec, "CODEC_MIN_ROWS", 4)
-    coll = tmp_path / "coll"
-    index(pictures, coll)
-    coded, decoding = Searcher(coll), Searcher(coll)
-    assert coded.coded_scorer is not None
-    decoding.__dict__["coded_scorer"] = None
+    index(pictures, tmp_path / "coll")
+    coded, decoding = coded_and_decoding(tmp_path / "coll")
     row = coded.row_of[coded.query("blue/0.png", k=1).query_id]  # type: ignore[index]
     item = int(coded.ids[row])
     for weight in (None, 0.5):
         got, want = (
-            s.search_vector(s.fused[row], 6, {item}, s.stored_query(item).features, weight, pool=20)
+            s.search_vector(s.fused[row], 6, {item}, s.stored_query(item).features, weight, 20)
             for s in (coded, decoding)
         )
-        assert [m.id for m in got] == [m.id for m in want]
         assert any(m.face == 1 for m in got)  # the group picture, through its blue face
-        for a, b in zip(got, want, strict=True):
-            for view, score in a.view_scores.items():
-                assert score == pytest.approx(b.view_scores[view], abs=2e-6)
+        assert_alike(got, want)

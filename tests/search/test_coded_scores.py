@@ -3,13 +3,15 @@ against the fuser's own vectors of the decoded rows, and the Searcher's two path
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from lookalike.config import Block, FusionConfig
 from lookalike.fuse.fuser import Fuser
 from lookalike.search.coded_scores import CodedScorer
-from lookalike.search.searcher import Searcher
+from lookalike.search.searcher import Match, Searcher
 from lookalike.store import codec
 from lookalike.store.codec import BlockBasis, CodedBlock
 from tests.end_to_end.test_pipeline import draw, folder, index  # noqa: F401 - the fixture
@@ -94,28 +96,38 @@ def test_an_outside_picture_scores_as_the_fuser_of_its_blocks(fitted) -> None:
     np.testing.assert_allclose(wide, want_wide, atol=2e-6)
 
 
+def coded_and_decoding(coll: Path) -> tuple[Searcher, Searcher]:
+    """Two searchers of a collection with coded blocks: one scoring on the codes, one with
+    the coded scorer turned off (the decoding path)."""
+    coded, decoding = Searcher(coll), Searcher(coll)
+    assert coded.coded_scorer is not None
+    decoding.__dict__["coded_scorer"] = None
+    return coded, decoding
+
+
+def assert_alike(got: list[Match], want: list[Match]) -> None:
+    """The same results, per-view scores and probabilities, to float32 rounding."""
+    assert [m.id for m in got] == [m.id for m in want]
+    for a, b in zip(got, want, strict=True):
+        assert set(a.view_scores) == set(b.view_scores) and a.view_scores
+        for view, score in a.view_scores.items():
+            assert score == pytest.approx(b.view_scores[view], abs=2e-6)
+        assert (a.probability is None) == (b.probability is None)
+        if a.probability is not None:
+            assert a.probability == pytest.approx(b.probability, abs=1e-4)
+
+
 def test_the_searcher_answers_alike_on_codes_and_on_decoded_rows(
     folder,  # noqa: F811
     tmp_path,
     monkeypatch,
 ) -> None:
     """`query`'s per-view scores and probabilities, from a stored picture and from a file,
-    are the decoding path's (the same searcher with the coded scorer turned off)."""
+    are the decoding path's."""
     monkeypatch.setattr(codec, "CODEC_MIN_ROWS", 10)
-    coll = tmp_path / "coll"
-    index(folder, coll)
-    coded, decoding = Searcher(coll), Searcher(coll)
-    assert coded.coded_scorer is not None
-    decoding.__dict__["coded_scorer"] = None
+    index(folder, tmp_path / "coll")
+    coded, decoding = coded_and_decoding(tmp_path / "coll")
     outside = tmp_path / "outside.png"
     draw(outside, (240, 30, 20), seed=3)
     for asked in ("red/0.png", "blue/1.png", str(outside)):
-        got, want = coded.query(asked, k=6).matches, decoding.query(asked, k=6).matches
-        assert [m.id for m in got] == [m.id for m in want]
-        for a, b in zip(got, want, strict=True):
-            assert set(a.view_scores) == {"head", "whole"}
-            for view, score in a.view_scores.items():
-                assert score == pytest.approx(b.view_scores[view], abs=2e-6)
-            assert (a.probability is None) == (b.probability is None)
-            if a.probability is not None:
-                assert a.probability == pytest.approx(b.probability, abs=1e-4)
+        assert_alike(coded.query(asked, k=6).matches, decoding.query(asked, k=6).matches)
