@@ -29,13 +29,15 @@ from lookalike.index.base import (
 from lookalike.index.usearch_index import check_dtype
 
 EXACT_MAX = 10_000
-# The graph: float16 vectors walked with ef 96, its 20 best re-scored exactly on the float32
-# rows (usearch_index.py). Measured at 1M items by experiments/usearch_dtypes.py (benchmarks/
-# README.md, "usearch at a million"): float32 at ef 128 answered in 1.07-1.23 ms p50 with
-# recall@10 0.996; float16 at ef 96 with 20 re-scored in 0.87 ms, recall 0.987 (ef 64: 0.75
-# ms but 0.978, under the 0.98 to hold); the graph file is 661 B an item instead of 1173.
-# int8 vectors lost too much (recall 0.85 with 40 re-scored).
-EF = 96
+# The graph: M 32, float16 vectors walked with ef 64, its 20 best re-scored exactly on the
+# float32 rows (usearch_index.py). Measured at 1M items by experiments/usearch_dtypes.py
+# (benchmarks/README.md, "usearch at a million"): float32 at ef 128 answered in 1.07-1.23 ms
+# p50 with recall@10 0.996; float16 (the graph file 661 B an item instead of 1173) at M 16
+# and ef 96 in 0.46 ms, recall 0.9955 (ef 64: 0.33 ms, 0.9875; 0.978 in an earlier draw of
+# the vectors); at M 32 and ef 64 in 0.33 ms, recall 0.994, for 127 B more an item. int8
+# vectors lost too much (recall 0.85 with 40 re-scored).
+M = 32
+EF = 64
 DTYPE = "f16"
 RESCORE = 20
 
@@ -50,7 +52,7 @@ class AutoIndex:
     def __init__(
         self,
         exact_max: int = EXACT_MAX,
-        M: int = 16,
+        M: int = M,
         ef_construction: int = 200,
         ef: int = EF,
         dtype: str = DTYPE,
