@@ -74,7 +74,7 @@ class CodedScorer:
         lda_means, lda_components, column = [], [], 0
         for i, basis in enumerate(self._bases):
             components, mean = basis.components, basis.mean
-            self._grams.append((components @ components.T).astype(np.float64))
+            self._grams.append(components @ components.T)  # float32
             self._components_mean[self._codes_of[i]] = components @ mean
             self._mean_squares[i] = np.dot(mean.astype(np.float64), mean)
             columns = slice(column, column + components.shape[1])
@@ -103,13 +103,17 @@ class CodedScorer:
 
     def _rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The rows' codes times their scales (n x R, float64), and their blocks' norms."""
-        codes = np.concatenate([c[rows] for c in self._codes], axis=1).astype(np.float64)
-        scales = np.stack([s[rows] for s in self._scales], axis=1)
-        scaled = codes * scales[:, self._block_of]
+        codes = np.concatenate([c[rows] for c in self._codes], axis=1).astype(np.float32)
+        scales = np.stack([s[rows] for s in self._scales], axis=1).astype(np.float64)
+        scaled = codes * scales[:, self._block_of]  # float64
         squares = self._mean_squares + 2 * self._block_sums(scaled * self._components_mean)
-        for i, gram in enumerate(self._grams):  # each block's own: no zeros multiplied
-            codes = scaled[:, self._codes_of[i]]
-            squares[:, i] += np.einsum("ij,ij->i", codes @ gram, codes)
+        # u.(C C^T)u on the integer codes in float32 (exact to float32 rounding), each
+        # block's own Gram matrix (no zeros multiplied), times the squared scales.
+        quadratic = np.empty_like(squares)
+        for i, gram in enumerate(self._grams):
+            block = codes[:, self._codes_of[i]]
+            quadratic[:, i] = ((block @ gram) * block).sum(axis=1)
+        squares += quadratic * scales**2
         return scaled, np.sqrt(np.maximum(squares, 0))
 
     def _projection(self, scaled: np.ndarray, norms: np.ndarray) -> np.ndarray:
