@@ -3,9 +3,10 @@
 The vectors are a real collection's fused vectors (for example anime-faces-dev indexed
 with the default preset), each copied N / n times with small Gaussian perturbations
 (isotropic, or with `--noise data` shaped like the vectors' own covariance: `noise_shape`
-says why both) and made unit-length again. Every size is written through the real commit path: catalog rows
-(one per synthetic file), `Collection.commit` with the source's fitted fuser, the preset's
-index (`auto`: exact up to 10k, a usearch graph above) built by the commit. Each item's
+says why both) and made unit-length again. Every size is written through the real commit
+path: catalog rows (one per synthetic file), `Collection.commit` with the source's fitted
+fuser, the preset's index (`auto`: exact up to 10k, a usearch graph above) built by the
+commit. Each item's
 per-block sources are its source row's int8 codes, as they are (a source of 500 pictures
 or more has coded blocks, store/codec.py; a smaller one gives items without blocks): a
 query reads and scores them for its per-view scores and P(same) as on a real collection,
