@@ -77,6 +77,11 @@ def test_a_stored_row_scores_as_the_fuser_of_the_decoded_rows(fitted) -> None:
     assert views["head"][1] == pytest.approx(1) and wide[1] == pytest.approx(1)
     _, no_wide = scorer.scores(rows, scorer.stored_query(asking), wide=False)
     assert no_wide is None
+    # Read with the rows in one pass (what a stored picture's query does): the same.
+    together_views, together_wide = scorer.stored_scores(asking, rows, wide=True)
+    for view, cosines in views.items():
+        np.testing.assert_allclose(together_views[view], cosines, atol=1e-6)
+    np.testing.assert_allclose(together_wide, wide, atol=1e-6)
 
 
 def test_an_outside_picture_scores_as_the_fuser_of_its_blocks(fitted) -> None:

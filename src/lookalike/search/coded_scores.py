@@ -29,6 +29,15 @@ from lookalike.vectors import l2_normalize
 
 
 @dataclass(frozen=True)
+class _Rows:
+    """Stored rows as read for scoring."""
+
+    scaled: np.ndarray  # their codes times their scales, side by side (n x R, float64)
+    norms: np.ndarray  # their blocks' norms (n x blocks)
+    projected: np.ndarray | None  # their wide vectors' LDA heads (None: not asked for)
+
+
+@dataclass(frozen=True)
 class CodedQuery:
     """A query's side of the blocks' dot products."""
 
@@ -124,20 +133,33 @@ class CodedScorer:
         weighted = (scaled * shares[:, self._block_of]).astype(np.float32)
         return shares @ self._lda_means + weighted @ self._lda_components
 
+    def _read(self, rows: np.ndarray, lda: bool) -> _Rows:
+        """Stored rows' codes, blocks' norms and, with `lda`, their wide vectors' heads."""
+        scaled, norms = self._rows(np.asarray(rows, np.int64))
+        projected = None
+        if lda and self._lda is not None:
+            stacked = np.sqrt((norms > 0) @ self._weights**2)  # the stacked vectors' norms
+            projection = _divided(self._projection(scaled, norms), stacked[:, None])
+            projected = self._projected(projection)
+        return _Rows(scaled, norms, projected)
+
     # -- the query's side ------------------------------------------------------------
     def stored_query(self, row: int) -> CodedQuery:
         """A stored row as a query, from its codes alone."""
-        scaled, norms = self._rows(np.array([row]))
-        inverse = _divided(np.ones(norms.shape[1]), norms[0])
+        return self._query_of(self._read(np.array([row]), lda=True), 0)
+
+    def _query_of(self, read: _Rows, i: int) -> CodedQuery:
+        """Row `i` of `read` as a query."""
+        scaled, norms = read.scaled[i], read.norms[i]
+        inverse = _divided(np.ones(len(norms)), norms)
         grams = [
-            scaled[0, codes] @ gram for codes, gram in zip(self._codes_of, self._grams, strict=True)
+            scaled[codes] @ gram for codes, gram in zip(self._codes_of, self._grams, strict=True)
         ]
         products = (self._components_mean + np.concatenate(grams)) * inverse[self._block_of]
-        sums = self._block_sums(scaled * self._components_mean)[0]
+        sums = self._block_sums((scaled * self._components_mean)[None, :])[0]
         mean_dots = (self._mean_squares + sums) * inverse
-        present = norms[0] > 0
-        projection = None if self._lda is None else self._projection(scaled, norms)[0]
-        return CodedQuery(products, mean_dots, present, self._query_projected(projection, present))
+        projected = None if read.projected is None else read.projected[i]
+        return CodedQuery(products, mean_dots, norms > 0, projected)
 
     def image_query(self, blocks: Mapping[str, np.ndarray]) -> CodedQuery:
         """A query from its computed feature blocks (one row each)."""
@@ -152,21 +174,17 @@ class CodedScorer:
             if self._lda is not None:
                 projection = projection + weight * (unit @ self._lda.basis_[columns])
         found = np.array(present)
+        projected = None
+        if self._lda is not None:
+            stacked = np.sqrt(self._weights**2 @ found)
+            y = np.asarray(projection, np.float64)[None, :]
+            projected = self._projected(_divided(y, np.array([[stacked]])))[0]
         return CodedQuery(
             np.concatenate(products).astype(np.float64),
             np.array(mean_dots, np.float64),
             found,
-            self._query_projected(None if self._lda is None else projection, found),
+            projected,
         )
-
-    def _query_projected(
-        self, projection: np.ndarray | None, present: np.ndarray
-    ) -> np.ndarray | None:
-        if projection is None:
-            return None
-        stacked = np.sqrt(self._weights**2 @ present)
-        y = np.asarray(projection, np.float64)[None, :] * (1 / stacked if stacked > 0 else 0.0)
-        return self._projected(y)[0]
 
     def _projected(self, y: np.ndarray) -> np.ndarray:
         """`PseudoLabelLDA.transform`'s head of x @ B (`y`): its LDA directions, unit-length."""
@@ -185,7 +203,23 @@ class CodedScorer:
         """For stored `rows`: each view's cosine with the query, as the view fusers'
         vectors (`Fuser.select`) give it, and with `wide` the cosine of their wide
         (calibration) vectors (`Fuser.wide_transform`)."""
-        scaled, norms = self._rows(np.asarray(rows, np.int64))
+        return self._scored(self._read(rows, lda=wide), query, wide)
+
+    def stored_scores(
+        self, row: int, rows: np.ndarray, wide: bool
+    ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """`scores` with the stored `row` as the query, read with the rows in one pass."""
+        read = self._read(np.concatenate([[row], np.asarray(rows, np.int64)]), lda=wide)
+        query = self._query_of(read, 0)
+        rest = _Rows(
+            read.scaled[1:], read.norms[1:], None if read.projected is None else read.projected[1:]
+        )
+        return self._scored(rest, query, wide)
+
+    def _scored(
+        self, read: _Rows, query: CodedQuery, wide: bool
+    ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        scaled, norms = read.scaled, read.norms
         cosines = _divided(query.mean_dots + self._block_sums(scaled * query.products), norms)
         squared = self._weights**2
         # An all-zero block stays zero (`l2_normalize`): a stacked norm is of the others.
@@ -200,13 +234,11 @@ class CodedScorer:
             return views, None
         row_squares, query_square = squares.sum(axis=1), query_squares.sum()
         x_dots = _divided(dots.sum(axis=1), np.sqrt(row_squares * query_square))
-        if self._lda is None or query.projected is None:  # the wide vector is the stacked one
+        if read.projected is None or query.projected is None:  # the wide vector is the stacked one
             return views, x_dots.astype(np.float32)
         # LDA's output is [projected, x], each unit-length (or zero), made unit-length.
-        projection = self._projection(scaled, norms)
-        projected = self._projected(_divided(projection, np.sqrt(row_squares)[:, None]))
+        projected, p = read.projected, query.projected
         row_norms = np.sqrt(np.einsum("ij,ij->i", projected, projected) + (row_squares > 0))
-        p = query.projected
         query_norm = np.sqrt(p @ p + (query_square > 0))
         wides = _divided(projected @ p + x_dots, row_norms * query_norm)
         return views, wides.astype(np.float32)

@@ -79,6 +79,12 @@ class QueryFeatures:
         return None if self.blocks is None else scorer.image_query(self.blocks)
 
     @property
+    def stored_row(self) -> int | None:
+        """The stored row that asks with its own blocks (None: a face item, or a picture from
+        outside the collection)."""
+        return self._row if self._item < 0 else None
+
+    @property
     def readable(self) -> bool:
         """Whether its results can have per-view scores (its blocks are not damaged)."""
         return self.coded is not None or self.views is not None

@@ -477,15 +477,17 @@ class Searcher:
         wide = self.wide_calibrated
         cosines = {v: np.full(len(rows), np.nan, np.float32) for v in self.config.views}
         wides = np.full(len(rows), np.nan, np.float32) if wide else None
-        coded, query = self.coded_scorer, None
-        if coded is not None:
-            query = features.coded
-        on_codes = items[scored] < 0 if query is not None else np.zeros(len(scored), bool)
-        parts = [(scored[on_codes], True), (scored[~on_codes], False)]
-        for part, by_codes in parts:
+        coded = self.coded_scorer
+        asking = None if coded is None else features.stored_row
+        query = None if coded is None or asking is not None else features.coded
+        by_codes = coded is not None and (asking is not None or query is not None)
+        on_codes = items[scored] < 0 if by_codes else np.zeros(len(scored), bool)
+        for part, codes in ((scored[on_codes], True), (scored[~on_codes], False)):
             if not len(part):
                 continue
-            if by_codes:
+            if codes and asking is not None:  # the stored row read with the candidates
+                view_cosines, wide_cosines = coded.stored_scores(asking, rows[part], wide)  # type: ignore[union-attr]
+            elif codes:
                 assert coded is not None and query is not None
                 view_cosines, wide_cosines = coded.scores(rows[part], query, wide)
             else:
