@@ -6,11 +6,10 @@ with the default preset), each copied N / n times with small Gaussian perturbati
 says why both) and made unit-length again. Every size is written through the real commit
 path: catalog rows (one per synthetic file), `Collection.commit` with the source's fitted
 fuser, the preset's index (`auto`: exact up to 10k, a usearch graph above) built by the
-commit. Each item's
-per-block sources are its source row's int8 codes, as they are (a source of 500 pictures
-or more has coded blocks, store/codec.py; a smaller one gives items without blocks): a
-query reads and scores them for its per-view scores and P(same) as on a real collection,
-their scores are the source rows', and the disk per item includes them.
+commit. Each item's per-block sources are its source row's int8 codes, as they are (a
+source of 500 pictures or more has coded blocks, store/codec.py; a smaller one gives items
+without blocks): a query reads and scores them for its per-view scores and P(same) as on a
+real collection, their scores are the source rows', and the disk per item includes them.
 
 Measured per size: commit (build) time; disk per item of the generation and the catalog;
 recall@10 of the index against exact search; top-10 query p50/p99 through a warm
@@ -167,14 +166,14 @@ def add_rows(coll: Collection, source: Collection, share: float, sigma: float, n
         ids = np.concatenate([gen.ids, np.array(added, np.int64)])
         boxes = np.concatenate([gen.head_boxes, np.tile([[0, 0, 1, 1]], (len(extra), 1))])
         counts = {"indexed": len(ids), **coll.catalog.counts()}
-        coded = {
-            key: CodedBlock(
-                block.basis,
-                np.concatenate([gen.block(key).codes, block.codes]),  # type: ignore[union-attr]
-                np.concatenate([gen.block(key).scales, block.scales]),  # type: ignore[union-attr]
+        coded = {}
+        for key, block in tiled_blocks(source_gen, np.arange(n, len(ids))).items():
+            stored = gen.block(key)
+            assert isinstance(stored, CodedBlock)  # the grown collection's, tiled the same way
+            codes = np.concatenate([stored.codes, block.codes])
+            coded[key] = CodedBlock(
+                block.basis, codes, np.concatenate([stored.scales, block.scales])
             )
-            for key, block in tiled_blocks(source_gen, np.arange(n, len(ids))).items()
-        }
         coll.commit(ids, boxes, coded, gen.fuser(), fused, index, counts, coded=coded)  # type: ignore[arg-type]
     return time.perf_counter() - start
 

@@ -4,7 +4,8 @@ A coded block row is ``x = m + s * u @ C`` (store/codec.py: the block's mean m, 
 components C, r x d, the row's int8 codes u and scale s). Its dot product with a query's
 unit block ``q`` is ``q.m + s * u.(C q)``: r multiply-adds a row once ``C q`` is made,
 instead of decoding d dims; with the Gram matrix ``C C^T`` its norm is as cheap, and a
-stored query's ``C q`` too (``(C m + s C C^T u) / |x|``: no pass over d at all). The
+stored query's ``C q`` too (``(C m + s C C^T u) / |x|``: no pass over d at all; its codes
+are read with its results', `CodedScorer.stored_scores`). The
 calibration's LDA basis B projected through C once (``C B``, r x 128) gives the rows' LDA
 projections the same way. Decoding the k results' 8192 dims and projecting them on the
 8192 x 128 basis was two thirds of a stored item's query in `default`
@@ -74,7 +75,7 @@ class CodedScorer:
         self._weights = np.array([b.weight for b in fuser.blocks], np.float64)
         self.views = [v for v in VIEWS if any(b.view == v for b in fuser.blocks)]
         self._in_view = np.array([[b.view == v for b in fuser.blocks] for v in self.views], float)
-        # float32 products (a few ms for `default`'s five blocks), kept as float64.
+        # Made once, a few ms for `default`'s five blocks.
         self._codes_of = [slice(a, a + w) for a, w in zip(self._starts, widths, strict=True)]
         self._grams = []
         self._components_mean = np.zeros(sum(widths))
@@ -144,10 +145,6 @@ class CodedScorer:
         return _Rows(scaled, norms, projected)
 
     # -- the query's side ------------------------------------------------------------
-    def stored_query(self, row: int) -> CodedQuery:
-        """A stored row as a query, from its codes alone."""
-        return self._query_of(self._read(np.array([row]), lda=True), 0)
-
     def _query_of(self, read: _Rows, i: int) -> CodedQuery:
         """Row `i` of `read` as a query."""
         scaled, norms = read.scaled[i], read.norms[i]

@@ -31,9 +31,11 @@ class Searcher(Protocol):
 
 class QueryFeatures:
     """A query's feature blocks and the forms its results are scored from, each made when
-    first asked for: a stored picture asking a coded collection needs only its codes
-    (`coded`: coded_scores.py); the decoding path needs its per-view vectors (`views`) and
-    calibration vector (`wide`), made from its blocks (decoded for a stored picture)."""
+    first asked for: a stored picture asking a coded collection needs nothing but its row
+    (`stored_row`: its codes are read with its results', `CodedScorer.stored_scores`); a
+    face item or a picture from outside, its coded form (`coded`); the decoding path, its
+    per-view vectors (`views`) and calibration vector (`wide`), made from its blocks
+    (decoded for a stored picture)."""
 
     def __init__(
         self,
@@ -69,14 +71,13 @@ class QueryFeatures:
 
     @functools.cached_property
     def coded(self) -> CodedQuery | None:
-        """Its side of the coded dot products; None where the collection is not scored on
-        codes (`Searcher.coded_scorer`) or its blocks are damaged."""
+        """Its side of the coded dot products, from its blocks (for a face item or a picture
+        from outside); None where the collection is not scored on codes
+        (`Searcher.coded_scorer`) or its blocks are damaged."""
         scorer = self._searcher.coded_scorer
-        if scorer is None:
+        if scorer is None or self.blocks is None:
             return None
-        if self._row is not None and self._item < 0:
-            return scorer.stored_query(self._row)
-        return None if self.blocks is None else scorer.image_query(self.blocks)
+        return scorer.image_query(self.blocks)
 
     @property
     def stored_row(self) -> int | None:
@@ -87,4 +88,6 @@ class QueryFeatures:
     @property
     def readable(self) -> bool:
         """Whether its results can have per-view scores (its blocks are not damaged)."""
+        if self.stored_row is not None and self._searcher.coded_scorer is not None:
+            return True  # its codes are read with its results' (nothing to make first)
         return self.coded is not None or self.views is not None

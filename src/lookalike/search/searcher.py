@@ -485,11 +485,13 @@ class Searcher:
         for part, codes in ((scored[on_codes], True), (scored[~on_codes], False)):
             if not len(part):
                 continue
-            if codes and asking is not None:  # the stored row read with the candidates
-                view_cosines, wide_cosines = coded.stored_scores(asking, rows[part], wide)  # type: ignore[union-attr]
-            elif codes:
-                assert coded is not None and query is not None
-                view_cosines, wide_cosines = coded.scores(rows[part], query, wide)
+            if codes:
+                assert coded is not None
+                if asking is not None:  # the stored row, read with the candidates
+                    view_cosines, wide_cosines = coded.stored_scores(asking, rows[part], wide)
+                else:
+                    assert query is not None
+                    view_cosines, wide_cosines = coded.scores(rows[part], query, wide)
             else:
                 views = features.views
                 blocks = self.readable_blocks(rows[part], items[part]) if views else None
