@@ -138,14 +138,19 @@ def test_face_counts_bins_the_good_pictures_by_their_faces(tmp_path: Path) -> No
 
 def test_listed_gives_what_a_result_shows_as_get_many_reads_it(tmp_path: Path) -> None:
     catalog = Catalog(tmp_path / "catalog.sqlite")
-    rows = [record(f"{n:04d}.png", width=10 + n, fallback=n % 2 == 0) for n in range(1203)]
+    face = {"box": [0, 0, 8, 8], "score": 0.9}
+    rows = [
+        record(f"{n:04d}.png", width=10 + n, fallback=n % 2 == 0, faces=[face] * (n % 3))
+        for n in range(1203)
+    ]
     catalog.upsert([*rows, record("caf\udce9.png", sha256="e9")])
     ids = [r.id for r in catalog.all()]
     full, listed = catalog.get_many(ids), catalog.listed(reversed(ids))
     assert sorted(listed) == sorted(ids)  # in chunks of 500, any order
     for i in ids:
         rec = full[i]
-        assert listed[i] == (rec.id, rec.path, rec.width, rec.height, rec.fallback)
+        want = (rec.id, rec.path, rec.width, rec.height, rec.fallback, len(rec.faces))
+        assert listed[i] == want
     assert {listed[i].path for i in ids} >= {"caf\udce9.png", "1202.png"}
 
 

@@ -33,7 +33,8 @@ from lookalike.vectors import l2_normalize
 class _Rows:
     """Stored rows as read for scoring."""
 
-    scaled: np.ndarray  # their codes times their scales, side by side (n x R, float64)
+    codes: np.ndarray  # their int8 codes, the blocks side by side (n x R, float32)
+    scales: np.ndarray  # each block's scale (n x blocks, float64)
     norms: np.ndarray  # their blocks' norms (n x blocks)
     projected: np.ndarray | None  # their wide vectors' LDA heads (None: not asked for)
 
@@ -42,7 +43,7 @@ class _Rows:
 class CodedQuery:
     """A query's side of the blocks' dot products."""
 
-    products: np.ndarray  # C q of each block, its unit block on the components, side by side
+    products: np.ndarray  # C q of each block in its block's column (R x blocks): u @ this
     mean_dots: np.ndarray  # m.q of each block
     present: np.ndarray  # whether each block is not all zero
     projected: np.ndarray | None  # its LDA projection, as the wide vector's head holds it
@@ -51,8 +52,9 @@ class CodedQuery:
 class CodedScorer:
     """The cosines `Searcher` reports, computed on stored rows' codes (see the module).
 
-    The blocks side by side: their codes in R columns, sums over each block's columns
-    (`np.add.reduceat`), so that a query makes few array operations a block."""
+    The blocks side by side: their codes in R columns; per-block sums are products with
+    block-diagonal R x blocks matrices, so that a query makes few array operations (each
+    costs more than the arithmetic of a dozen rows)."""
 
     def __init__(self, fuser: Fuser, blocks: Mapping[str, CodedBlock]) -> None:
         lda = fuser.lda_
@@ -70,22 +72,24 @@ class CodedScorer:
         self._scales = [np.asarray(d.scales) for d in data]
         self._bases = [d.basis for d in data]
         widths = [len(basis.components) for basis in self._bases]
-        self._starts = np.cumsum([0, *widths[:-1]])
         self._block_of = np.repeat(np.arange(len(data)), widths)  # each code column's block
+        # 1 where a code column is of a block: x @ this sums each block's columns.
+        self._in_block = np.eye(len(data))[self._block_of]
         self._weights = np.array([b.weight for b in fuser.blocks], np.float64)
         self.views = [v for v in VIEWS if any(b.view == v for b in fuser.blocks)]
         self._in_view = np.array([[b.view == v for b in fuser.blocks] for v in self.views], float)
         # Made once, a few ms for `default`'s five blocks.
-        self._codes_of = [slice(a, a + w) for a, w in zip(self._starts, widths, strict=True)]
+        starts = np.cumsum([0, *widths[:-1]])
+        self._codes_of = [slice(a, a + w) for a, w in zip(starts, widths, strict=True)]
         self._grams = []
-        self._components_mean = np.zeros(sum(widths))
+        components_mean = np.zeros(sum(widths))
         self._mean_squares = np.zeros(len(data))
         self._columns = []  # each block's place in the stacked (wide) vector
         lda_means, lda_components, column = [], [], 0
         for i, basis in enumerate(self._bases):
             components, mean = basis.components, basis.mean
             self._grams.append(components @ components.T)  # float32
-            self._components_mean[self._codes_of[i]] = components @ mean
+            components_mean[self._codes_of[i]] = components @ mean
             self._mean_squares[i] = np.dot(mean.astype(np.float64), mean)
             columns = slice(column, column + components.shape[1])
             self._columns.append(columns)
@@ -93,9 +97,16 @@ class CodedScorer:
             if self._lda is not None:
                 lda_means.append(mean @ self._lda.basis_[columns])
                 lda_components.append(components @ self._lda.basis_[columns])
-        # The unit blocks' share of the LDA projection x @ B: of each block's mean, of codes.
-        self._lda_means = np.array(lda_means, np.float64) if lda_means else None
-        self._lda_components = np.vstack(lda_components).astype(np.float32) if lda_means else None
+        self._components_mean = components_mean
+        self._mean_products = self._in_block * components_mean[:, None]  # u @ this: u.(C m)
+        # The unit blocks' share of the LDA projection x @ B, on to its directions D at once
+        # (x @ B @ D): of each block's mean, of the codes; and of the projection's mean.
+        self._lda_means = self._lda_components = self._projected_mean = None
+        if self._lda is not None and self._directions is not None:
+            directions = self._directions.astype(np.float64)
+            self._lda_means = np.array(lda_means, np.float64) @ directions
+            self._lda_components = (np.vstack(lda_components) @ directions).astype(np.float32)
+            self._projected_mean = self._lda.projected_mean @ directions
 
     @staticmethod
     def applies(fuser: Fuser, blocks: Mapping[str, object]) -> bool:
@@ -107,56 +118,59 @@ class CodedScorer:
             and all(isinstance(blocks.get(b.key), CodedBlock) for b in fuser.blocks)
         )
 
-    def _block_sums(self, columns: np.ndarray) -> np.ndarray:
-        """Sums of each block's code columns (n x R -> n x blocks)."""
-        return np.add.reduceat(columns, self._starts, axis=1)
-
-    def _rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The rows' codes times their scales (n x R, float64), and their blocks' norms."""
-        codes = np.concatenate([c[rows] for c in self._codes], axis=1).astype(np.float32)
-        scales = np.stack([s[rows] for s in self._scales], axis=1).astype(np.float64)
-        scaled = codes * scales[:, self._block_of]  # float64
-        squares = self._mean_squares + 2 * self._block_sums(scaled * self._components_mean)
-        # u.(C C^T)u on the integer codes in float32 (exact to float32 rounding), each
-        # block's own Gram matrix (no zeros multiplied), times the squared scales.
-        quadratic = np.empty_like(squares)
-        for i, gram in enumerate(self._grams):
-            block = codes[:, self._codes_of[i]]
-            quadratic[:, i] = ((block @ gram) * block).sum(axis=1)
-        squares += quadratic * scales**2
-        return scaled, np.sqrt(np.maximum(squares, 0))
-
-    def _projection(self, scaled: np.ndarray, norms: np.ndarray) -> np.ndarray:
-        """The rows' stacked unit blocks (before the stacked norm) on the LDA basis."""
-        assert self._lda_means is not None and self._lda_components is not None
-        shares = _divided(np.broadcast_to(self._weights, norms.shape), norms)
-        # float32: the one sizeable product a query makes (rows x R x 128).
-        weighted = (scaled * shares[:, self._block_of]).astype(np.float32)
-        return shares @ self._lda_means + weighted @ self._lda_components
-
     def _read(self, rows: np.ndarray, lda: bool) -> _Rows:
         """Stored rows' codes, blocks' norms and, with `lda`, their wide vectors' heads."""
-        scaled, norms = self._rows(np.asarray(rows, np.int64))
+        codes = np.concatenate([c[rows] for c in self._codes], axis=1).astype(np.float32)
+        scales = np.stack([s[rows] for s in self._scales], axis=1).astype(np.float64)
+        # |m + s u C|^2 = m.m + 2 s u.(C m) + s^2 u (C C^T) u: the last on the integer codes
+        # in float32 (exact to float32 rounding), each block's own Gram matrix.
+        quadratic = np.stack(
+            [
+                np.einsum("ij,ij->i", codes[:, of] @ gram, codes[:, of])
+                for of, gram in zip(self._codes_of, self._grams, strict=True)
+            ],
+            axis=1,
+        )
+        cross = codes @ self._mean_products
+        squares = self._mean_squares + 2 * scales * cross + scales**2 * quadratic
+        norms = np.sqrt(np.maximum(squares, 0))
         projected = None
         if lda and self._lda is not None:
             stacked = np.sqrt((norms > 0) @ self._weights**2)  # the stacked vectors' norms
-            projection = _divided(self._projection(scaled, norms), stacked[:, None])
-            projected = self._projected(projection)
-        return _Rows(scaled, norms, projected)
+            parts = self._projection(codes, scales, norms) / _nonzero(stacked)[:, None]
+            projected = self._heads(parts - self._projected_mean)
+        return _Rows(codes, scales, norms, projected)
+
+    def _projection(self, codes: np.ndarray, scales: np.ndarray, norms: np.ndarray) -> np.ndarray:
+        """The rows' stacked unit blocks (before the stacked norm) on the LDA basis's
+        directions."""
+        assert self._lda_means is not None and self._lda_components is not None
+        shares = self._weights / _nonzero(norms)
+        # float32: the one sizeable product a query makes (rows x R x directions).
+        weighted = codes * (scales * shares)[:, self._block_of].astype(np.float32)
+        return shares @ self._lda_means + weighted @ self._lda_components
 
     # -- the query's side ------------------------------------------------------------
     def _query_of(self, read: _Rows, i: int) -> CodedQuery:
         """Row `i` of `read` as a query."""
-        scaled, norms = read.scaled[i], read.norms[i]
-        inverse = _divided(np.ones(len(norms)), norms)
-        grams = [
-            scaled[codes] @ gram for codes, gram in zip(self._codes_of, self._grams, strict=True)
-        ]
-        products = (self._components_mean + np.concatenate(grams)) * inverse[self._block_of]
-        sums = self._block_sums((scaled * self._components_mean)[None, :])[0]
-        mean_dots = (self._mean_squares + sums) * inverse
+        codes, scales, norms = read.codes[i], read.scales[i], read.norms[i]
+        inverse = 1 / _nonzero(norms)
+        # u C C^T on the integer codes in float32, as the rows' norms (`_read`).
+        grams = [codes[of] @ gram for of, gram in zip(self._codes_of, self._grams, strict=True)]
+        scaled_grams = np.concatenate(grams) * scales[self._block_of]
+        products = (self._components_mean + scaled_grams) * inverse[self._block_of]
+        mean_dots = (self._mean_squares + scales * (codes @ self._mean_products)) * inverse
         projected = None if read.projected is None else read.projected[i]
-        return CodedQuery(products, mean_dots, norms > 0, projected)
+        return self._query(products, mean_dots, norms > 0, projected)
+
+    def _query(
+        self,
+        products: np.ndarray,
+        mean_dots: np.ndarray,
+        present: np.ndarray,
+        projected: np.ndarray | None,
+    ) -> CodedQuery:
+        return CodedQuery(self._in_block * products[:, None], mean_dots, present, projected)
 
     def image_query(self, blocks: Mapping[str, np.ndarray]) -> CodedQuery:
         """A query from its computed feature blocks (one row each)."""
@@ -174,23 +188,22 @@ class CodedScorer:
         projected = None
         if self._lda is not None:
             stacked = np.sqrt(self._weights**2 @ found)
-            y = np.asarray(projection, np.float64)[None, :]
-            projected = self._projected(_divided(y, np.array([[stacked]])))[0]
-        return CodedQuery(
+            y = np.asarray(projection, np.float64)[None, :] / _nonzero(np.array([[stacked]]))
+            assert self._directions is not None
+            parts = (y - self._lda.projected_mean).astype(np.float32) @ self._directions
+            projected = self._heads(parts)[0]
+        return self._query(
             np.concatenate(products).astype(np.float64),
             np.array(mean_dots, np.float64),
             found,
             projected,
         )
 
-    def _projected(self, y: np.ndarray) -> np.ndarray:
-        """`PseudoLabelLDA.transform`'s head of x @ B (`y`): its LDA directions, unit-length."""
-        assert self._lda is not None
-        assert self._directions is not None
-        # All directions in one product; each k's part made unit-length, then the whole.
-        parts = (y - self._lda.projected_mean).astype(np.float32) @ self._directions
+    def _heads(self, parts: np.ndarray) -> np.ndarray:
+        """`PseudoLabelLDA.transform`'s head from the centred projection on all its directions
+        (`parts`): each k's part made unit-length, then the whole."""
         norms = np.sqrt(np.add.reduceat(parts * parts, self._direction_starts, axis=1))
-        parts = _divided(parts, norms[:, self._direction_of])
+        parts = parts / _nonzero(norms)[:, self._direction_of]
         return l2_normalize(parts.astype(np.float32)).astype(np.float64)
 
     # -- the rows' side ----------------------------------------------------------------
@@ -200,7 +213,7 @@ class CodedScorer:
         """For stored `rows`: each view's cosine with the query, as the view fusers'
         vectors (`Fuser.select`) give it, and with `wide` the cosine of their wide
         (calibration) vectors (`Fuser.wide_transform`)."""
-        return self._scored(self._read(rows, lda=wide), query, wide)
+        return self._scored(self._read(np.asarray(rows, np.int64), lda=wide), query, wide)
 
     def stored_scores(
         self, row: int, rows: np.ndarray, wide: bool
@@ -209,39 +222,42 @@ class CodedScorer:
         read = self._read(np.concatenate([[row], np.asarray(rows, np.int64)]), lda=wide)
         query = self._query_of(read, 0)
         rest = _Rows(
-            read.scaled[1:], read.norms[1:], None if read.projected is None else read.projected[1:]
+            read.codes[1:],
+            read.scales[1:],
+            read.norms[1:],
+            None if read.projected is None else read.projected[1:],
         )
         return self._scored(rest, query, wide)
 
     def _scored(
         self, read: _Rows, query: CodedQuery, wide: bool
     ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-        scaled, norms = read.scaled, read.norms
-        cosines = _divided(query.mean_dots + self._block_sums(scaled * query.products), norms)
+        norms = read.norms
+        dots = query.mean_dots + read.scales * (read.codes @ query.products)
+        cosines = dots / _nonzero(norms)
         squared = self._weights**2
         # An all-zero block stays zero (`l2_normalize`): a stacked norm is of the others.
         dots = (cosines * squared) @ self._in_view.T  # of the stacked view vectors
         squares = ((norms > 0) * squared) @ self._in_view.T  # their squared norms
         query_squares = self._in_view @ (query.present * squared)
-        views = {
-            view: _divided(dots[:, i], np.sqrt(squares[:, i] * query_squares[i])).astype(np.float32)
-            for i, view in enumerate(self.views)
-        }
+        view_cosines = (dots / _nonzero(np.sqrt(squares * query_squares))).astype(np.float32)
+        views = {view: view_cosines[:, i] for i, view in enumerate(self.views)}
         if not wide:
             return views, None
         row_squares, query_square = squares.sum(axis=1), query_squares.sum()
-        x_dots = _divided(dots.sum(axis=1), np.sqrt(row_squares * query_square))
+        x_dots = dots.sum(axis=1) / _nonzero(np.sqrt(row_squares * query_square))
         if read.projected is None or query.projected is None:  # the wide vector is the stacked one
             return views, x_dots.astype(np.float32)
         # LDA's output is [projected, x], each unit-length (or zero), made unit-length.
         projected, p = read.projected, query.projected
         row_norms = np.sqrt(np.einsum("ij,ij->i", projected, projected) + (row_squares > 0))
         query_norm = np.sqrt(p @ p + (query_square > 0))
-        wides = _divided(projected @ p + x_dots, row_norms * query_norm)
+        wides = (projected @ p + x_dots) / _nonzero(row_norms * query_norm)
         return views, wides.astype(np.float32)
 
 
-def _divided(a: np.ndarray, b: np.ndarray | float) -> np.ndarray:
-    """a / b, 0 where b is 0 (a zero vector's cosine)."""
-    a = np.asarray(a, np.float64)
-    return np.divide(a, b, out=np.zeros_like(a), where=np.asarray(b) > 0)
+def _nonzero(divisors: np.ndarray | float) -> np.ndarray:
+    """`divisors` with inf for 0: a / this is a / divisors, and 0 where a divisor is 0 (a zero
+    vector's cosine)."""
+    divisors = np.asarray(divisors, np.float64)
+    return np.where(divisors > 0, divisors, np.inf)
