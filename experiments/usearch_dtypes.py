@@ -1,6 +1,7 @@
-"""usearch vector types at scale, on `dense_scale.py`'s vectors: f32, f16, i8, each with
-and without re-scoring its candidates exactly on the float32 vectors (issue 16: p50 < 1 ms
-at 1M with recall@10 >= 0.98).
+"""usearch vector types at scale, on `dense_scale.py`'s vectors: f32, f16, i8 and
+i8-rotated (lookalike's own int8 codes: index/int8_rotation.py), each with and without
+re-scoring its candidates exactly on the float32 vectors (issue 16: p50 < 1 ms at 1M with
+recall@10 >= 0.98; i8-rotated is always re-scored).
 
 The vectors are `benchmarks/dense_scale.py`'s: a collection's fused vectors, each copied
 N / n times with Gaussian noise (sigma 0.02 per dim) and made unit-length again. Each type
@@ -30,7 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from dense_scale import perturbed
 
 from lookalike.index.exact import top_k_inner
+from lookalike.index.int8_rotation import Int8Rotation
+from lookalike.index.usearch_index import ROTATED
 from lookalike.store.collection import Collection
+
+
+def rotation_path(work: Path, n: int) -> Path:
+    return work / f"rotation_{n}.npz"
 
 
 def graph_path(work: Path, n: int, dtype: str, m: int) -> Path:
@@ -53,9 +60,18 @@ def build(work: Path, source: Path, n: int, dtypes: list[str], ms: list[int]) ->
                 continue
             start = time.perf_counter()
             index = Index(
-                ndim=vectors.shape[1], metric="ip", dtype=dtype, connectivity=m, expansion_add=200
+                ndim=vectors.shape[1],
+                metric="ip",
+                dtype="i8" if dtype == ROTATED else dtype,
+                connectivity=m,
+                expansion_add=200,
             )
-            index.add(np.arange(n, dtype=np.uint64), np.ascontiguousarray(vectors))
+            rows = np.ascontiguousarray(vectors)
+            if dtype == ROTATED:
+                rotation = Int8Rotation.fit(rows)
+                rotation.save(rotation_path(work, n))
+                rows = rotation.codes(rows)
+            index.add(np.arange(n, dtype=np.uint64), rows)
             index.save(str(path))
             print(
                 f"{dtype} M {m}: built {n} in {time.perf_counter() - start:.0f} s, "
@@ -82,6 +98,10 @@ def measure(
     )
     rows = np.random.default_rng(1).integers(n, size=queries + warm)
     q = np.asarray(vectors[rows])
+    rotation = None
+    if dtype == ROTATED:  # each query turned into codes in its timed part, as the index does
+        rotation = Int8Rotation.load(rotation_path(work, n), q.shape[1])
+        rescores = [r for r in rescores if r] or [20]
     truth, _ = top_k_inner(q[warm : warm + 200], vectors, 10)
     out = []
     for ef in efs:
@@ -90,7 +110,8 @@ def measure(
             times, found = [], []
             for i, row in enumerate(q):
                 t = time.perf_counter()
-                keys = np.asarray(index.search(row, max(rescore, 10), threads=1).keys)
+                walk = row if rotation is None else rotation.codes(row[None])[0]
+                keys = np.asarray(index.search(walk, max(rescore, 10), threads=1).keys)
                 if rescore:
                     sims = vectors[np.sort(keys)] @ row
                     keys = np.sort(keys)[np.argsort(-sims)[:10]]

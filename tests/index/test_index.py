@@ -34,6 +34,7 @@ ANN = [
     _optional("usearch", "usearch"),
     _optional("usearch", "usearch", dtype="f16"),
     _optional("usearch", "usearch", dtype="i8", rescore=40),
+    _optional("usearch", "usearch", dtype="i8-rotated", rescore=20),
 ]
 UNTRAINED = [pytest.param("exact", {}, id="exact"), *ANN]
 ALL = [*UNTRAINED, _optional("faiss", "faiss", factory="IVF8,Flat")]  # IVF8 trains on >= 8 items
@@ -258,6 +259,7 @@ EXTENDING = [
     _optional("hnswlib", "hnswlib"),
     _optional("usearch", "usearch"),
     _optional("usearch", "usearch", dtype="i8", rescore=40),
+    _optional("usearch", "usearch", dtype="i8-rotated", rescore=20),
     pytest.param("auto", {"exact_max": 2000}, id="auto-exact"),
     pytest.param("auto", {"exact_max": 100}, id="auto-usearch"),
 ]

@@ -29,17 +29,18 @@ from lookalike.index.base import (
 from lookalike.index.usearch_index import check_dtype
 
 EXACT_MAX = 10_000
-# The graph: M 32, float16 vectors walked with ef 64, its 20 best re-scored exactly on the
-# float32 rows (usearch_index.py). Measured at 1M items by experiments/usearch_dtypes.py
-# (benchmarks/README.md, "usearch at a million"): float32 at ef 128 answered in 1.07-1.23 ms
-# p50 with recall@10 0.996; float16 (the graph file 661 B an item instead of 1173) at M 16
-# and ef 96 in 0.46 ms, recall 0.9955 (ef 64: 0.33 ms, 0.9875; 0.978 in an earlier draw of
-# the vectors); at M 32 and ef 64 in 0.33 ms, recall 0.994, for 127 B more an item. int8
-# vectors lost too much (recall 0.85 with 40 re-scored).
+# The graph: M 32, lookalike's rotated int8 codes walked with ef 64, its 40 best re-scored
+# exactly on the float32 rows (usearch_index.py, int8_rotation.py). Measured at 1M items by
+# experiments/usearch_dtypes.py (benchmarks/README.md, "usearch at a million"): float32 at
+# ef 128 answered in 1.07-1.23 ms p50 with recall@10 0.996; float16 (the graph file 661 B an
+# item instead of 1173) at M 16 and ef 96 in 0.46 ms, recall 0.9955; float16 at M 32 and
+# ef 64 in 0.32 ms, recall 0.9955 (788 B an item); rotated int8 codes at M 32 and ef 64 in
+# 0.22 ms, recall 0.9965 with 40 re-scored (0.992 with 20), 532 B an item. usearch's own int8
+# cast lost too much (recall 0.85 with 40 re-scored).
 M = 32
 EF = 64
-DTYPE = "f16"
-RESCORE = 20
+DTYPE = "i8-rotated"
+RESCORE = 40
 
 
 class AutoIndex:
@@ -119,6 +120,11 @@ class AutoIndex:
         if self.inner is None:
             raise LookalikeError("the auto index has not been built or loaded")
         return self.inner.query(vectors, k)
+
+    def candidates(self, wanted: int) -> int:
+        if self.inner is None:
+            raise LookalikeError("the auto index has not been built or loaded")
+        return self.inner.candidates(wanted)
 
     def set_query_params(self, **params: int) -> None:
         for key, value in params.items():

@@ -43,6 +43,8 @@ class VectorIndex(Protocol):
 
     def query(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
 
+    def candidates(self, wanted: int) -> int: ...  # how many to ask for the best `wanted`
+
     def set_query_params(self, **params: int) -> None: ...
 
     def save(self, folder: Path) -> None: ...
@@ -159,6 +161,12 @@ def atomic_write(target: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def widened(wanted: int) -> int:
+    """A few times `wanted`: how many results of an approximate search are ranked exactly for
+    the best `wanted` (`BaseIndex.candidates`; `Searcher` looks at as many face items)."""
+    return max(4 * wanted, 50)
+
+
 class BaseIndex(ABC):
     name: ClassVar[str]
     file_name: ClassVar[str]  # the native index file inside a save folder
@@ -194,6 +202,12 @@ class BaseIndex(ABC):
         self.dim, self.count = data.shape[1], len(data)
         if self._native is not None:
             self._apply_query_params()
+
+    def candidates(self, wanted: int) -> int:
+        """How many results a ranking asks for to rank the best `wanted` of them exactly
+        (`Searcher`): more than it shows where the search is approximate and its effort grows
+        with what is asked (Annoy inspects n_trees * k nodes)."""
+        return widened(wanted)
 
     def extends(self, new: int) -> bool:
         """Whether `extend` can add `new` rows to this built or loaded index (a backend

@@ -7,10 +7,12 @@ reads its whole graph (1.2 GB) first.
 
 `rescore`: the graph is walked for that many candidates, which are then ordered by their
 exact inner products with the float32 rows, kept beside the graph (`vectors.npy`,
-memory-mapped; a collection links it to its fused vectors, so it costs no disk). With
-float16 vectors in the graph (`auto`'s), a walk reads half the bytes of float32 ones, what
-a query at a million items waits on, and the answer's similarities are still exact (int8
-ones lost the neighbours themselves: benchmarks/README.md, "usearch at a million").
+memory-mapped; a collection links it to its fused vectors, so it costs no disk). The
+graph's vectors: float32, float16 (half the bytes a walk reads, what a query at a million
+items waits on), usearch's int8 (which lost the neighbours themselves) or `i8-rotated`
+(`auto`'s: int8 codes lookalike makes, int8_rotation.py, a quarter of float32's bytes at
+float16's recall); re-scored, the answer's similarities are exact whichever
+(benchmarks/README.md, "usearch at a million").
 """
 
 from __future__ import annotations
@@ -22,9 +24,12 @@ import numpy as np
 
 from lookalike.errors import CollectionError, LookalikeError
 from lookalike.index.base import BaseIndex, atomic_write, check_int, register_index, require
+from lookalike.index.int8_rotation import Int8Rotation
 
-DTYPES = ("f32", "f16", "i8")
+ROTATED = "i8-rotated"
+DTYPES = ("f32", "f16", "i8", ROTATED)
 VECTORS_FILE = "vectors.npy"
+ROTATION_FILE = "rotation.npz"  # the i8-rotated graph's rotation and scale
 
 
 def check_dtype(dtype: str) -> str:
@@ -35,8 +40,8 @@ def check_dtype(dtype: str) -> str:
 
 @register_index
 class UsearchIndex(BaseIndex):
-    """usearch HNSW graph (cosine), memory-mapped when loaded; f16 or i8 vectors on request,
-    re-scored exactly on float32 rows with `rescore`."""
+    """usearch HNSW graph (cosine), memory-mapped when loaded; f16, i8 or i8-rotated vectors
+    on request, re-scored exactly on float32 rows with `rescore` (i8-rotated needs it)."""
 
     name = "usearch"
     file_name = "usearch.bin"
@@ -53,6 +58,11 @@ class UsearchIndex(BaseIndex):
         self._usearch = require("usearch.index", "usearch", self.name)
         self._viewed = False  # whether the native index is a read-only view of a file
         self._rows: np.ndarray | None = None  # the float32 rows, kept while rescore > 0
+        self._rotation: Int8Rotation | None = None  # what turns rows into i8-rotated codes
+        if dtype == ROTATED and not (isinstance(rescore, int) and rescore > 0):
+            raise LookalikeError(
+                f"the {ROTATED} graph needs rescore >= 1: its distances are of int8 codes"
+            )
         super().__init__(
             {
                 "M": check_int("M", M, 2),
@@ -69,11 +79,13 @@ class UsearchIndex(BaseIndex):
             # Inner product on the unit rows the base hands over: the cosine, and 0 for a zero
             # vector (usearch's "cos" calls two zero vectors identical).
             metric="ip",
-            dtype=p["dtype"],
+            dtype="i8" if p["dtype"] == ROTATED else p["dtype"],
             connectivity=p["M"],
             expansion_add=p["ef_construction"],
         )
-        index.add(np.arange(len(data), dtype=np.uint64), data)
+        if p["dtype"] == ROTATED:
+            self._rotation = Int8Rotation.fit(data)
+        index.add(np.arange(len(data), dtype=np.uint64), self._walked(data))
         self._rows = data if self._query_params["rescore"] else None
         return index
 
@@ -81,22 +93,36 @@ class UsearchIndex(BaseIndex):
         # A loaded graph is a read-only view of its file: add to a copy in memory.
         index = self._native.copy() if self._viewed else self._native
         self._viewed = False
-        index.add(np.arange(self.count, self.count + len(data), dtype=np.uint64), data)
+        index.add(
+            np.arange(self.count, self.count + len(data), dtype=np.uint64), self._walked(data)
+        )
         if self._rows is not None:
             self._rows = np.concatenate([self._rows, data])
         return index
 
+    def _walked(self, rows: np.ndarray) -> np.ndarray:
+        """Unit rows as the graph holds them: their int8 codes for an i8-rotated one."""
+        return rows if self._rotation is None else self._rotation.codes(rows)
+
     def _apply_query_params(self) -> None:
         self._native.expansion_search = self._query_params["ef"]
+
+    def candidates(self, wanted: int) -> int:
+        """Re-scored, the walk's best `rescore` (at least) come in exact order: asking for more
+        only widens the walk past its ef, at a cost (recall@10 is measured with 10 asked:
+        benchmarks/dense_scale.py)."""
+        return wanted if self._query_params["rescore"] else super().candidates(wanted)
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         rescore = self._query_params["rescore"]
         if rescore and self._rows is None:
             raise LookalikeError(f"this usearch index keeps no {VECTORS_FILE} to re-score on")
+        if not rescore and self._rotation is not None:
+            raise LookalikeError(f"the {ROTATED} graph needs rescore >= 1 to answer")
         width = min(max(k, rescore), self.count)
         # One thread: a query process answers one request at a time, and usearch's thread
         # pool costs more than it saves on a handful of queries.
-        found = self._native.search(queries, width, threads=1)
+        found = self._native.search(self._walked(queries), width, threads=1)
         # One query row comes back as a `Matches` cut to what it found, several as
         # `BatchMatches` padded to `width` with `counts` saying how many are real.
         keys = np.full((len(queries), width), -1, np.int64)
@@ -134,6 +160,9 @@ class UsearchIndex(BaseIndex):
                     np.save(f, np.asarray(self._rows, np.float32))
 
             atomic_write(folder / VECTORS_FILE, write)
+        if self._rotation is not None:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            atomic_write(Path(folder) / ROTATION_FILE, self._rotation.save)
         super().save(folder)  # the metadata last: its presence means the rest is complete
 
     def _save(self, path: Path) -> None:
@@ -148,6 +177,8 @@ class UsearchIndex(BaseIndex):
         if index is None or index.ndim != dim:
             raise ValueError("not a usearch index of this collection's vectors")
         self._viewed = True
+        if self._build_params["dtype"] == ROTATED:
+            self._rotation = Int8Rotation.load(path.with_name(ROTATION_FILE), dim)
         if self._query_params["rescore"]:
             self._rows = _rows_file(path.with_name(VECTORS_FILE), len(index), dim)
         return index

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from PIL import Image
 
 from lookalike.errors import DamagedPartError, ImageLoadError, QueryError
 from lookalike.fuse.expansion import expand_query
+from lookalike.index.base import widened
 from lookalike.load.images import file_sha256, load_image
 from lookalike.search.calibration import GOOD_MATCH, calibration_for
 from lookalike.search.coded_scores import CodedScorer
@@ -163,14 +165,20 @@ class StoredQuery:
 
 
 def candidate_count(
-    size: int, k: int, excluded: int, pool: int | None, head_weight: float | None
+    size: int,
+    k: int,
+    excluded: int,
+    pool: int | None,
+    head_weight: float | None,
+    widen: Callable[[int], int] = widened,
 ) -> int:
-    """How many candidates to ask the (approximate) index for before ranking them exactly.
+    """How many candidates to ask for before ranking them exactly: `widen` (the index's
+    `candidates`) of what the answer needs.
 
     `pool` counts only when a head weight re-ranks: without one the answer must not depend
     on it, so that the page's first view is `query`'s answer for the same k.
     """
-    wanted = max(4 * (k + excluded), 50)
+    wanted = widen(k + excluded)
     if head_weight is not None and pool is not None:
         wanted = max(wanted, pool + excluded)
     return min(size, wanted)
@@ -228,6 +236,7 @@ class Searcher:
         self.faces = gen.face_items() or FaceItems.empty(head_keys(self.config.block_keys))
         self.face_fused = np.asarray(gen.face_fused())
         self._gen = gen
+        self._root = str(self.collection.root)  # what each answer names its paths from
         self._views: ViewScorer | None = None
         self.calibration = calibration_for(self.config)
         rows = {"ids.npy": len(self.ids), "fused.npy": len(self.fused), "index": self.index.count}
@@ -276,8 +285,8 @@ class Searcher:
     def resolve(self, query: str) -> tuple[int | None, Path | None]:
         """(collection id, image path): a file on disk, a path inside the root, or an id."""
         catalog = self.collection.catalog
-        candidate = Path(query)
-        if candidate.is_file():
+        if os.path.isfile(query):  # os.path, not Path: a query by id makes no Path
+            candidate = Path(query)
             root = self.collection.root
             try:
                 rel = candidate.resolve().relative_to(root).as_posix()
@@ -324,9 +333,9 @@ class Searcher:
         """What a stored picture asks with: its row's vectors, or its face `face`'s (1 or
         more: that face item's); QueryError naming `name` when it has no such face."""
         row = self.row_of[item_id]
-        rec = self.collection.catalog.get_many([item_id]).get(item_id)
+        rec = self.collection.catalog.listed([item_id]).get(item_id)
         fallback = bool(rec.fallback) if rec else False
-        n_faces = len(rec.faces or []) if rec else 0
+        n_faces = rec.faces if rec else 0
         path = rec.path if rec else str(item_id)
         item = -1  # the picture's own row (its first face, or its fallback view)
         if face:
@@ -381,7 +390,7 @@ class Searcher:
         result.threshold = threshold or Threshold()
         result.matches = [m for m in matches if result.threshold.passes(m)]
         result.left_out = [m for m in matches if not result.threshold.passes(m)]
-        result.root = str(self.collection.root)
+        result.root = self._root
         result.k = k
         result.size = len(self.ids)
         result.candidates = result.size - sum(i in self.row_of for i in exclude)
@@ -441,8 +450,13 @@ class Searcher:
             raise QueryError(f"k must be at least 1, got {k}")
         if head_weight is not None and features is None:
             raise QueryError("head_weight needs the query's per-view vectors (head and whole)")
-        n_candidates = candidate_count(len(self.ids), k, len(exclude), pool, head_weight)
-        rows, fused, items = self._candidates(vector, n_candidates, exclude)
+        # The index is asked for what it needs to rank the best exactly; the face items, exact
+        # and few, are all looked at as an approximate index would be (`_with_faces`).
+        asked = candidate_count(
+            len(self.ids), k, len(exclude), pool, head_weight, self.index.candidates
+        )
+        n_faces = candidate_count(len(self.ids), k, len(exclude), pool, head_weight)
+        rows, fused, items = self._candidates(vector, asked, n_faces, exclude)
         # Per-view cosines of every candidate when a head weight ranks by them, else of the k
         # results only: the stored blocks' cosines are most of a query's time.
         order = None if head_weight is not None else rank(fused, self.ids[rows])[:k]
@@ -538,44 +552,52 @@ class Searcher:
         probabilities: list[float | None],
     ) -> list[Match]:
         """The ranked candidates `order` as matches, with their catalog records."""
-        records = self.collection.catalog.listed(int(self.ids[r]) for r in rows[order])
+        # Lists, not numpy scalars: reading each scalar costs more than the arithmetic.
+        picked, faces = rows[order], items[order]
+        picked_ids = self.ids[picked].tolist()
+        records = self.collection.catalog.listed(picked_ids)
+        on_face = faces >= 0
+        boxes, numbers = np.array(self.head_boxes[picked], np.int64), np.full(len(order), -1)
+        if on_face.any():
+            boxes[on_face] = self.faces.boxes[faces[on_face]]
+            numbers[on_face] = self.faces.numbers[faces[on_face]]
+        views = {view: c[order].tolist() for view, c in cosines.items()}
+        columns = (boxes.tolist(), numbers.tolist(), scores[order].tolist(), fused[order].tolist())
         matches = []
-        for n, pos in enumerate(order):
-            row, item = int(rows[pos]), int(items[pos])
-            rec = records.get(int(self.ids[row]))
+        for n, (box, number, score, fused_score) in enumerate(zip(*columns, strict=True)):
+            rec = records.get(picked_ids[n])
             if rec is None:  # deleted by a run that committed after we loaded
                 continue
-            on_face = item >= 0
-            box = self.faces.boxes[item] if on_face else self.head_boxes[row]
             match = Match(
-                rec.id,  # type: ignore[arg-type]
+                rec.id,
                 rec.path,
-                float(scores[pos]),
-                tuple(int(v) for v in box),  # type: ignore[arg-type]
+                score,
+                tuple(box),  # type: ignore[arg-type]
                 rec.fallback,
                 probabilities[n],
                 rec.width,
                 rec.height,
-                {view: round(float(c[pos]), 6) for view, c in cosines.items()},
-                float(fused[pos]),
-                int(self.faces.numbers[item]) if on_face else (None if rec.fallback else 0),
+                {view: round(values[n], 6) for view, values in views.items()},
+                fused_score,
+                number if number >= 0 else (None if rec.fallback else 0),
             )
             matches.append(match)
         return matches
 
     def _candidates(
-        self, vector: np.ndarray, n_candidates: int, exclude: set[int]
+        self, vector: np.ndarray, asked: int, n_faces: int, exclude: set[int]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Candidate (rows, fused scores, face item row or -1), each picture scored by its
         best face; the excluded ids left out. The ANN index gives the pictures; the face items
         (one per extra face: few) are scored exactly."""
-        found, _ = self.index.query(vector[None, :].astype(np.float32), n_candidates)
+        found, _ = self.index.query(vector[None, :].astype(np.float32), asked)
         rows = found[0][found[0] >= 0].astype(np.int64)
         scores = self.fused[rows] @ vector
         items = np.full(len(rows), -1, np.int64)
         if len(self.face_fused):
-            rows, scores, items = self._with_faces(vector, rows, scores, items, n_candidates)
-        keep = ~np.isin(self.ids[rows], np.fromiter(exclude, np.int64, len(exclude)))
+            rows, scores, items = self._with_faces(vector, rows, scores, items, n_faces)
+        # A set lookup each: exclude holds one id or a few (np.isin costs more at this size).
+        keep = np.array([i not in exclude for i in self.ids[rows].tolist()], bool)
         return rows[keep], scores[keep].astype(np.float32), items[keep]
 
     def _with_faces(
