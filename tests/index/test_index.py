@@ -335,3 +335,16 @@ def test_a_rescored_graph_keeps_its_rows_beside_it_and_names_them_when_damaged(
     rows.unlink()
     with pytest.raises(CollectionError, match=r"vectors\.npy: cannot read"):
         load_index("usearch", tmp_path, DIM)
+
+
+def test_a_ranking_asks_a_rescored_graph_for_what_it_needs_and_others_for_more() -> None:
+    """`Searcher` ranks what the index gives exactly: a graph whose best are re-scored gives
+    them in exact order already; an approximate search whose effort grows with what is
+    asked (Annoy), or exact search whose ties are ranked by id, is asked for more."""
+    assert create_index("annoy").candidates(11) == 50
+    assert create_index("exact").candidates(20) == 80
+    if importlib.util.find_spec("usearch") is not None:
+        assert create_index("usearch", rescore=20).candidates(11) == 11
+        assert create_index("usearch").candidates(11) == 50
+        assert built("auto", {"exact_max": 100}, clustered(150)).candidates(11) == 11
+    assert built("auto", {"exact_max": 100}, clustered(50)).candidates(11) == 50
