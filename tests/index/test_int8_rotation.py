@@ -67,7 +67,10 @@ def test_a_saved_rotation_loads_and_a_damaged_one_is_named(tmp_path: Path) -> No
     with pytest.raises(CollectionError, match=r"rotation\.npz: holds a float32 \(32, 32\)"):
         Int8Rotation.load(path, DIM + 1)
     path.write_bytes(b"not an npz")
-    with pytest.raises(CollectionError, match=r"rotation\.npz: cannot read the graph's rotation"):
+    with pytest.raises(
+        CollectionError,
+        match=r"rotation\.npz: cannot read the graph's rotation \(not an npz file\)",
+    ):
         Int8Rotation.load(path, DIM)
 
 

@@ -56,6 +56,11 @@ class Int8Rotation:
     @classmethod
     def load(cls, path: Path, dim: int) -> Int8Rotation:
         try:
+            # np.load takes any other content for a pickle, and its refusal says to load it
+            # unsafely: the zip signature first, for a message that names the problem.
+            with open(path, "rb") as f:
+                if f.read(4) != b"PK\x03\x04":
+                    raise ValueError("not an npz file")
             with np.load(path, allow_pickle=False) as data:
                 matrix, scale = np.asarray(data["matrix"]), float(data["scale"])
         except (OSError, ValueError, KeyError) as exc:
