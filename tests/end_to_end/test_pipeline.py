@@ -185,6 +185,9 @@ def test_cli_index_query_info_evaluate(folder, tmp_path, capsys):
     info = json.loads(capsys.readouterr().out)
     indexed = info["catalog"]["ok"]
     assert info["faces_per_picture"] == {"0": indexed, "1": 0, "2": 0, "3+": 0}  # detector none
+    assert info["index_chosen"]["backend"] == "exact"  # `auto` on a few pictures
+    assert main(["info", str(coll)]) == 0
+    assert "index:      auto {} -> exact search (up to 10000 items)" in capsys.readouterr().out
     assert (
         main(
             [

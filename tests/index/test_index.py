@@ -348,3 +348,20 @@ def test_a_ranking_asks_a_rescored_graph_for_what_it_needs_and_others_for_more()
         assert create_index("usearch").candidates(11) == 50
         assert built("auto", {"exact_max": 100}, clustered(150)).candidates(11) == 11
     assert built("auto", {"exact_max": 100}, clustered(50)).candidates(11) == 50
+
+
+def test_a_saved_auto_index_says_what_it_chose_without_loading_it(tmp_path: Path) -> None:
+    from lookalike.errors import CollectionError
+    from lookalike.index.auto import describe_choice, saved_choice
+
+    built("auto", {"exact_max": 100}, clustered(50)).save(tmp_path)
+    chosen, params = saved_choice(tmp_path)
+    assert (chosen, params["exact_max"]) == ("exact", 100)
+    assert describe_choice(chosen, params) == "exact search (up to 100 items)"
+    graph = {"M": 32, "ef": 64, "dtype": "i8-rotated", "rescore": 40}
+    assert describe_choice("usearch", graph) == (
+        "usearch graph: M 32, ef 64, rotated int8 codes, 40 re-scored"
+    )
+    (tmp_path / "auto.json").write_text("{")
+    with pytest.raises(CollectionError, match=r"auto\.json: unreadable index metadata"):
+        saved_choice(tmp_path)

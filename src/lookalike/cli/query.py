@@ -18,7 +18,7 @@ from lookalike.cli.arguments import (
 from lookalike.load.names import safe_display
 
 if TYPE_CHECKING:
-    pass
+    from lookalike.store.collection import Generation
 
 
 def add_query_parser(add_command: AddCommand) -> None:
@@ -147,6 +147,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     manifest["catalog"] = catalog.counts()
     manifest["faces_per_picture"] = catalog.face_counts()
     manifest["being_written"] = coll.is_locked()
+    chosen = _chosen_index(coll.config.index.backend, gen)
+    if chosen is not None:
+        manifest["index_chosen"] = {"backend": chosen[0], "params": chosen[1]}
     if args.json:
         print(json.dumps(manifest, indent=2))
         return 0
@@ -156,7 +159,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"root:       {safe_display(coll.root)}")
     print(f"preset:     {config.preset} ({', '.join(config.block_keys)})")
     print(f"backbone:   {config.backbone}   detector: {config.detector}")
-    print(f"index:      {config.index.backend} {config.index.params}")
+    index_text = f"{config.index.backend} {config.index.params}"
+    if chosen is not None:
+        from lookalike.index.auto import describe_choice
+
+        index_text += f" -> {describe_choice(*chosen)}"
+    print(f"index:      {index_text}")
     print(f"generation: {manifest.get('generation') or 'none committed yet'}")
     print(f"indexed:    {counts.get('indexed', 0)} images, dims {manifest.get('dims', {})}")
     print(f"files:      {manifest['catalog']}")
@@ -168,6 +176,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     if manifest["being_written"]:
         print("an index run is writing this collection now")
     return 0
+
+
+def _chosen_index(backend: str, gen: Generation | None) -> tuple[str, dict] | None:
+    """What the committed `auto` index chose, and with which parameters (None: another
+    backend, or nothing committed)."""
+    if backend != "auto" or gen is None:
+        return None
+    from lookalike.index.auto import saved_choice
+
+    return saved_choice(gen.path / "index")
 
 
 def add_export_parser(add_command: AddCommand) -> None:

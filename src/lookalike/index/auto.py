@@ -146,19 +146,44 @@ class AutoIndex:
 
     @classmethod
     def load(cls, folder: Path, dim: int) -> AutoIndex:
-        path = Path(folder) / "auto.json"
-        try:
-            meta = json.loads(path.read_text())
-            chosen, params = str(meta["chosen"]), dict(meta["params"])
-        except FileNotFoundError:
-            raise CollectionError(f"{folder}: no saved auto index here") from None
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise CollectionError(f"{path}: unreadable index metadata ({e})") from e
-        if chosen not in ("exact", "usearch", "hnswlib"):
-            raise CollectionError(f"{path}: unknown chosen backend {chosen!r}")
+        chosen, params = saved_choice(folder)
         index = cls(**params)
         index.inner = index_class(chosen).load(folder, dim)
         return index
+
+
+def saved_choice(folder: Path) -> tuple[str, dict[str, Any]]:
+    """(the backend a saved auto index chose, the parameters it was made with), read from
+    its auto.json alone: `info` says which index a collection holds without loading it."""
+    path = Path(folder) / "auto.json"
+    try:
+        meta = json.loads(path.read_text())
+        chosen, params = str(meta["chosen"]), dict(meta["params"])
+    except FileNotFoundError:
+        raise CollectionError(f"{folder}: no saved auto index here") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CollectionError(f"{path}: unreadable index metadata ({e})") from e
+    if chosen not in ("exact", "usearch", "hnswlib"):
+        raise CollectionError(f"{path}: unknown chosen backend {chosen!r}")
+    return chosen, params
+
+
+def describe_choice(chosen: str, params: dict[str, Any]) -> str:
+    """What a saved auto index is, in words (`lookalike info`)."""
+    if chosen == "exact":
+        return f"exact search (up to {params.get('exact_max', EXACT_MAX)} items)"
+    graph = {
+        "i8-rotated": "rotated int8 codes",
+        "i8": "int8 vectors",
+        "f16": "float16 vectors",
+        "f32": "float32 vectors",
+    }
+    dtype = params.get("dtype", "f32")
+    rescored = f", {params['rescore']} re-scored" if params.get("rescore") else ""
+    return (
+        f"{chosen} graph: M {params.get('M')}, ef {params.get('ef')}, "
+        f"{graph.get(dtype, dtype)}{rescored}"
+    )
 
 
 INDEXES.register(AutoIndex.name)(AutoIndex)
