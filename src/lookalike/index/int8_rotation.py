@@ -49,7 +49,7 @@ class Int8Rotation:
         return out
 
     def save(self, path: Path) -> None:
-        """To `path`, a file object's npz (no pickles)."""
+        """Written to `path` as an npz of plain arrays (no pickles)."""
         with open(path, "wb") as f:
             np.savez(f, matrix=self.matrix, scale=np.float64(self.scale))
 

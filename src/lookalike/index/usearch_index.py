@@ -59,10 +59,6 @@ class UsearchIndex(BaseIndex):
         self._viewed = False  # whether the native index is a read-only view of a file
         self._rows: np.ndarray | None = None  # the float32 rows, kept while rescore > 0
         self._rotation: Int8Rotation | None = None  # what turns rows into i8-rotated codes
-        if dtype == ROTATED and not (isinstance(rescore, int) and rescore > 0):
-            raise LookalikeError(
-                f"the {ROTATED} graph needs rescore >= 1: its distances are of int8 codes"
-            )
         super().__init__(
             {
                 "M": check_int("M", M, 2),
@@ -71,6 +67,10 @@ class UsearchIndex(BaseIndex):
             },
             {"ef": ef, "rescore": rescore},
         )
+        if dtype == ROTATED and not self._query_params["rescore"]:
+            raise LookalikeError(
+                f"the {ROTATED} graph needs rescore >= 1: its distances are of int8 codes"
+            )
 
     def _build(self, data: np.ndarray) -> Any:
         p = self._build_params
@@ -151,9 +151,9 @@ class UsearchIndex(BaseIndex):
         return ids, best_sims
 
     def save(self, folder: Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
         if self._query_params["rescore"] and self._rows is not None and self.count:
-            folder = Path(folder)
-            folder.mkdir(parents=True, exist_ok=True)
 
             def write(tmp: Path) -> None:
                 with open(tmp, "wb") as f:  # np.save adds no ".npy" to a file object's name
@@ -161,8 +161,7 @@ class UsearchIndex(BaseIndex):
 
             atomic_write(folder / VECTORS_FILE, write)
         if self._rotation is not None:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-            atomic_write(Path(folder) / ROTATION_FILE, self._rotation.save)
+            atomic_write(folder / ROTATION_FILE, self._rotation.save)
         super().save(folder)  # the metadata last: its presence means the rest is complete
 
     def _save(self, path: Path) -> None:

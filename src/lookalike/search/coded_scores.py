@@ -6,10 +6,10 @@ unit block ``q`` is ``q.m + s * u.(C q)``: r multiply-adds a row once ``C q`` is
 instead of decoding d dims; with the Gram matrix ``C C^T`` its norm is as cheap, and a
 stored query's ``C q`` too (``(C m + s C C^T u) / |x|``: no pass over d at all; its codes
 are read with its results', `CodedScorer.stored_scores`). The
-calibration's LDA basis B projected through C once (``C B``, r x 128) gives the rows' LDA
-projections the same way. Decoding the k results' 8192 dims and projecting them on the
-8192 x 128 basis was two thirds of a stored item's query in `default`
-(benchmarks/query_cost.py).
+calibration's LDA basis B and its directions D projected through C once (``C B D``, r x
+the directions) give the rows' LDA projections the same way. Decoding the k results'
+8192 dims and projecting them on the 8192 x 128 basis was two thirds of a stored item's
+query in `default` (benchmarks/query_cost.py).
 
 It reproduces `Fuser` (to float32 rounding; tests/search/test_coded_scores.py) where the
 fused layout is the plain one: "weighted" mode, no per-block or fused PCA, every block
@@ -233,8 +233,8 @@ class CodedScorer:
         self, read: _Rows, query: CodedQuery, wide: bool
     ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         norms = read.norms
-        dots = query.mean_dots + read.scales * (read.codes @ query.products)
-        cosines = dots / _nonzero(norms)
+        block_dots = query.mean_dots + read.scales * (read.codes @ query.products)
+        cosines = block_dots / _nonzero(norms)
         squared = self._weights**2
         # An all-zero block stays zero (`l2_normalize`): a stacked norm is of the others.
         dots = (cosines * squared) @ self._in_view.T  # of the stacked view vectors
