@@ -80,6 +80,18 @@ def build(work: Path, source: Path, n: int, dtypes: list[str], ms: list[int]) ->
             )
 
 
+def spread(work: Path, n: int, rows: int = 20_000) -> None:
+    """How the vectors' components spread, as they are and turned by `Int8Rotation`: what
+    usearch's own int8 cast and the rotated codes each have to represent."""
+    vectors = np.asarray(np.load(work / f"vectors_{n}.npy", mmap_mode="r")[:rows], np.float32)
+    turned = vectors @ Int8Rotation.fit(vectors).matrix
+    print(f"| {rows} of the {n} vectors | largest std of a dim | median abs | largest abs |")
+    print("|---|---:|---:|---:|")
+    for name, x in (("as they are", vectors), ("rotated", turned)):
+        a = np.abs(x)
+        print(f"| {name} | {x.std(axis=0).max():.3f} | {np.median(a):.3f} | {a.max():.3f} |")
+
+
 def measure(
     work: Path,
     n: int,
@@ -151,6 +163,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--warm", type=int, default=200)
     parser.add_argument("--measure", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--spread", action="store_true", help="print how the components spread, and stop"
+    )
     args = parser.parse_args()
     if args.measure:
         rows = measure(
@@ -159,6 +174,10 @@ def main() -> None:
         print(json.dumps(rows))
         return
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.spread:
+        build(args.work, args.source, args.items, [], args.ms)  # the vectors only
+        spread(args.work, args.items)
+        return
     build(args.work, args.source, args.items, args.dtypes, args.ms)
     print("| vectors | M | ef | rescore | p50 ms | p99 ms | recall@10 |")
     print("|---|---:|---:|---:|---:|---:|---:|")

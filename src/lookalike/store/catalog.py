@@ -107,8 +107,6 @@ def _row_to_record(row: tuple[Any, ...]) -> FileRecord:
     )
 
 
-READ_CACHE_KIB = 65536  # a reading connection's page cache (`_open_for_reading`)
-
 # Why a catalog leaves WAL mode when its writer closes it: WAL lets queries read while an
 # index run writes (readers never wait for the writer), but a reader of a WAL database must
 # open (and create, if missing) the -wal and -shm files beside it. A reader on a read-only
@@ -221,10 +219,6 @@ class Catalog:
         if not found:
             db.close()
             raise CollectionError(f"{self.path}: the catalog is empty; {missing}")
-        # Results' rows are read from pages all over a big catalog: a long-lived reader (the
-        # web page) keeps up to READ_CACHE_KIB of them instead of SQLite's 2 MB, filled only
-        # as pages are read (at 1M items, 40-70 us less a query: benchmarks/README.md).
-        db.execute(f"PRAGMA cache_size=-{READ_CACHE_KIB}")
         return db
 
     def _open_for_writing(self) -> _Connection:
