@@ -11,7 +11,8 @@ from tests.store.test_codec import low_rank
 
 
 def pictures(n: int) -> Pictures:
-    digests = np.array([f"{i:064x}" for i in range(n)], dtype="<U64")
+    # From 1: 32 zero bytes stand for an unknown digest (no file hashes to them).
+    digests = np.array([f"{i + 1:064x}" for i in range(n)], dtype="<U64")
     return Pictures(digests, np.tile(np.arange(4, dtype=np.int32), (n, 1)))
 
 

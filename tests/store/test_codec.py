@@ -76,6 +76,10 @@ def test_a_collection_stores_codes_fuses_what_it_stores_and_keeps_its_basis(
         assert isinstance(gen.block(key), CodedBlock)
         assert not (gen.path / "blocks" / f"{key}.npy").exists()
         assert np.load(gen.path / "blocks" / f"{key}.codes.npy").dtype == np.int8
+    with np.load(gen.path / "blocks" / "codec.npz") as data:
+        assert data[f"{keys[0]}/components"].dtype == np.int8  # a quarter of float32
+    with np.load(gen.path / "fuser.npz") as data:  # on the bases (fuse/spanned.py)
+        assert json.loads(bytes(data["meta"]))["spanned"]
     # The fused vectors are the fuser's of exactly the blocks a reader decodes.
     stored = {k: np.asarray(gen.block(k), np.float32) for k in keys}
     np.testing.assert_allclose(gen.fuser().transform(stored), gen.fused(), atol=1e-4)
@@ -123,3 +127,17 @@ def test_blocks_named_exact_keep_float16_rows() -> None:
     coded = codec.code_blocks(blocks, {}, exact=["head.v5"])
     assert list(coded) == ["head.x"]
     np.testing.assert_array_equal(blocks["head.v5"], v5)  # untouched
+
+
+def test_a_float16_basis_of_before_is_kept_as_it_was_saved(tmp_path) -> None:
+    block = low_rank(200)
+    fitted = BlockBasis.fit(block)
+    older = BlockBasis(fitted.mean, np.linspace(-1, 1, fitted.components.size).reshape(8, 120))
+    older = BlockBasis(older.mean, older.components.astype(np.float16).astype(np.float32))
+    save_bases(tmp_path / "codec.npz", {"head.x": older, "head.y": fitted})
+    with np.load(tmp_path / "codec.npz") as data:
+        assert data["head.x/components"].dtype == np.float16
+        assert data["head.y/components"].dtype == np.int8
+    again = load_bases(tmp_path / "codec.npz")
+    np.testing.assert_array_equal(again["head.x"].components, older.components)
+    np.testing.assert_array_equal(again["head.y"].components, fitted.components)

@@ -61,7 +61,7 @@ def test_create_writes_a_manifest_and_a_catalog_that_open_reads_back(tmp_path: P
     coll = created(tmp_path)
     assert sorted(p.name for p in coll.path.iterdir()) == [CATALOG, MANIFEST]
     manifest = json.loads((coll.path / MANIFEST).read_text())
-    assert manifest["format_version"] == FORMAT_VERSION == 2
+    assert manifest["format_version"] == FORMAT_VERSION == 3
     assert manifest["root"] == str((tmp_path / "photos").resolve())
     assert (manifest["weights_hash"], manifest["generation"]) == ("weights-a", None)
     assert Collection.exists(coll.path) and not Collection.exists(tmp_path)
@@ -160,7 +160,7 @@ def test_a_damaged_manifest_is_an_error_naming_it_and_saying_how_to_repair(
     assert f"run `lookalike index FOLDER --collection {coll.path}`" in message
 
 
-@pytest.mark.parametrize("version", [1, 3])
+@pytest.mark.parametrize("version", [1, 4])
 def test_another_format_version_is_refused_with_what_to_do(tmp_path: Path, version: int) -> None:
     coll = created(tmp_path)
     edit(lambda d: d.update(format_version=version))(coll.path / MANIFEST)
@@ -171,6 +171,15 @@ def test_another_format_version_is_refused_with_what_to_do(tmp_path: Path, versi
     assert f"reads version {FORMAT_VERSION}; re-index into a new collection" in message
     # Only a version-1 collection is told what the new format saves.
     assert ("dense 256-dim vectors" in message) == (version == 1)
+
+
+def test_a_version_2_collection_is_read_and_its_next_commit_marks_it_3(tmp_path: Path) -> None:
+    # Version 2 differs in how the codec and the fuser are saved, which are read either way.
+    coll = created(tmp_path)
+    edit(lambda d: d.update(format_version=2))(coll.path / MANIFEST)
+    assert read_manifest(coll.path)["format_version"] == 2
+    commit(Collection.open(coll.path))
+    assert read_manifest(coll.path)["format_version"] == FORMAT_VERSION == 3
 
 
 def test_vectors_of_other_weights_are_refused(tmp_path: Path) -> None:

@@ -176,7 +176,9 @@ def evaluate(
     for name, config in zip(presets, configs, strict=True):
         used = {key: blocks[key] for key in config.block_keys}
         # Unsupervised, on the whole collection, as at index time.
-        fuser, fused = fit_fused(config, used)
+        # The collection's own preset fits on its coded blocks as the index run does.
+        bases = {k: b for k, b in gen.bases().items() if k in used} if config == base else {}
+        fuser, fused = fit_fused(config, used, bases)
         fused = fused[rows]
         # The collection's own preset has its pictures' other faces: scored as queried.
         faces = face_vectors(gen, fuser, used, rows) if config == base else None

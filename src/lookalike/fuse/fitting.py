@@ -4,11 +4,14 @@ make them, so that the vectors they store and score are the same."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from lookalike.config import PipelineConfig
 from lookalike.fuse.expansion import expand_collection
 from lookalike.fuse.fuser import Fuser
+from lookalike.fuse.spanned import Basis
 from lookalike.index import VectorIndex, create_index
 
 
@@ -17,18 +20,25 @@ def new_index(config: PipelineConfig) -> VectorIndex:
     return create_index(config.index.backend, **config.index.params)
 
 
-def fit_fused(config: PipelineConfig, blocks: dict[str, np.ndarray]) -> tuple[Fuser, np.ndarray]:
+def fit_fused(
+    config: PipelineConfig,
+    blocks: dict[str, np.ndarray],
+    bases: Mapping[str, Basis] | None = None,
+) -> tuple[Fuser, np.ndarray]:
     """The preset's fuser fitted on `blocks` without labels, and the collection's final
-    vectors: fused, reduced, then expanded (query expansion sees the whole collection)."""
-    fuser = Fuser(config.blocks, config.fusion).fit(blocks)
+    vectors: fused, reduced, then expanded (query expansion sees the whole collection).
+    `bases`: those of the coded blocks among `blocks`, the fuser's storage (Fuser.fit)."""
+    fuser = Fuser(config.blocks, config.fusion).fit(blocks, bases)
     return fuser, expand_collection(fuser.transform(blocks), config)
 
 
 def fit_fused_index(
-    config: PipelineConfig, blocks: dict[str, np.ndarray]
+    config: PipelineConfig,
+    blocks: dict[str, np.ndarray],
+    bases: Mapping[str, Basis] | None = None,
 ) -> tuple[Fuser, np.ndarray, VectorIndex]:
     """`fit_fused`, and an index built on the vectors."""
-    fuser, fused = fit_fused(config, blocks)
+    fuser, fused = fit_fused(config, blocks, bases)
     index = new_index(config)
     index.build(fused)
     return fuser, fused, index

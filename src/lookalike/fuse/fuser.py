@@ -19,6 +19,7 @@ from lookalike.errors import CollectionError
 from lookalike.fileio import atomic_save_npz
 from lookalike.fuse.lowrank import sample_index, sample_rows, top_components
 from lookalike.fuse.pseudo_lda import PseudoLabelLDA
+from lookalike.fuse.spanned import Basis, Segment, compress, expand
 from lookalike.vectors import from_int8_rows, int8_rows, l2_normalize
 
 # Rows fused at a time: the intermediate arrays stay this small whatever the collection.
@@ -149,7 +150,12 @@ class Fuser:
             col += x.shape[1]
         return out
 
-    def fit(self, vectors: Mapping[str, np.ndarray]) -> Fuser:
+    def fit(
+        self, vectors: Mapping[str, np.ndarray], bases: Mapping[str, Basis] | None = None
+    ) -> Fuser:
+        """Fitted on `vectors`; `bases`: the codec bases the coded blocks among them were
+        decoded from (store/codec.py), on which the fitted matrices are stored (spanned.py)."""
+        self.bases_ = dict(bases or {})
         self.input_dims_ = {b.key: int(np.shape(vectors[b.key])[1]) for b in self.blocks}
         self.reducers_ = self._block_reducers()
         # Every fit below reads a sample of rows (the same rows in every block).
@@ -178,7 +184,7 @@ class Fuser:
             reduced = unit if self.lda_ is None else self.lda_.transform(unit)
             self.final_ = DenseReducer(dim, self.fusion.pseudo_lda_ks).fit(reduced)
         # The state as saved (int8 matrices): what this fuser makes, a loaded one makes.
-        stored = Fuser.from_arrays(self.to_arrays(), self.blocks, self.fusion)
+        stored = Fuser.from_arrays(self.to_arrays(), self.blocks, self.fusion, self.bases_)
         self.__dict__.update(stored.__dict__)
         return self
 
@@ -246,6 +252,7 @@ class Fuser:
         blocks = [b for b in self.blocks if b.key in keys]
         part = Fuser(blocks, FusionConfig(mode=self.fusion.mode))
         part.input_dims_ = {b.key: self.input_dims_[b.key] for b in blocks}
+        part.bases_ = self.bases_
         part.fitted_rows_ = self.fitted_rows_
         part.reducers_ = {b.key: self.reducers_[b.key] for b in blocks if b.key in self.reducers_}
         part.pca_ = None
@@ -269,8 +276,41 @@ class Fuser:
         return int(sum(dims))
 
     # -- persistence without pickle -------------------------------------------------
+    def _layouts(self) -> dict[str, tuple[int, list[Segment]]]:
+        """Which columns of each fitted array lie over which coded block (spanned.py), and
+        along which axis: the arrays that may be stored on the blocks' bases."""
+        stacked: list[Segment] = []
+        for block in self.blocks:
+            reducer = self.reducers_.get(block.key)
+            if reducer is None and block.key in self.bases_:
+                stacked.append(("basis", block.key))
+            else:
+                width = reducer.components_.shape[0] if reducer else self.input_dims_[block.key]
+                stacked.append(("free", int(width)))
+        layouts: dict[str, tuple[int, list[Segment]]] = {}
+        for key in self.reducers_:
+            if key in self.bases_:
+                for part in ("mean", "components"):
+                    layouts[f"block/{key}/{part}"] = (-1, [("basis", key)])
+        wide = stacked
+        if self.pca_ is not None:
+            layouts["fused/mean"] = layouts["fused/components"] = (-1, stacked)
+            wide = [("free", int(self.pca_.components_.shape[0]))]
+        if self.lda_ is not None:
+            layouts["lda/mean"] = (-1, wide)
+            layouts["lda/basis"] = (0, wide)
+            extra = self.lda_.output_dim - int(self.lda_.mean_.shape[0])
+            wide = [("free", extra), *wide] if extra else wide
+        if self.final_ is not None:
+            layouts["final/first/mean"] = layouts["final/first/components"] = (-1, wide)
+        key = self.fusion.feel_block
+        if self.feel_ is not None and key in self.bases_:
+            layouts["feel/mean"] = layouts["feel/components"] = (-1, [("basis", str(key))])
+        return layouts
+
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """The fitted state as named arrays, its matrices int8 as saved (`stored_form`)."""
+        """The fitted state as named arrays, its matrices int8 as saved (`stored_form`), those
+        over coded blocks on the blocks' bases (spanned.py)."""
         arrays: dict[str, np.ndarray] = {}
         for key, pca in self.reducers_.items():
             arrays[f"block/{key}/mean"] = pca.mean_
@@ -287,7 +327,22 @@ class Fuser:
         if self.feel_ is not None:
             arrays["feel/mean"] = self.feel_.mean_
             arrays["feel/components"] = self.feel_.components_
+        spanned = {}
+        for name, (axis, layout) in self._layouts().items():
+            if all(kind == "free" for kind, _ in layout):
+                continue
+            coefficients = compress(arrays[name], layout, self.bases_, axis)
+            if coefficients is not None:
+                arrays[name] = coefficients
+                keys = [str(v) for k, v in layout if k == "basis"]
+                spanned[name] = {
+                    "axis": axis,
+                    "layout": layout,
+                    "bases": {key: self.bases_[key].digest() for key in keys},
+                }
         meta = {"input_dims": self.input_dims_, "fitted_rows": self.fitted_rows_}
+        if spanned:
+            meta["spanned"] = spanned
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         return stored_form(arrays)
 
@@ -296,11 +351,29 @@ class Fuser:
 
     @classmethod
     def from_arrays(
-        cls, data: Mapping[str, np.ndarray], blocks: Sequence[Block], fusion: FusionConfig
+        cls,
+        data: Mapping[str, np.ndarray],
+        blocks: Sequence[Block],
+        fusion: FusionConfig,
+        bases: Mapping[str, Basis] | None = None,
     ) -> Fuser:
+        """A fuser from `to_arrays`; `bases`: its generation's codec bases, which the arrays
+        stored on them need."""
         data = computed_form(data)
         fuser = cls(blocks, fusion)
+        fuser.bases_ = dict(bases or {})
         meta = json.loads(bytes(data["meta"]).decode())
+        digests: dict[str, str] = {}
+        for name, spec in meta.get("spanned", {}).items():
+            layout = [(kind, value) for kind, value in spec["layout"]]
+            for key, digest in spec["bases"].items():
+                if key not in fuser.bases_:
+                    raise ValueError(f"{name} needs the codec basis of {key!r}, not given")
+                if key not in digests:
+                    digests[key] = fuser.bases_[key].digest()
+                if digests[key] != digest:
+                    raise ValueError(f"{name} was stored on another codec basis of {key!r}")
+            data[name] = expand(data[name], layout, fuser.bases_, spec["axis"])
         fuser.input_dims_ = meta["input_dims"]
         fuser.fitted_rows_ = meta.get("fitted_rows")  # None: saved before it was recorded
         fuser.reducers_ = {}
@@ -323,10 +396,16 @@ class Fuser:
         return fuser
 
     @classmethod
-    def load(cls, path: Path, blocks: Sequence[Block], fusion: FusionConfig) -> Fuser:
+    def load(
+        cls,
+        path: Path,
+        blocks: Sequence[Block],
+        fusion: FusionConfig,
+        bases: Mapping[str, Basis] | None = None,
+    ) -> Fuser:
         try:
             with np.load(path, allow_pickle=False) as data:
-                return cls.from_arrays(data, blocks, fusion)
+                return cls.from_arrays(data, blocks, fusion, bases)
         except (OSError, ValueError, KeyError) as exc:
             raise CollectionError(f"{path}: cannot read the fitted fusion state ({exc})") from exc
 

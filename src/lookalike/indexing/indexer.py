@@ -45,7 +45,7 @@ from lookalike.load.names import safe_display
 from lookalike.store.blocks import add_to_cache
 from lookalike.store.cache_file import Pictures
 from lookalike.store.catalog import FileRecord
-from lookalike.store.codec import code_blocks
+from lookalike.store.codec import BlockBasis, bases_of, code_blocks
 from lookalike.store.collection import (
     BLOCK_DTYPE,
     Collection,
@@ -472,7 +472,7 @@ class Indexer:
             fuser, fused, index = extend_fused_index(fuser, gen.fused(), index, new)
         else:
             fuser, fused, index = self._fuse_and_index(
-                coll, gen, rederive, records, blocks, set(staged_row)
+                coll, gen, rederive, records, blocks, set(staged_row), bases_of(coded)
             )
         boxes = np.array([r.head_box for r in records], dtype=np.int32).reshape(-1, 4)
         faces = self._face_items(coll, gen, records, set(staged_row))
@@ -552,6 +552,7 @@ class Indexer:
         records: list[FileRecord],
         blocks: dict[str, np.ndarray],
         staged: set[int],
+        bases: dict[str, BlockBasis],
     ) -> tuple[Fuser, np.ndarray, VectorIndex]:
         """Fit the fuser and build the index; an external store (Milvus) gets only the changes.
 
@@ -562,7 +563,7 @@ class Indexer:
         config = coll.config
         index = new_index(config)
         if not isinstance(index, IncrementalIndex):
-            return fit_fused_index(config, blocks)
+            return fit_fused_index(config, blocks, bases)
         # A store updated in place gets no query expansion: it would rewrite the
         # neighbours of every new item, i.e. most of the store, at every run.
         keep = (
@@ -571,7 +572,7 @@ class Indexer:
         if gen is not None and keep:
             fuser = gen.fuser()
         else:
-            fuser = Fuser(config.blocks, config.fusion).fit(blocks)
+            fuser = Fuser(config.blocks, config.fusion).fit(blocks, bases)
         fused = fuser.transform(blocks)
         ids = np.array([r.id for r in records], dtype=np.int64)
         staged_ids = np.array(sorted(staged), dtype=np.int64)

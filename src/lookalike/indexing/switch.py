@@ -25,7 +25,7 @@ from lookalike.embed.extractor import FeatureExtractor
 from lookalike.errors import IncompatibleCollectionError
 from lookalike.fuse.fitting import fit_fused_index
 from lookalike.store.blocks import Computed, blocks_for, keep_in_cache
-from lookalike.store.codec import code_blocks
+from lookalike.store.codec import bases_of, code_blocks
 from lookalike.store.collection import Collection
 from lookalike.store.staging import Staging
 
@@ -112,7 +112,7 @@ def switch_settings(
     report.computed, report.items = computed.keys, computed.pictures
     report.reused = [k for k in wanted.block_keys if k not in report.computed]
     coded = code_blocks(blocks, gen.bases(), exact=extractor.trained_keys())
-    fuser, fused, index = fit_fused_index(wanted, blocks)
+    fuser, fused, index = fit_fused_index(wanted, blocks, bases_of(coded))
     _adopt(coll, wanted, extractor)
     counts = coll.manifest["counts"]
     coll.commit(gen.ids, gen.head_boxes, blocks, fuser, fused, index, counts, coded=coded)

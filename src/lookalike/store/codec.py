@@ -10,10 +10,18 @@ picture for `default`. Measured in benchmarks/README.md ("Storage per picture"):
 same as with float16 blocks on anime-faces-dev (0.910) and anime-full-dev (0.745). Smaller
 collections keep float16 rows: their disk does not matter, and a basis forced onto the
 built-in sample's 240 rows cost 0.045 P@4.
+
+The bases themselves are int8 rows (a power-of-two scale each), half the float16 of
+before: 1.0 MB of a `default` collection, fixed. Their rows are then not quite orthonormal,
+so a row is coded by least squares (`encoder`). Measured with `lookalike evaluate` on
+collections indexed with them (benchmarks/README.md, "Where issue 16 stands"): P@4 0.907 on
+anime-faces-dev (0.912 on float16 bases, the same run's fuser) and 0.736 on anime-full-dev.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +30,7 @@ import numpy as np
 
 from lookalike.fileio import atomic_save_npy
 from lookalike.fuse.lowrank import sample_rows, top_components
+from lookalike.vectors import from_int8_rows, int8_rows
 
 CODEC_MIN_ROWS = 500
 CODE_FRACTION = 0.06
@@ -42,17 +51,41 @@ class BlockBasis:
         mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
         dims = min(max(MIN_CODE_DIMS, round(block.shape[1] * CODE_FRACTION)), block.shape[1])
         _, components = top_components(x - mean, dims)
-        # Stored as float16 (save_bases): rounded now, so a commit codes with what it stores.
-        return cls(mean, components.astype(np.float16).astype(np.float32))
+        # Stored as int8 rows (save_bases): rounded now, so a commit codes with what it stores.
+        return cls(mean, from_int8_rows(*int8_rows(components)))
+
+    @functools.cached_property
+    def encoder(self) -> np.ndarray:
+        """(width x dims) least-squares coordinates on the components: the int8-rounded
+        components are not quite orthonormal, and their transpose alone would code a row
+        a little off what it decodes back to."""
+        components = np.asarray(self.components, np.float64)
+        return np.linalg.pinv(components).astype(np.float32)
+
+    @functools.cached_property
+    def span(self) -> np.ndarray:
+        """Rows spanning every row this basis decodes (float64): the components, and the
+        mean's part outside them, unit length (fuse/spanned.py stores the fuser on them)."""
+        components = np.asarray(self.components, np.float64)
+        mean = np.asarray(self.mean, np.float64)
+        outside = mean - np.linalg.lstsq(components.T, mean, rcond=None)[0] @ components
+        norm = np.linalg.norm(outside)
+        if norm <= 1e-6 * max(np.linalg.norm(mean), 1e-30):
+            return components
+        return np.vstack([components, outside / norm])
+
+    def digest(self) -> str:
+        """What names this basis among others: a hash of its values."""
+        h = hashlib.sha256(np.ascontiguousarray(self.mean, np.float32).tobytes())
+        h.update(np.ascontiguousarray(self.components, np.float32).tobytes())
+        return h.hexdigest()[:16]
 
     def encode(self, block: np.ndarray, rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
         """int8 codes (N x dims) and each row's float32 scale."""
         codes = np.empty((len(block), len(self.components)), np.int8)
         scales = np.empty(len(block), np.float32)
         for start in range(0, len(block), rows):
-            part = (np.asarray(block[start : start + rows], np.float32) - self.mean) @ (
-                self.components.T
-            )
+            part = (np.asarray(block[start : start + rows], np.float32) - self.mean) @ self.encoder
             scale = np.abs(part).max(axis=1) / 127
             scale[scale == 0] = 1
             codes[start : start + rows] = np.round(part / scale[:, None])
@@ -65,19 +98,29 @@ class BlockBasis:
         return (np.asarray(codes, np.float32) * scales[:, None]) @ self.components + self.mean
 
     def arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
-        """The basis as stored (components in float16, as fitted)."""
+        """The basis as stored: components as int8 rows, as fitted. A basis fitted before
+        (float16 components), kept by a later commit, stays float16: its stored rows were
+        coded on exactly those values."""
+        codes, scales = int8_rows(self.components)
+        if not np.array_equal(from_int8_rows(codes, scales), self.components):
+            return {
+                f"{prefix}mean": self.mean,
+                f"{prefix}components": self.components.astype(np.float16),
+            }
         return {
             f"{prefix}mean": self.mean,
-            f"{prefix}components": self.components.astype(np.float16),
+            f"{prefix}components": codes,
+            f"{prefix}components_scales": scales,
         }
 
     @classmethod
     def from_arrays(cls, data: Mapping[str, np.ndarray], prefix: str = "") -> BlockBasis:
-        """A basis read back from `arrays()` (an open npz or a dict)."""
-        return cls(
-            np.asarray(data[f"{prefix}mean"], np.float32),
-            np.asarray(data[f"{prefix}components"], np.float32),
-        )
+        """A basis read back from `arrays()` (an open npz or a dict); components stored as
+        float16 (before int8 rows) read as they are."""
+        components = np.asarray(data[f"{prefix}components"])
+        if components.dtype == np.int8:
+            components = from_int8_rows(components, data[f"{prefix}components_scales"])
+        return cls(np.asarray(data[f"{prefix}mean"], np.float32), components.astype(np.float32))
 
 
 class CodedBlock:
@@ -124,6 +167,11 @@ def code_blocks(
         coded[key] = CodedBlock(basis, *basis.encode(blocks[key]))
         blocks[key] = np.asarray(coded[key])
     return coded
+
+
+def bases_of(coded: Mapping[str, CodedBlock]) -> dict[str, BlockBasis]:
+    """The bases of a commit's coded blocks, by block."""
+    return {key: block.basis for key, block in coded.items()}
 
 
 def bases_for(

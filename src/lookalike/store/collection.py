@@ -53,6 +53,7 @@ from lookalike.store.codec import (
     CODEC_FILE,
     BlockBasis,
     CodedBlock,
+    bases_of,
     load_bases,
     save_bases,
     save_coded,
@@ -63,7 +64,10 @@ from lookalike.version import __version__
 # 2: feature blocks stored as float16, the dense default (issue 16). A version-1 collection
 # is refused with a message that says to re-index (its 8337-dim vectors and Annoy trees
 # take about 108 KB per picture).
-FORMAT_VERSION = 2
+# 3: the codec's bases as int8 rows and the fuser stored on them (fuse/spanned.py), which a
+# reader of version 2 would misread. Version 2 is still read, and a commit to it writes 3.
+FORMAT_VERSION = 3
+READ_VERSIONS = (2, 3)
 # Feature blocks (the sources of re-fusion, `evaluate` and the web slider) are kept as
 # float16: half the disk, no change in precision@4 (benchmarks/README.md, "Dense").
 BLOCK_DTYPE = np.float16
@@ -167,7 +171,7 @@ class Generation:
     def fuser(self) -> Fuser:
         path = self._part("fuser.npz")
         try:
-            return Fuser.load(path, self.config.blocks, self.config.fusion)
+            return Fuser.load(path, self.config.blocks, self.config.fusion, self.bases())
         except (CollectionError, OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             cause = e.__cause__ if isinstance(e, CollectionError) and e.__cause__ else e
             raise self.damaged(path, f"unreadable ({cause})") from e
@@ -508,7 +512,7 @@ class Collection:
             else:
                 atomic_save_npy(tmp / "blocks" / f"{key}.npy", np.asarray(array, BLOCK_DTYPE))
         if coded:
-            save_bases(tmp / "blocks" / CODEC_FILE, {k: c.basis for k, c in coded.items()})
+            save_bases(tmp / "blocks" / CODEC_FILE, bases_of(coded))
         atomic_save_npy(tmp / "fused.npy", np.asarray(fused, np.float32))
         if faces is not None and face_fused is not None:
             _save_face_items(tmp / "faces", faces, face_fused)
@@ -526,6 +530,7 @@ class Collection:
         manifest = dict(self.manifest)
         manifest.update(
             generation=name,
+            format_version=FORMAT_VERSION,
             package_version=__version__,
             counts=counts,
             dims={"fused": int(fused.shape[1]), **{k: int(v.shape[1]) for k, v in blocks.items()}},
@@ -566,7 +571,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
     else:
         if isinstance(manifest, dict) and "format_version" in manifest:
             version = manifest["format_version"]
-            if version != FORMAT_VERSION:
+            if version not in READ_VERSIONS:
                 raise IncompatibleCollectionError(
                     f"{path}: collection format version {version}, this lookalike "
                     f"({__version__}) reads version {FORMAT_VERSION}; re-index into a new "
