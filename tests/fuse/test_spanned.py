@@ -82,7 +82,10 @@ def test_a_fuser_fitted_on_coded_blocks_is_stored_small_and_loads_as_fitted(
     np.testing.assert_allclose(loaded.transform(blocks), fused, atol=1e-5)
     outside = _raw(4, seed=3)  # a query's blocks, not coded: the same map
     np.testing.assert_allclose(loaded.transform(outside), spanned.transform(outside), atol=1e-5)
-    loaded.save(tmp_path / "again.npz")  # saved again (a commit that only adds rows)
+    loaded.save(tmp_path / "again.npz")  # saved again (a commit that only adds rows): as it was
+    with np.load(tmp_path / "fuser.npz") as first, np.load(tmp_path / "again.npz") as second:
+        assert first.files == second.files
+        assert all(np.array_equal(first[name], second[name]) for name in first.files)
     again = Fuser.load(tmp_path / "again.npz", BLOCKS, FUSION, bases)
     np.testing.assert_allclose(again.transform(blocks), fused, atol=1e-5)
 

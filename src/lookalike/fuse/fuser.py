@@ -253,6 +253,7 @@ class Fuser:
         part = Fuser(blocks, FusionConfig(mode=self.fusion.mode))
         part.input_dims_ = {b.key: self.input_dims_[b.key] for b in blocks}
         part.bases_ = self.bases_
+        part.stored_ = None  # its own state is not what this fuser stored
         part.fitted_rows_ = self.fitted_rows_
         part.reducers_ = {b.key: self.reducers_[b.key] for b in blocks if b.key in self.reducers_}
         part.pca_ = None
@@ -347,7 +348,11 @@ class Fuser:
         return stored_form(arrays)
 
     def save(self, path: Path) -> None:
-        atomic_save_npz(path, self.to_arrays())
+        # The arrays it was made from, as they were: a fuser kept by a commit that only adds
+        # rows is saved unchanged (coded again, a coefficient at the top of its int8 range
+        # could round to the next power-of-two scale).
+        stored = getattr(self, "stored_", None)
+        atomic_save_npz(path, stored if stored is not None else self.to_arrays())
 
     @classmethod
     def from_arrays(
@@ -359,8 +364,9 @@ class Fuser:
     ) -> Fuser:
         """A fuser from `to_arrays`; `bases`: its generation's codec bases, which the arrays
         stored on them need."""
-        data = computed_form(data)
         fuser = cls(blocks, fusion)
+        fuser.stored_ = {name: np.asarray(data[name]) for name in data}
+        data = computed_form(fuser.stored_)
         fuser.bases_ = dict(bases or {})
         meta = json.loads(bytes(data["meta"]).decode())
         digests: dict[str, str] = {}
@@ -368,7 +374,9 @@ class Fuser:
             layout = [(kind, value) for kind, value in spec["layout"]]
             for key, digest in spec["bases"].items():
                 if key not in fuser.bases_:
-                    raise ValueError(f"{name} needs the codec basis of {key!r}, not given")
+                    raise ValueError(
+                        f"{name} needs the codec basis of {key!r} (blocks/codec.npz), not given"
+                    )
                 if key not in digests:
                     digests[key] = fuser.bases_[key].digest()
                 if digests[key] != digest:
