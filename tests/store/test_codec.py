@@ -141,3 +141,14 @@ def test_a_float16_basis_of_before_is_kept_as_it_was_saved(tmp_path) -> None:
     again = load_bases(tmp_path / "codec.npz")
     np.testing.assert_array_equal(again["head.x"].components, older.components)
     np.testing.assert_array_equal(again["head.y"].components, fitted.components)
+
+
+def test_a_damaged_codec_is_named_by_the_fuser_that_needs_it(folder, tmp_path, monkeypatch) -> None:  # noqa: F811
+    from lookalike.store.collection import Collection
+
+    monkeypatch.setattr(codec, "CODEC_MIN_ROWS", 10)
+    index(folder, tmp_path / "coll")
+    gen = Collection.open(tmp_path / "coll").require_generation()
+    (gen.path / "blocks" / "codec.npz").write_text("garbage")
+    with pytest.raises(CollectionError, match=r"blocks/codec\.npz: unreadable"):
+        Collection.open(tmp_path / "coll").require_generation().fuser()

@@ -170,8 +170,9 @@ class Generation:
 
     def fuser(self) -> Fuser:
         path = self._part("fuser.npz")
+        bases = self.bases()  # its own errors name codec.npz
         try:
-            return Fuser.load(path, self.config.blocks, self.config.fusion, self.bases())
+            return Fuser.load(path, self.config.blocks, self.config.fusion, bases)
         except (CollectionError, OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             cause = e.__cause__ if isinstance(e, CollectionError) and e.__cause__ else e
             raise self.damaged(path, f"unreadable ({cause})") from e
