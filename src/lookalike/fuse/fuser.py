@@ -339,7 +339,7 @@ class Fuser:
                 spanned[name] = {
                     "axis": axis,
                     "layout": layout,
-                    "bases": {key: self.bases_[key].digest() for key in keys},
+                    "bases": {key: self.bases_[key].digest for key in keys},
                 }
         meta = {"input_dims": self.input_dims_, "fitted_rows": self.fitted_rows_}
         if spanned:
@@ -369,19 +369,15 @@ class Fuser:
         data = computed_form(fuser.stored_)
         fuser.bases_ = dict(bases or {})
         meta = json.loads(bytes(data["meta"]).decode())
-        digests: dict[str, str] = {}
         for name, spec in meta.get("spanned", {}).items():
-            layout = [(kind, value) for kind, value in spec["layout"]]
             for key, digest in spec["bases"].items():
                 if key not in fuser.bases_:
                     raise ValueError(
                         f"{name} needs the codec basis of {key!r} (blocks/codec.npz), not given"
                     )
-                if key not in digests:
-                    digests[key] = fuser.bases_[key].digest()
-                if digests[key] != digest:
+                if fuser.bases_[key].digest != digest:
                     raise ValueError(f"{name} was stored on another codec basis of {key!r}")
-            data[name] = expand(data[name], layout, fuser.bases_, spec["axis"])
+            data[name] = expand(data[name], spec["layout"], fuser.bases_, spec["axis"])
         fuser.input_dims_ = meta["input_dims"]
         fuser.fitted_rows_ = meta.get("fitted_rows")  # None: saved before it was recorded
         fuser.reducers_ = {}

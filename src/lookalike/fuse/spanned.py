@@ -33,6 +33,7 @@ class Basis(Protocol):
         """Rows (float64) spanning every row the basis decodes."""
         ...
 
+    @property
     def digest(self) -> str:
         """A name for the basis's values."""
         ...
@@ -60,10 +61,11 @@ def compress(
     matrix = np.atleast_2d(np.asarray(array, np.float64))
     if axis == 0 and np.ndim(array) == 2:
         matrix = matrix.T
-    if matrix.shape[1] != sum(_widths(layout, bases)):
+    widths = _widths(layout, bases)
+    if matrix.shape[1] != sum(widths):
         return None
     parts, col = [], 0
-    for (kind, value), width in zip(layout, _widths(layout, bases), strict=True):
+    for (kind, value), width in zip(layout, widths, strict=True):
         segment = matrix[:, col : col + width]
         col += width
         if kind == "free":

@@ -74,8 +74,10 @@ class BlockBasis:
             return components
         return np.vstack([components, outside / norm])
 
+    @functools.cached_property
     def digest(self) -> str:
-        """What names this basis among others: a hash of its values."""
+        """What names this basis among others: a hash of its values (once: a fuser's
+        arrays each name the bases they were stored on)."""
         h = hashlib.sha256(np.ascontiguousarray(self.mean, np.float32).tobytes())
         h.update(np.ascontiguousarray(self.components, np.float32).tobytes())
         return h.hexdigest()[:16]
