@@ -580,7 +580,8 @@ def check_file_without_pickle(path: Path) -> str:
     return "native index"
 
 
-def test_no_pickle_anywhere_in_a_collection(tmp_path, capsys):
+def test_no_pickle_anywhere_in_a_collection(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LOOKALIKE_CACHE_MIN_PICTURES", "0")  # so that a cache is written too
     root = colour_folder(tmp_path / "photos", per_colour=3)
     kinds: set[str] = set()
     # Milvus keeps its vectors in its own store outside the collection folder.

@@ -14,10 +14,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.end_to_end.test_pipeline import COLOURS, draw
 from tests.indexing.test_renames import FAKE, make_folder
 
 SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+@pytest.fixture(autouse=True)
+def keep_the_cache(monkeypatch):
+    """These tests are of what the cache saves, which collections keep from
+    CACHE_MIN_PICTURES pictures on (store/blocks.py): these few keep it too."""
+    monkeypatch.setenv("LOOKALIKE_CACHE_MIN_PICTURES", "0")
+
 
 # `lookalike ARGS...` with the fake backbone's calls counted.
 COUNTING = """
@@ -121,3 +131,32 @@ def test_a_changed_picture_is_computed_again_not_read_from_the_cache(tmp_path):
     shutil.rmtree(coll / "cache")
     fresh, images = evaluate(coll, "photo", "v1")
     assert images == 2 * 9 and fresh == table  # the caches gave what computing gives
+
+
+def test_a_collection_under_the_cache_threshold_keeps_no_cache_and_scores_alike(
+    tmp_path, monkeypatch
+):
+    """Under CACHE_MIN_PICTURES (1,000) pictures a collection keeps no cache/: `evaluate`
+    decodes what it compares each time, with the scores a kept cache gives."""
+    monkeypatch.delenv("LOOKALIKE_CACHE_MIN_PICTURES")  # the default
+    root = make_folder(tmp_path / "cards")
+    coll = tmp_path / "coll"
+    assert counted("index", root, "-c", coll, *FAKE)[0].returncode == 0
+    assert not (coll / "cache").exists()
+    table, images = evaluate(coll)
+    assert images == 2 * 9 and not (coll / "cache").exists()
+    again, images = evaluate(coll)
+    assert images == 2 * 9 and again == table
+
+    monkeypatch.setenv("LOOKALIKE_CACHE_MIN_PICTURES", "9")  # these 9 pictures keep one
+    kept, images = evaluate(coll)
+    assert images == 2 * 9 and kept == table and list((coll / "cache").rglob("*.npz"))
+    assert evaluate(coll) == (table, 0)
+
+    monkeypatch.setenv("LOOKALIKE_CACHE_MIN_PICTURES", "many")
+    (coll / "cache").rename(tmp_path / "kept")
+    done, _ = counted("evaluate", coll, "--labels", "folders", "-q")
+    assert done.returncode == 2
+    assert "LOOKALIKE_CACHE_MIN_PICTURES must be a whole number of pictures, not 'many'" in (
+        done.stderr
+    )

@@ -9,10 +9,18 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 
 from lookalike.store.collection import Collection
 from tests.end_to_end.test_pipeline import COLOURS, draw
 from tests.indexing.test_renames import FAKE, embedded_now, ids_by_path, lookalike, make_folder
+
+
+@pytest.fixture(autouse=True)
+def keep_the_cache(monkeypatch):
+    """These tests are of what the cache saves, which collections keep from
+    CACHE_MIN_PICTURES pictures on (store/blocks.py): these few keep it too."""
+    monkeypatch.setenv("LOOKALIKE_CACHE_MIN_PICTURES", "0")
 
 
 def stored_preset(coll) -> str:

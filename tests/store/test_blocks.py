@@ -37,6 +37,13 @@ DESCRIPTOR = "whole.lab"  # no backbone
 N = 15
 
 
+@pytest.fixture(autouse=True)
+def keep_the_cache(monkeypatch):
+    """These tests are of what the cache saves, which collections keep from
+    CACHE_MIN_PICTURES pictures on (store/blocks.py): these few keep it too."""
+    monkeypatch.setenv("LOOKALIKE_CACHE_MIN_PICTURES", "0")
+
+
 @pytest.fixture
 def coll(tmp_path: Path) -> Collection:
     """A committed collection of 15 pictures in three colours (fake backbone, no detector)."""

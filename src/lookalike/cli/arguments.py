@@ -33,6 +33,8 @@ ENVIRONMENT = {
     "hashes are kept (default: $XDG_CACHE_HOME/lookalike, else ~/.cache/lookalike)",
     "LOOKALIKE_RUNTIME": "how the CNN runs: auto (default: ONNX Runtime when installed), "
     "onnx, or torch (eager PyTorch, should ONNX Runtime misbehave)",
+    "LOOKALIKE_CACHE_MIN_PICTURES": "collections of this many pictures or more keep the "
+    "blocks `evaluate` computes in their cache/ folder (default 1000; 0: every collection)",
     "XDG_CACHE_HOME": "the user cache folder LOOKALIKE_CACHE_DIR defaults into",
     "BROWSER": "the web browser `serve --open` starts (Python's webbrowser module)",
 }

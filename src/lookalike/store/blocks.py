@@ -9,6 +9,7 @@ The cache is kept per picture: each cached row carries the sha256 of its file's 
 fingerprint of what computes the feature (backbone weights and options, trained model).
 A picture added, changed or removed since the cache was written costs only its own row:
 the other rows are re-used, and `evaluate` run twice computes nothing the second time.
+Collections under CACHE_MIN_PICTURES pictures keep no cache: their blocks are computed again.
 A cache of `CODEC_MIN_ROWS` rows or more is kept as int8 codes (store/cache_file.py).
 (Caches of the format before this one, keyed by the generation's id list, are computed
 again once: a changed file kept its id, so an id alone could name stale vectors.)
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +37,27 @@ from lookalike.store.cache_file import CachedRows, Pictures, read_cached, write_
 from lookalike.store.collection import BLOCK_DTYPE, Collection, Generation
 
 log = logging.getLogger(__name__)
+
+# Blocks computed for `evaluate` (or kept from settings switched away from) stay in cache/
+# only from this many pictures on. Below it a second `evaluate` decodes the pictures again:
+# on anime-full-dev's 546 illustrations 11-14 s instead of 1.4-1.7 s, where keeping them
+# costs 0.27 MB of bases and 0.6 KB a picture, a third of issue 16's 4 KB a picture there.
+# From 1,000 pictures on a collection stays within 4 KB a picture with them
+# (benchmarks/README.md, "Where issue 16 stands").
+# $LOOKALIKE_CACHE_MIN_PICTURES sets another threshold (0: every collection keeps them).
+CACHE_MIN_PICTURES = 1_000
+
+
+def keeps_cache(pictures: int) -> bool:
+    """Whether a collection of `pictures` keeps the blocks it computes for `evaluate`."""
+    given = os.environ.get("LOOKALIKE_CACHE_MIN_PICTURES", "").strip()
+    if not given:
+        return pictures >= CACHE_MIN_PICTURES
+    if not given.isdigit():
+        raise LookalikeError(
+            f"LOOKALIKE_CACHE_MIN_PICTURES must be a whole number of pictures, not {given!r}"
+        )
+    return pictures >= int(given)
 
 
 @dataclass
@@ -102,8 +125,9 @@ def blocks_for(
     for key, cached in partial.items():
         missing = np.flatnonzero(~cached.have)
         cached.put(missing, fresh[key][np.searchsorted(todo, missing)])
-        write_cached(_cache_path(coll, extractor, key), pictures, cached)
-        out[key] = cached.vectors  # what a later run reads from the cache
+        if keeps_cache(len(gen.ids)):
+            write_cached(_cache_path(coll, extractor, key), pictures, cached)
+        out[key] = cached.vectors  # as a cache stores them, kept or not: the same scores
     return {key: out[key] for key in keys}
 
 
@@ -117,7 +141,9 @@ def add_to_cache(
 ) -> None:
     """Cache block `key` of `pictures[rows]` (computed by `extractor`'s settings, by an index
     run from the same pass as its own blocks), beside the cached rows of the other
-    `pictures`; rows of pictures not among them are dropped."""
+    `pictures`; rows of pictures not among them are dropped. Not below CACHE_MIN_PICTURES."""
+    if not keeps_cache(len(pictures.digests)):
+        return
     cached = _read_cached(coll, extractor, key, pictures)
     cached.put(rows, vectors)
     write_cached(_cache_path(coll, extractor, key), pictures, cached)
@@ -125,7 +151,10 @@ def add_to_cache(
 
 def keep_in_cache(coll: Collection, gen: Generation, extractor: FeatureExtractor) -> None:
     """Copy the generation's blocks (computed by `extractor`'s settings) into the cache, so
-    that they are found again after the collection switches to other settings and back."""
+    that they are found again after the collection switches to other settings and back
+    (from CACHE_MIN_PICTURES pictures on: below, switching back decodes them again)."""
+    if not keeps_cache(len(gen.ids)):
+        return
     pictures = pictures_of(coll, gen)
     for key in extractor.config.block_keys:
         if not gen.has_block(key) or not extractor.stored_fits(key, coll.fingerprints):
