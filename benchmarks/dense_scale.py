@@ -41,7 +41,7 @@ from lookalike.search.searcher import Searcher
 from lookalike.store.catalog import FileRecord
 from lookalike.store.codec import CodedBlock
 from lookalike.store.collection import Collection, Generation
-from lookalike.vectors import l2_normalize
+from lookalike.vectors import as_stored, l2_normalize
 
 CHUNK = 100_000
 
@@ -106,7 +106,8 @@ def grow(
     source: Collection, path: Path, n: int, sigma: float, noise: str
 ) -> tuple[Collection, float]:
     gen = source.require_generation()
-    fused = perturbed(np.asarray(gen.fused(), np.float32), n, sigma, seed=n, noise=noise)
+    # Rounded to float16, as a collection of the source's dense preset stores its vectors.
+    fused = as_stored(perturbed(np.asarray(gen.fused(), np.float32), n, sigma, seed=n, noise=noise))
     boxes = np.tile(gen.head_boxes, (n // len(gen.ids) + 1, 1))[:n]
     shutil.rmtree(path, ignore_errors=True)
     coll = Collection.create(path, source.root, source.config, source.weights_hash)
@@ -140,12 +141,14 @@ def add_rows(coll: Collection, source: Collection, share: float, sigma: float, n
     build where the index cannot add them, as exact search grown past 10k)."""
     gen, source_gen = coll.require_generation(), source.require_generation()
     n = len(gen.ids)
-    extra = perturbed(
-        np.asarray(source_gen.fused(), np.float32),
-        max(1, int(n * share)),
-        sigma,
-        seed=n + 1,
-        noise=noise,
+    extra = as_stored(
+        perturbed(
+            np.asarray(source_gen.fused(), np.float32),
+            max(1, int(n * share)),
+            sigma,
+            seed=n + 1,
+            noise=noise,
+        )
     )
     start = time.perf_counter()
     with coll.write_lock():
@@ -156,7 +159,7 @@ def add_rows(coll: Collection, source: Collection, share: float, sigma: float, n
         )
         known = {int(i) for i in gen.ids}
         added = [r.id for r in coll.catalog.by_status("ok") if r.id not in known]
-        fused = np.concatenate([np.asarray(gen.fused()), extra])
+        fused = np.concatenate([np.asarray(gen.fused(), np.float32), extra])
         index = gen.index()
         if index.extends(len(extra)):
             index.extend(extra)
@@ -179,7 +182,7 @@ def add_rows(coll: Collection, source: Collection, share: float, sigma: float, n
 
 
 def recall_at_10(searcher: Searcher, rows: np.ndarray) -> float:
-    queries = np.asarray(searcher.fused[rows])
+    queries = np.asarray(searcher.fused[rows], np.float32)
     truth, _ = top_k_inner(queries, np.asarray(searcher.fused), 10)
     found, _ = searcher.index.query(queries, 10)
     return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth, strict=True)]))

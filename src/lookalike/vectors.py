@@ -60,3 +60,32 @@ def int8_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def from_int8_rows(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
     return np.asarray(codes, np.float32) * np.asarray(scales, np.float32)[:, None]
+
+
+# A collection stores its dense fused vectors as float16 (fuse/fitting.py, stored_precision):
+# half the bytes of float32 (0.5 KB a picture of `default`'s 256 dims), the same P@4
+# (benchmarks/README.md, "Where issue 16 stands"). They are rounded to it before anything is
+# indexed or scored, so every index, a stored item's query and `evaluate` rank on exactly
+# the stored values.
+FUSED_DTYPE = np.float16
+# A unit row rounded to float16 is unit to within this (each element within 2^-11).
+UNIT_TOLERANCE = 1e-3
+
+
+def as_stored(fused: np.ndarray) -> np.ndarray:
+    """Fused vectors (float32) rounded to what a collection stores of them, in place."""
+    fused[...] = fused.astype(FUSED_DTYPE)
+    return fused
+
+
+def stored_losslessly(vectors: np.ndarray) -> np.ndarray:
+    """`vectors` as float16 when that loses nothing (they were made `as_stored`), else as
+    they are: what a collection and its exact index write to disk."""
+    array = np.asarray(vectors)
+    if array.dtype == FUSED_DTYPE:
+        return array
+    for start in range(0, len(array), 65536):  # no float16 copy of a million rows to compare
+        part = array[start : start + 65536]
+        if not np.array_equal(part.astype(FUSED_DTYPE), part):
+            return array
+    return array.astype(FUSED_DTYPE)

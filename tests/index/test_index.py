@@ -12,7 +12,7 @@ import pytest
 from lookalike.errors import IncompatibleCollectionError, LookalikeError, UnknownNameError
 from lookalike.index import create_index, exact, list_indexes, load_index
 from lookalike.index.base import angular_to_cosine
-from lookalike.vectors import l2_normalize
+from lookalike.vectors import as_stored, l2_normalize
 
 DIM = 24
 
@@ -335,6 +335,44 @@ def test_a_rescored_graph_keeps_its_rows_beside_it_and_names_them_when_damaged(
     rows.unlink()
     with pytest.raises(CollectionError, match=r"vectors\.npy: cannot read"):
         load_index("usearch", tmp_path, DIM)
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "file"),
+    [
+        pytest.param("exact", {}, "exact.npy", id="exact"),
+        pytest.param(
+            "usearch",
+            {"dtype": "i8-rotated", "rescore": 20},
+            "vectors.npy",
+            id="usearch",
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec("usearch") is None, reason="usearch is not installed"
+            ),
+        ),
+    ],
+)
+def test_vectors_rounded_to_float16_are_saved_as_float16_and_answer_alike(
+    name, params, file, data, tmp_path: Path
+) -> None:
+    # A collection's fused vectors come rounded to float16 (vectors.as_stored): the index
+    # keeps them in half the bytes, and loaded it ranks and scores exactly as built.
+    items, queries = data
+    rounded = as_stored(l2_normalize(items))
+    index = built(name, params, rounded)
+    index.save(tmp_path)
+    assert np.load(tmp_path / file).dtype == np.float16
+    np.testing.assert_array_equal(np.load(tmp_path / file), rounded)
+    ids, sims = index.query(queries, 10)
+    loaded_ids, loaded_sims = load_index(name, tmp_path, DIM).query(queries, 10)
+    np.testing.assert_array_equal(loaded_ids, ids)
+    np.testing.assert_array_equal(loaded_sims, sims)
+    np.testing.assert_allclose(
+        sims, np.take_along_axis(l2_normalize(queries) @ rounded.T, ids, 1), atol=1e-6
+    )
+    # Vectors that float16 would change are saved as they are.
+    built(name, params, items).save(tmp_path / "wide")
+    assert np.load(tmp_path / "wide" / file).dtype == np.float32
 
 
 def test_a_ranking_asks_a_rescored_graph_for_what_it_needs_and_others_for_more() -> None:

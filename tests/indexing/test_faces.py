@@ -21,7 +21,7 @@ from lookalike.indexing.indexer import Indexer
 from lookalike.search.searcher import Searcher
 from lookalike.store import codec
 from lookalike.store.collection import Collection
-from lookalike.store.faces import MAX_FACES, best_per_owner, extra_faces
+from lookalike.store.faces import MAX_FACES, best_per_owner, extra_faces, fuse_items
 from tests.search.test_coded_scores import assert_alike, coded_and_decoding
 
 # Two places a drawn "face" can be, far enough apart that one face's head box (the face
@@ -297,3 +297,35 @@ def test_coded_blocks_score_a_face_match_as_decoded_ones(pictures, tmp_path, mon
         )
         assert any(m.face == 1 for m in got)  # the group picture, through its blue face
         assert_alike(got, want)
+
+
+def test_face_items_are_stored_as_codes_on_their_pictures_bases(pictures, tmp_path, monkeypatch):
+    """A further face's head blocks are coded on the basis its generation codes the picture
+    rows on (0.5 KB a face, not 16 KB of float16), its fused vector made from exactly those
+    codes; a later run carries the codes over unchanged."""
+    monkeypatch.setattr(codec, "CODEC_MIN_ROWS", 4)
+    coll = tmp_path / "coll"
+    index(pictures, coll)
+    gen = Collection.open(coll).require_generation()
+    items = gen.face_items()
+    assert items is not None and len(items) == 1
+    keys = sorted(items.blocks)
+    assert keys and sorted(p.name for p in (gen.path / "faces" / "blocks").iterdir()) == sorted(
+        f"{k}.{part}.npy" for k in keys for part in ("codes", "scales")
+    )
+    for key in keys:
+        block = items.blocks[key]
+        assert isinstance(block, codec.CodedBlock) and block.basis is gen.bases()[key]
+    assert gen.face_fused().dtype == gen.fused().dtype  # float16 where the layout is dense
+    row_of = {int(i): r for r, i in enumerate(gen.ids.tolist())}
+    blocks = {k: gen.block(k) for k in gen.config.block_keys}
+    refused = fuse_items(gen.fuser(), items, blocks, row_of)  # type: ignore[arg-type]
+    np.testing.assert_allclose(refused, gen.face_fused(), atol=1e-3)
+    codes = {k: np.array(items.blocks[k].codes) for k in keys}  # type: ignore[union-attr]
+
+    draw(pictures / "green" / "9.png", "green", None, seed=7)
+    index(pictures, coll)
+    later = Collection.open(coll).require_generation().face_items()
+    assert later is not None
+    for key in keys:
+        np.testing.assert_array_equal(later.blocks[key].codes, codes[key])  # type: ignore[union-attr]

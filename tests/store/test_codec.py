@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -151,4 +153,29 @@ def test_a_damaged_codec_is_named_by_the_fuser_that_needs_it(folder, tmp_path, m
     gen = Collection.open(tmp_path / "coll").require_generation()
     (gen.path / "blocks" / "codec.npz").write_text("garbage")
     with pytest.raises(CollectionError, match=r"blocks/codec\.npz: unreadable"):
+        Collection.open(tmp_path / "coll").require_generation().fuser()
+
+
+@pytest.mark.parametrize("part", ["blocks/codec.npz", "fuser.npz"])
+def test_fitted_state_is_deflated_and_a_corrupt_stream_is_named(
+    folder,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+    part,
+) -> None:
+    """The codec's bases and the fuser are stored deflated (their int8 components shrink
+    by a fifth to a third); a deflated stream damaged inside is named like any damage."""
+    from lookalike.store.collection import Collection
+
+    monkeypatch.setattr(codec, "CODEC_MIN_ROWS", 10)
+    index(folder, tmp_path / "coll")
+    path = Collection.open(tmp_path / "coll").require_generation().path / part
+    with zipfile.ZipFile(path) as archive:
+        assert {i.compress_type for i in archive.infolist()} == {zipfile.ZIP_DEFLATED}
+        biggest = max(archive.infolist(), key=lambda i: i.compress_size)
+    data = bytearray(path.read_bytes())
+    middle = biggest.header_offset + 30 + len(biggest.filename) + biggest.compress_size // 2
+    data[middle : middle + 64] = bytes(64)  # zeros in the middle of the deflated stream
+    path.write_bytes(bytes(data))
+    with pytest.raises(CollectionError, match=rf"{re.escape(part)}: unreadable"):
         Collection.open(tmp_path / "coll").require_generation().fuser()

@@ -3,6 +3,7 @@ the writer's lock, and the errors a missing or damaged one gives."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -61,7 +62,7 @@ def test_create_writes_a_manifest_and_a_catalog_that_open_reads_back(tmp_path: P
     coll = created(tmp_path)
     assert sorted(p.name for p in coll.path.iterdir()) == [CATALOG, MANIFEST]
     manifest = json.loads((coll.path / MANIFEST).read_text())
-    assert manifest["format_version"] == FORMAT_VERSION == 3
+    assert manifest["format_version"] == FORMAT_VERSION == 4
     assert manifest["root"] == str((tmp_path / "photos").resolve())
     assert (manifest["weights_hash"], manifest["generation"]) == ("weights-a", None)
     assert Collection.exists(coll.path) and not Collection.exists(tmp_path)
@@ -160,7 +161,7 @@ def test_a_damaged_manifest_is_an_error_naming_it_and_saying_how_to_repair(
     assert f"run `lookalike index FOLDER --collection {coll.path}`" in message
 
 
-@pytest.mark.parametrize("version", [1, 4])
+@pytest.mark.parametrize("version", [1, 5])
 def test_another_format_version_is_refused_with_what_to_do(tmp_path: Path, version: int) -> None:
     coll = created(tmp_path)
     edit(lambda d: d.update(format_version=version))(coll.path / MANIFEST)
@@ -168,18 +169,42 @@ def test_another_format_version_is_refused_with_what_to_do(tmp_path: Path, versi
         read_manifest(coll.path)
     message = str(raised.value)
     assert f"collection format version {version}" in message
-    assert f"reads version {FORMAT_VERSION}; re-index into a new collection" in message
+    assert "reads versions 2, 3 and 4; re-index into a new collection" in message
     # Only a version-1 collection is told what the new format saves.
     assert ("dense 256-dim vectors" in message) == (version == 1)
 
 
-def test_a_version_2_collection_is_read_and_its_next_commit_marks_it_3(tmp_path: Path) -> None:
-    # Version 2 differs in how the codec and the fuser are saved, which are read either way.
+@pytest.mark.parametrize("version", [2, 3])
+def test_an_older_collection_is_read_and_its_next_commit_marks_it_4(
+    tmp_path: Path, version: int
+) -> None:
+    # Versions 2 and 3 differ in how the codec, the fuser and the fused vectors are saved,
+    # which are read either way.
     coll = created(tmp_path)
-    edit(lambda d: d.update(format_version=2))(coll.path / MANIFEST)
-    assert read_manifest(coll.path)["format_version"] == 2
+    edit(lambda d: d.update(format_version=version))(coll.path / MANIFEST)
+    assert read_manifest(coll.path)["format_version"] == version
     commit(Collection.open(coll.path))
-    assert read_manifest(coll.path)["format_version"] == FORMAT_VERSION == 3
+    assert read_manifest(coll.path)["format_version"] == FORMAT_VERSION == 4
+
+
+def test_dense_fused_vectors_are_stored_once_as_float16(tmp_path: Path) -> None:
+    """A reduced layout's fused vectors are rounded to float16 before they are indexed
+    (fitting.stored_precision) and stored so; the exact index holds the very bytes, linked:
+    2 bytes a dimension a picture, once. Read back, the index answers as built."""
+    fusion = dataclasses.replace(CONFIG.fusion, out_dim=4)
+    config = dataclasses.replace(CONFIG, fusion=fusion)
+    coll = Collection.create(tmp_path / "coll", tmp_path / "photos", config, "weights-a")
+    blocks = blocks_of(30, seed=3)
+    fuser, fused, index = fit_fused_index(config, blocks)
+    assert fuser.reduces and np.array_equal(fused.astype(np.float16), fused)
+    gen = coll.commit(np.arange(1, 31), np.zeros((30, 4)), blocks, fuser, fused, index, {})
+    stored = gen.path / "fused.npy"
+    assert np.load(stored).dtype == np.float16 and stored.stat().st_nlink == 2
+    assert (gen.path / "index" / "exact.npy").stat().st_ino == stored.stat().st_ino
+    np.testing.assert_array_equal(np.load(stored), fused)
+    read = Collection.open(coll.path).require_generation().index()
+    for got, want in zip(read.query(fused[:5], 4), index.query(fused[:5], 4), strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_vectors_of_other_weights_are_refused(tmp_path: Path) -> None:

@@ -13,6 +13,15 @@ from lookalike.fuse.expansion import expand_collection
 from lookalike.fuse.fuser import Fuser
 from lookalike.fuse.spanned import Basis
 from lookalike.index import VectorIndex, create_index
+from lookalike.vectors import as_stored
+
+
+def stored_precision(fuser: Fuser, fused: np.ndarray) -> np.ndarray:
+    """`fused` (made by `fuser`) as the collection stores it: a reduced (dense) layout's
+    rounded to float16 in place (vectors.as_stored), a wide one's left float32. The wide
+    layouts are the article's references, whose disk issue 16 does not count, and there the
+    web slider's score at its default weight is the fused cosine itself, to float32."""
+    return as_stored(fused) if fuser.reduces else fused
 
 
 def new_index(config: PipelineConfig) -> VectorIndex:
@@ -26,10 +35,11 @@ def fit_fused(
     bases: Mapping[str, Basis] | None = None,
 ) -> tuple[Fuser, np.ndarray]:
     """The preset's fuser fitted on `blocks` without labels, and the collection's final
-    vectors: fused, reduced, then expanded (query expansion sees the whole collection).
-    `bases`: those of the coded blocks among `blocks`, the fuser's storage (Fuser.fit)."""
+    vectors: fused, reduced, expanded (query expansion sees the whole collection), then
+    rounded to what the collection stores (`stored_precision`). `bases`: those of the coded
+    blocks among `blocks`, the fuser's storage (Fuser.fit)."""
     fuser = Fuser(config.blocks, config.fusion).fit(blocks, bases)
-    return fuser, expand_collection(fuser.transform(blocks), config)
+    return fuser, stored_precision(fuser, expand_collection(fuser.transform(blocks), config))
 
 
 def fit_fused_index(
@@ -53,6 +63,6 @@ def extend_fused_index(
     """A collection's kept fuser, its stored vectors and its index, grown by the rows of
     `new_blocks`: only those are fused and added (no refit, no rebuild). Only for presets
     without query expansion, which would move the stored vectors' neighbours too."""
-    added = fuser.transform(new_blocks)
+    added = stored_precision(fuser, fuser.transform(new_blocks))
     index.extend(added)
     return fuser, np.concatenate([np.asarray(fused, np.float32), added]), index

@@ -352,7 +352,7 @@ class Fuser:
         # rows is saved unchanged (coded again, a coefficient at the top of its int8 range
         # could round to the next power-of-two scale).
         stored = getattr(self, "stored_", None)
-        atomic_save_npz(path, stored if stored is not None else self.to_arrays())
+        atomic_save_npz(path, stored if stored is not None else self.to_arrays(), compressed=True)
 
     @classmethod
     def from_arrays(

@@ -24,7 +24,7 @@ import numpy as np
 from lookalike.errors import CollectionError, IncompatibleCollectionError, LookalikeError
 from lookalike.fileio import no_room_left
 from lookalike.registry import Registry
-from lookalike.vectors import l2_normalize
+from lookalike.vectors import UNIT_TOLERANCE, l2_normalize
 
 
 class VectorIndex(Protocol):
@@ -126,9 +126,10 @@ def as_unit_vectors(
     if not np.isfinite(array).all():
         raise LookalikeError(f"{what} contain NaN or infinite values")
     if array.dtype == np.float32 and array.flags.c_contiguous:
-        # Fused vectors arrive unit-length already: no copy of the whole collection.
+        # Fused vectors arrive unit-length already (to their float16 rounding, vectors.py):
+        # no copy of the whole collection, and an index holds exactly the stored values.
         norms = np.sqrt(np.einsum("ij,ij->i", array, array))
-        if np.all((np.abs(norms - 1) < 1e-5) | (norms == 0)):
+        if np.all((np.abs(norms - 1) < UNIT_TOLERANCE) | (norms == 0)):
             return array
     return l2_normalize(array)
 

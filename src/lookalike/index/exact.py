@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.index.base import BaseIndex, register_index
+from lookalike.vectors import stored_losslessly
 
 # A (256, 32768) float32 block of similarities is 32 MiB, whatever N and M are.
 QUERY_ROWS = 256
@@ -63,13 +64,18 @@ class ExactIndex(BaseIndex):
 
     def _save(self, path: Path) -> None:
         with open(path, "wb") as f:  # a file object, so np.save adds no ".npy" to the temp name
-            np.save(f, np.asarray(self._native))
+            # float16 when that loses nothing (a collection's fused vectors): the very bytes
+            # of its fused.npy, which the commit then links instead of keeping twice.
+            np.save(f, stored_losslessly(self._native))
 
     def _load(self, path: Path, dim: int) -> np.ndarray:
         data = np.load(path, mmap_mode="r")  # paged in by the OS as queries touch it
-        if data.ndim != 2 or data.shape[1] != dim or data.dtype != np.float32:
-            raise ValueError(f"expected float32 (N, {dim}) vectors, not {data.dtype} {data.shape}")
-        return data
+        if data.ndim != 2 or data.shape[1] != dim or data.dtype not in (np.float32, np.float16):
+            raise ValueError(f"expected float (N, {dim}) vectors, not {data.dtype} {data.shape}")
+        # float16 rows are widened once, in memory: numpy has no fast float16 product. `auto`
+        # searches exactly up to 10,000 rows (10 MB); an explicit exact index of more holds
+        # 4 bytes a dimension a row in memory.
+        return data if data.dtype == np.float32 else np.asarray(data, np.float32)
 
     def _count(self, native: np.ndarray) -> int:
         return len(native)

@@ -6,8 +6,9 @@ a new `lookalike query` process starts in milliseconds at a million items where 
 reads its whole graph (1.2 GB) first.
 
 `rescore`: the graph is walked for that many candidates, which are then ordered by their
-exact inner products with the float32 rows, kept beside the graph (`vectors.npy`,
-memory-mapped; a collection links it to its fused vectors, so it costs no disk). The
+exact inner products with the rows, kept beside the graph (`vectors.npy`, memory-mapped;
+float16 when that loses nothing, as a collection's fused vectors, which it is linked to, so
+it costs no disk). The
 graph's vectors: float32, float16 (half the bytes a walk reads, what a query at a million
 items waits on), usearch's int8 (which lost the neighbours themselves) or `i8-rotated`
 (`auto`'s: int8 codes lookalike makes, int8_rotation.py, a quarter of float32's bytes at
@@ -25,6 +26,7 @@ import numpy as np
 from lookalike.errors import CollectionError, LookalikeError
 from lookalike.index.base import BaseIndex, atomic_write, check_int, register_index, require
 from lookalike.index.int8_rotation import Int8Rotation
+from lookalike.vectors import stored_losslessly
 
 ROTATED = "i8-rotated"
 DTYPES = ("f32", "f16", "i8", ROTATED)
@@ -41,7 +43,7 @@ def check_dtype(dtype: str) -> str:
 @register_index
 class UsearchIndex(BaseIndex):
     """usearch HNSW graph (cosine), memory-mapped when loaded; f16, i8 or i8-rotated vectors
-    on request, re-scored exactly on float32 rows with `rescore` (i8-rotated needs it)."""
+    on request, re-scored exactly on the stored rows with `rescore` (i8-rotated needs it)."""
 
     name = "usearch"
     file_name = "usearch.bin"
@@ -57,7 +59,7 @@ class UsearchIndex(BaseIndex):
     ) -> None:
         self._usearch = require("usearch.index", "usearch", self.name)
         self._viewed = False  # whether the native index is a read-only view of a file
-        self._rows: np.ndarray | None = None  # the float32 rows, kept while rescore > 0
+        self._rows: np.ndarray | None = None  # the rows, kept while rescore > 0
         self._rotation: Int8Rotation | None = None  # what turns rows into i8-rotated codes
         super().__init__(
             {
@@ -141,7 +143,7 @@ class UsearchIndex(BaseIndex):
     ) -> tuple[np.ndarray, np.ndarray]:
         """The candidates `keys` ordered by exact inner products, equal ones by id."""
         assert self._rows is not None
-        rows = self._rows[np.maximum(keys, 0).ravel()]
+        rows = np.asarray(self._rows[np.maximum(keys, 0).ravel()], np.float32)
         sims = np.einsum("qcd,qd->qc", rows.reshape(*keys.shape, -1), queries)
         sims[keys < 0] = -np.inf
         best = np.lexsort((keys, -sims), axis=1)[:, :k]
@@ -157,7 +159,7 @@ class UsearchIndex(BaseIndex):
 
             def write(tmp: Path) -> None:
                 with open(tmp, "wb") as f:  # np.save adds no ".npy" to a file object's name
-                    np.save(f, np.asarray(self._rows, np.float32))
+                    np.save(f, stored_losslessly(self._rows))
 
             atomic_write(folder / VECTORS_FILE, write)
         if self._rotation is not None:
@@ -193,8 +195,8 @@ def _rows_file(path: Path, count: int, dim: int) -> np.ndarray:
         rows = np.asarray(np.load(path, mmap_mode="r"))
     except (OSError, ValueError) as exc:
         raise CollectionError(f"{path}: cannot read the rows to re-score on ({exc})") from exc
-    if rows.shape != (count, dim) or rows.dtype != np.float32:
+    if rows.shape != (count, dim) or rows.dtype not in (np.float32, np.float16):
         raise CollectionError(
-            f"{path}: holds {rows.dtype} {rows.shape}, expected float32 ({count}, {dim})"
+            f"{path}: holds {rows.dtype} {rows.shape}, expected float ({count}, {dim})"
         )
     return rows

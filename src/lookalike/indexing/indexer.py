@@ -26,7 +26,12 @@ from lookalike.config import (
 from lookalike.embed.extractor import FeatureExtractor
 from lookalike.errors import CollectionError, DamagedPartError, ImageLoadError, LookalikeError
 from lookalike.fileio import disk_full_is_an_error
-from lookalike.fuse.fitting import extend_fused_index, fit_fused_index, new_index
+from lookalike.fuse.fitting import (
+    extend_fused_index,
+    fit_fused_index,
+    new_index,
+    stored_precision,
+)
 from lookalike.fuse.fuser import Fuser
 from lookalike.index import IncrementalIndex, VectorIndex
 from lookalike.indexing.decode_pool import DecodePool
@@ -42,7 +47,7 @@ from lookalike.indexing.switch import (
 )
 from lookalike.load.images import LoadLimits, file_sha256, iter_image_files
 from lookalike.load.names import safe_display
-from lookalike.store.blocks import add_to_cache
+from lookalike.store.blocks import add_to_cache, keeps_cache
 from lookalike.store.cache_file import Pictures
 from lookalike.store.catalog import FileRecord
 from lookalike.store.codec import BlockBasis, bases_of, code_blocks
@@ -52,7 +57,13 @@ from lookalike.store.collection import (
     Generation,
     round_to_stored,
 )
-from lookalike.store.faces import FaceItems, carried_and_computed, fuse_items, head_keys
+from lookalike.store.faces import (
+    FaceItems,
+    carried_and_computed,
+    coded_on,
+    fuse_items,
+    head_keys,
+)
 from lookalike.store.staging import Staging
 
 log = logging.getLogger(__name__)
@@ -475,7 +486,7 @@ class Indexer:
                 coll, gen, rederive, records, blocks, set(staged_row), bases_of(coded)
             )
         boxes = np.array([r.head_box for r in records], dtype=np.int32).reshape(-1, 4)
-        faces = self._face_items(coll, gen, records, set(staged_row))
+        faces = coded_on(self._face_items(coll, gen, records, set(staged_row)), bases_of(coded))
         row_of = {int(i): row for row, i in enumerate(ids.tolist())}
         face_fused = fuse_items(fuser, faces, blocks, row_of)
         counts = {"indexed": len(records), **catalog.counts()}
@@ -573,7 +584,7 @@ class Indexer:
             fuser = gen.fuser()
         else:
             fuser = Fuser(config.blocks, config.fusion).fit(blocks, bases)
-        fused = fuser.transform(blocks)
+        fused = stored_precision(fuser, fuser.transform(blocks))
         ids = np.array([r.id for r in records], dtype=np.int64)
         staged_ids = np.array(sorted(staged), dtype=np.int64)
         # Staged ids too: a run killed after writing the store may have sent some.
@@ -611,8 +622,9 @@ class Indexer:
 def blocks_computed(config: PipelineConfig, pictures: int) -> list[str]:
     """The blocks an index run computes for each file it embeds: the config's, and those
     `evaluate` compares by default (they come from the same decode and backbone pass, and
-    are cached), for collections of at most EVALUATE_CACHE_MAX pictures."""
-    if pictures > EVALUATE_CACHE_MAX:
+    are cached), for collections that keep a cache (store/blocks.py: from 1,000 pictures)
+    and of at most EVALUATE_CACHE_MAX pictures."""
+    if pictures > EVALUATE_CACHE_MAX or not keeps_cache(pictures):
         return list(config.block_keys)
     compared = blocks_to_compare(config, preset_names_for_evaluation())
     return list(dict.fromkeys([*config.block_keys, *compared]))

@@ -234,7 +234,9 @@ class Searcher:
         self.fuser = gen.fuser()
         # Every face of a picture with several is searchable (lookalike.store.faces).
         self.faces = gen.face_items() or FaceItems.empty(head_keys(self.config.block_keys))
-        self.face_fused = np.asarray(gen.face_fused())
+        # Widened once (stored as float16): every query scores all of them, and numpy has
+        # no fast float16 product; they are few (one per further face).
+        self.face_fused = np.asarray(gen.face_fused(), np.float32)
         self._gen = gen
         self._root = str(self.collection.root)  # what each answer names its paths from
         self._views: ViewScorer | None = None
@@ -350,10 +352,10 @@ class Searcher:
             item = int(match[0])
         features = QueryFeatures(self, row=row, item=item)
         if item < 0:
-            vector, box_of = self.fused[row], self.head_boxes[row]
+            vector, box_of = np.asarray(self.fused[row], np.float32), self.head_boxes[row]
             asking = None if fallback else 0
         else:
-            vector, box_of = np.asarray(self.face_fused[item], np.float32), self.faces.boxes[item]
+            vector, box_of = self.face_fused[item], self.faces.boxes[item]
             asking, fallback = face, False
         box = tuple(int(v) for v in box_of)
         return StoredQuery(vector, features, box, fallback, asking, n_faces, path)  # type: ignore[arg-type]
@@ -448,6 +450,7 @@ class Searcher:
         """
         if k < 1:
             raise QueryError(f"k must be at least 1, got {k}")
+        vector = np.asarray(vector, np.float32)  # a stored row is float16
         if head_weight is not None and features is None:
             raise QueryError("head_weight needs the query's per-view vectors (head and whole)")
         # The index is asked for what it needs to rank the best exactly; the face items, exact

@@ -13,13 +13,12 @@ picture of float16 for what an index run caches for `evaluate`, against under 1 
 from __future__ import annotations
 
 import logging
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from lookalike.fileio import atomic_save_npz
+from lookalike.fileio import UNREADABLE_NPZ, atomic_save_npz
 from lookalike.store import codec
 from lookalike.store.codec import BlockBasis
 from lookalike.store.collection import BLOCK_DTYPE
@@ -104,7 +103,7 @@ def write_cached(path: Path, pictures: Pictures, cached: CachedRows) -> None:
         arrays["codes"], arrays["scales"] = cached.codes[found], cached.scales[found]
         arrays.update(cached.basis.arrays())
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save_npz(path, arrays)
+    atomic_save_npz(path, arrays, compressed=True)
 
 
 def digest_bytes(digests: np.ndarray) -> np.ndarray:
@@ -136,7 +135,7 @@ def read_cached(path: Path, pictures: Pictures, head: bool, compact: bool = True
             if "sha256" not in data.files:
                 return none
             found = _matched(data, pictures, head)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, KeyError, EOFError, *UNREADABLE_NPZ) as exc:
         log.warning("%s: damaged cached features (%s); computing them again", path, exc)
         return none
     found.compact = compact

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.fileio import atomic_save_npy
+from lookalike.fileio import atomic_save_npy, atomic_save_npz
 from lookalike.fuse.lowrank import sample_rows, top_components
 from lookalike.vectors import from_int8_rows, int8_rows
 
@@ -195,8 +195,7 @@ def save_bases(path: Path, bases: Mapping[str, BlockBasis]) -> None:
     arrays = {}
     for key, basis in bases.items():
         arrays.update(basis.arrays(f"{key}/"))
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
+    atomic_save_npz(path, arrays, compressed=True)  # int8 components deflate by a fifth
 
 
 def load_bases(path: Path) -> dict[str, BlockBasis]:

@@ -7,7 +7,8 @@ COLL/
   staging/            feature chunks of an index run not yet committed (resume from here)
   generations/gen-N/  one complete, immutable state: ids, per-block vectors, fused vectors,
                       fitted fuser, ANN index
-  cache/              feature blocks computed later (by `evaluate`) for other presets
+  cache/              feature blocks computed later (by `evaluate`) for other presets,
+                      kept from 1,000 pictures on (store/blocks.py)
   .lock               held (filelock: flock) by the one process that writes
 ```
 
@@ -29,7 +30,6 @@ import re
 import shutil
 import time
 import uuid
-import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +45,13 @@ from lookalike.errors import (
     DamagedPartError,
     IncompatibleCollectionError,
 )
-from lookalike.fileio import atomic_save_npy, atomic_write_json, fsync_dir, link_if_identical
+from lookalike.fileio import (
+    UNREADABLE_NPZ,
+    atomic_save_npy,
+    atomic_write_json,
+    fsync_dir,
+    link_if_identical,
+)
 from lookalike.fuse.fuser import Fuser
 from lookalike.index import VectorIndex, load_index
 from lookalike.store.catalog import Catalog
@@ -59,6 +65,7 @@ from lookalike.store.codec import (
     save_coded,
 )
 from lookalike.store.faces import FaceItems, head_keys
+from lookalike.vectors import stored_losslessly
 from lookalike.version import __version__
 
 # 2: feature blocks stored as float16, the dense default (issue 16). A version-1 collection
@@ -66,8 +73,11 @@ from lookalike.version import __version__
 # take about 108 KB per picture).
 # 3: the codec's bases as int8 rows and the fuser stored on them (fuse/spanned.py), which a
 # reader of version 2 would misread. Version 2 is still read, and a commit to it writes 3.
-FORMAT_VERSION = 3
-READ_VERSIONS = (2, 3)
+# 4: the fused vectors as float16 (vectors.as_stored), and a face item's head blocks coded
+# on its generation's bases; a reader of version 3 took the float16 exact index for damage.
+# Versions 2 and 3 are still read, and a commit to them writes 4.
+FORMAT_VERSION = 4
+READ_VERSIONS = (2, 3, 4)
 # Feature blocks (the sources of re-fusion, `evaluate` and the web slider) are kept as
 # float16: half the disk, no change in precision@4 (benchmarks/README.md, "Dense").
 BLOCK_DTYPE = np.float16
@@ -117,10 +127,13 @@ class Generation:
         basis = self.bases().get(key)
         if basis is None:
             return self._array(f"blocks/{key}.npy", 2, mmap=True)
-        codes = self._array(f"blocks/{key}.codes.npy", 2, mmap=True)
-        scales = self._array(f"blocks/{key}.scales.npy", 1, mmap=True)
+        return self._coded(f"blocks/{key}", basis)
+
+    def _coded(self, stem: str, basis: BlockBasis) -> CodedBlock:
+        codes = self._array(f"{stem}.codes.npy", 2, mmap=True)
+        scales = self._array(f"{stem}.scales.npy", 1, mmap=True)
         if len(scales) != len(codes) or codes.shape[1] != len(basis.components):
-            raise self.damaged(self.path / "blocks" / f"{key}.codes.npy", "does not fit its codec")
+            raise self.damaged(self.path / f"{stem}.codes.npy", "does not fit its codec")
         return CodedBlock(basis, codes, scales)
 
     def has_block(self, key: str) -> bool:
@@ -133,7 +146,7 @@ class Generation:
             path = self.path / "blocks" / CODEC_FILE
             try:
                 self._bases = load_bases(path)
-            except (OSError, ValueError, KeyError) as exc:
+            except (OSError, ValueError, KeyError, EOFError, *UNREADABLE_NPZ) as exc:
                 raise self.damaged(path, f"unreadable ({exc})") from exc
         return self._bases
 
@@ -144,20 +157,25 @@ class Generation:
         """The face items (`lookalike.store.faces`); None for a generation written without them."""
         if not (self.path / "faces").is_dir():
             return None
-        keys = [
-            k
-            for k in head_keys(self.config.block_keys)
-            if (self.path / "faces" / "blocks" / f"{k}.npy").exists()
-        ]
+        folder = self.path / "faces" / "blocks"
+        blocks: dict[str, np.ndarray | CodedBlock] = {}
+        for key in head_keys(self.config.block_keys):
+            if (folder / f"{key}.codes.npy").exists():  # coded on the picture rows' basis
+                basis = self.bases().get(key)
+                if basis is None:
+                    raise self.damaged(folder / f"{key}.codes.npy", "codes without a codec basis")
+                blocks[key] = self._coded(f"faces/blocks/{key}", basis)
+            elif (folder / f"{key}.npy").exists():
+                blocks[key] = self._array(f"faces/blocks/{key}.npy", 2, mmap=True)
         items = FaceItems(
             self._array("faces/owners.npy", 1),
             self._array("faces/numbers.npy", 1),
             self._array("faces/boxes.npy", 2),
-            {key: self._array(f"faces/blocks/{key}.npy", 2, mmap=True) for key in keys},
+            blocks,  # type: ignore[arg-type]
         )
         rows = {"faces/owners.npy": len(items.owners), "faces/numbers.npy": len(items.numbers)}
         rows["faces/boxes.npy"] = len(items.boxes)
-        rows.update({f"faces/blocks/{k}.npy": len(v) for k, v in items.blocks.items()})
+        rows.update({f"faces/blocks/{k}": len(v) for k, v in items.blocks.items()})
         if len(set(rows.values())) > 1:
             raise self.damaged(self.path / "faces", f"parts of unequal rows {rows}")
         return items
@@ -173,7 +191,7 @@ class Generation:
         bases = self.bases()  # its own errors name codec.npz
         try:
             return Fuser.load(path, self.config.blocks, self.config.fusion, bases)
-        except (CollectionError, OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        except (CollectionError, OSError, ValueError, KeyError, EOFError, *UNREADABLE_NPZ) as e:
             cause = e.__cause__ if isinstance(e, CollectionError) and e.__cause__ else e
             raise self.damaged(path, f"unreadable ({cause})") from e
 
@@ -514,7 +532,7 @@ class Collection:
                 atomic_save_npy(tmp / "blocks" / f"{key}.npy", np.asarray(array, BLOCK_DTYPE))
         if coded:
             save_bases(tmp / "blocks" / CODEC_FILE, bases_of(coded))
-        atomic_save_npy(tmp / "fused.npy", np.asarray(fused, np.float32))
+        atomic_save_npy(tmp / "fused.npy", stored_losslessly(fused))
         if faces is not None and face_fused is not None:
             _save_face_items(tmp / "faces", faces, face_fused)
         fuser.save(tmp / "fuser.npz")
@@ -558,8 +576,11 @@ def _save_face_items(folder: Path, items: FaceItems, fused: np.ndarray) -> None:
     atomic_save_npy(folder / "numbers.npy", items.numbers.astype(np.int16))
     atomic_save_npy(folder / "boxes.npy", items.boxes.astype(np.int32).reshape(-1, 4))
     for key, array in items.blocks.items():
-        atomic_save_npy(folder / "blocks" / f"{key}.npy", np.asarray(array, BLOCK_DTYPE))
-    atomic_save_npy(folder / "fused.npy", np.asarray(fused, np.float32))
+        if isinstance(array, CodedBlock):
+            save_coded(folder / "blocks", key, array)
+        else:
+            atomic_save_npy(folder / "blocks" / f"{key}.npy", np.asarray(array, BLOCK_DTYPE))
+    atomic_save_npy(folder / "fused.npy", stored_losslessly(fused))
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -575,10 +596,10 @@ def read_manifest(path: Path) -> dict[str, Any]:
             if version not in READ_VERSIONS:
                 raise IncompatibleCollectionError(
                     f"{path}: collection format version {version}, this lookalike "
-                    f"({__version__}) reads version {FORMAT_VERSION}; re-index into a new "
-                    f"collection: `lookalike index FOLDER --collection NEW_FOLDER`"
+                    f"({__version__}) reads versions {_versions(READ_VERSIONS)}; re-index into "
+                    "a new collection: `lookalike index FOLDER --collection NEW_FOLDER`"
                     + (
-                        " (version 2 stores dense 256-dim vectors, about 20 KB per picture)"
+                        " (version 4 stores dense 256-dim vectors, about 4 KB per picture)"
                         if version == 1
                         else ""
                     )
@@ -591,6 +612,12 @@ def read_manifest(path: Path) -> dict[str, Any]:
         "with the options the collection was made with (the catalog is kept, every image is "
         "embedded again)"
     )
+
+
+def _versions(numbers: tuple[int, ...]) -> str:
+    """(2, 3, 4) -> "2, 3 and 4"."""
+    words = [str(n) for n in numbers]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def _manifest_problem(manifest: Any) -> str:
