@@ -7,6 +7,11 @@ with none (`full`: the vector before this issue). Each row is scored as `lookali
 evaluate --labels folders` scores a preset: leave-one-out, exact cosine top-k.
 
     python experiments/quality_dense.py --work /tmp/dense --dims full 64 128 256
+    python experiments/quality_dense.py --work /tmp/dense --dims 256 --first-dims 192 384 512
+
+`--first-dims`: the dense reduction's first PCA (before its pseudo-label LDA round) to
+each of these dims instead of the final vector's own (`out_dim` less the colour tail's),
+the last PCA unchanged: a variant tried for anime-full-dev (benchmarks/quality.md).
 
 Sets: anime-faces-dev, orl-faces-dev (default and photo), anime-full-dev (from
 ../shared/datasets; absent ones are skipped) and the built-in sample (drawn into WORK).
@@ -22,8 +27,9 @@ from lookalike.config import PipelineConfig, get_preset
 from lookalike.demo.sample import sample_folder
 from lookalike.embed.extractor import FeatureExtractor
 from lookalike.evaluate.evaluation import FEEL_BLOCK, labelled_rows, preset_like, score_vectors
+from lookalike.fuse import fuser as fuser_module
 from lookalike.fuse.expansion import expand_collection
-from lookalike.fuse.fuser import Fuser
+from lookalike.fuse.fuser import DenseReducer, Fuser
 from lookalike.indexing.indexer import Indexer
 from lookalike.load.labels import load_labels
 from lookalike.store.blocks import blocks_for
@@ -49,7 +55,23 @@ def with_dim(config: PipelineConfig, dim: str) -> PipelineConfig:
     return dataclasses.replace(config, fusion=dataclasses.replace(config.fusion, out_dim=out_dim))
 
 
-def rows_for(work: Path, name: str, folder: str, preset: str, labels: str, task, dims):
+def wider_first(first: int) -> type[DenseReducer]:
+    """DenseReducer whose first PCA keeps `first` dims; its last PCA keeps its own."""
+
+    class Wider(DenseReducer):
+        def fit(self, x):  # type: ignore[no-untyped-def]
+            last, self.dim = self.dim, first
+            super().fit(x)
+            self.dim = last
+            if self.lda_ is not None:
+                y = fuser_module.l2_normalize(self.first_.transform(x), in_place=True)
+                self.last_ = fuser_module.PCA(last).fit(self.lda_.transform(y))
+            return self
+
+    return Wider
+
+
+def rows_for(work: Path, name: str, folder: str, preset: str, labels: str, task, dims, firsts):
     root = folder_of(work, folder)
     coll_path = work / f"{name}.{preset}"
     config = get_preset(preset)
@@ -67,11 +89,16 @@ def rows_for(work: Path, name: str, folder: str, preset: str, labels: str, task,
     )
     used = {k: blocks[k] for k in stored.block_keys}
     for dim in dims:
-        config = with_dim(stored, dim)
-        fused = Fuser(config.blocks, config.fusion).fit_transform(used)
-        fused = expand_collection(fused, config)[rows]
-        score = score_vectors(preset, config, fused, y, blocks[FEEL_BLOCK][rows], 4)
-        yield name, preset, dim, score
+        for first in (firsts or [None]) if dim != "full" else [None]:  # full: no PCA
+            config = with_dim(stored, dim)
+            fuser_module.DenseReducer = DenseReducer if first is None else wider_first(first)
+            try:
+                fused = Fuser(config.blocks, config.fusion).fit_transform(used)
+            finally:
+                fuser_module.DenseReducer = DenseReducer
+            fused = expand_collection(fused, config)[rows]
+            score = score_vectors(preset, config, fused, y, blocks[FEEL_BLOCK][rows], 4)
+            yield name, preset, dim if first is None else f"{dim}, first PCA {first}", score
 
 
 def main() -> None:
@@ -79,6 +106,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True, help="folder for the collections")
     parser.add_argument("--dims", nargs="+", default=["full", "64", "128", "256"])
     parser.add_argument("--sets", nargs="*", help="only these set names")
+    parser.add_argument("--first-dims", nargs="*", type=int, help="first PCA dims to try")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     print("| set | preset | out_dim | dims | P@4 | mAP@4 | ANN recall@4 | feel |")
@@ -90,7 +118,7 @@ def main() -> None:
             print(f"| {name} | {preset} | (not in {DATASETS}) | | | | | |")
             continue
         for set_name, preset_name, dim, s in rows_for(
-            args.work, name, folder, preset, labels, task, args.dims
+            args.work, name, folder, preset, labels, task, args.dims, args.first_dims
         ):
             print(
                 f"| {set_name} | {preset_name} | {dim} | {s.dims} | {s.precision_at_k:.3f} | "
