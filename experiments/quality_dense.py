@@ -11,7 +11,8 @@ evaluate --labels folders` scores a preset: leave-one-out, exact cosine top-k.
 
 `--first-dims`: the dense reduction's first PCA (before its pseudo-label LDA round) to
 each of these dims instead of the final vector's own (`out_dim` less the colour tail's),
-the last PCA unchanged: a variant tried for anime-full-dev (benchmarks/quality.md).
+the last PCA unchanged; `--feel-weights`: the colour tail's weight (`feel_weight`) instead
+of the preset's. Variants tried for anime-full-dev (benchmarks/quality.md).
 
 Sets: anime-faces-dev, orl-faces-dev (default and photo), anime-full-dev (from
 ../shared/datasets; absent ones are skipped) and the built-in sample (drawn into WORK).
@@ -71,7 +72,9 @@ def wider_first(first: int) -> type[DenseReducer]:
     return Wider
 
 
-def rows_for(work: Path, name: str, folder: str, preset: str, labels: str, task, dims, firsts):
+def rows_for(
+    work: Path, name: str, folder: str, preset: str, labels: str, task, dims, firsts, weights
+):
     root = folder_of(work, folder)
     coll_path = work / f"{name}.{preset}"
     config = get_preset(preset)
@@ -88,9 +91,13 @@ def rows_for(work: Path, name: str, folder: str, preset: str, labels: str, task,
         coll, coll.require_generation(), keys, FeatureExtractor(stored), progress=False
     )
     used = {k: blocks[k] for k in stored.block_keys}
+    variants = [(f, w) for f in firsts or [None] for w in weights or [None]]
     for dim in dims:
-        for first in (firsts or [None]) if dim != "full" else [None]:  # full: no PCA
+        for first, weight in variants if dim != "full" else [(None, None)]:  # full: no PCA
             config = with_dim(stored, dim)
+            if weight is not None:
+                fusion = dataclasses.replace(config.fusion, feel_weight=weight)
+                config = dataclasses.replace(config, fusion=fusion)
             fuser_module.DenseReducer = DenseReducer if first is None else wider_first(first)
             try:
                 fused = Fuser(config.blocks, config.fusion).fit_transform(used)
@@ -98,7 +105,8 @@ def rows_for(work: Path, name: str, folder: str, preset: str, labels: str, task,
                 fuser_module.DenseReducer = DenseReducer
             fused = expand_collection(fused, config)[rows]
             score = score_vectors(preset, config, fused, y, blocks[FEEL_BLOCK][rows], 4)
-            yield name, preset, dim if first is None else f"{dim}, first PCA {first}", score
+            label = dim if first is None else f"{dim}, first PCA {first}"
+            yield name, preset, label if weight is None else f"{label}, feel {weight}", score
 
 
 def main() -> None:
@@ -107,6 +115,7 @@ def main() -> None:
     parser.add_argument("--dims", nargs="+", default=["full", "64", "128", "256"])
     parser.add_argument("--sets", nargs="*", help="only these set names")
     parser.add_argument("--first-dims", nargs="*", type=int, help="first PCA dims to try")
+    parser.add_argument("--feel-weights", nargs="*", type=float, help="colour tail weights")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     print("| set | preset | out_dim | dims | P@4 | mAP@4 | ANN recall@4 | feel |")
@@ -118,7 +127,15 @@ def main() -> None:
             print(f"| {name} | {preset} | (not in {DATASETS}) | | | | | |")
             continue
         for set_name, preset_name, dim, s in rows_for(
-            args.work, name, folder, preset, labels, task, args.dims, args.first_dims
+            args.work,
+            name,
+            folder,
+            preset,
+            labels,
+            task,
+            args.dims,
+            args.first_dims,
+            args.feel_weights,
         ):
             print(
                 f"| {set_name} | {preset_name} | {dim} | {s.dims} | {s.precision_at_k:.3f} | "
