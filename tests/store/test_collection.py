@@ -205,6 +205,15 @@ def test_dense_fused_vectors_are_stored_once_as_float16(tmp_path: Path) -> None:
     read = Collection.open(coll.path).require_generation().index()
     for got, want in zip(read.query(fused[:5], 4), index.query(fused[:5], 4), strict=True):
         np.testing.assert_array_equal(got, want)
+    # A version-3 collection kept them as float32, its exact index a copy: read alike.
+    for path in (stored, gen.path / "index" / "exact.npy"):
+        path.unlink()  # one file, linked: each written anew
+        np.save(path, fused.astype(np.float32))
+    edit(lambda d: d.update(format_version=3))(coll.path / MANIFEST)
+    old = Collection.open(coll.path).require_generation()
+    assert old.fused().dtype == np.float32
+    for got, want in zip(old.index().query(fused[:5], 4), index.query(fused[:5], 4), strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_vectors_of_other_weights_are_refused(tmp_path: Path) -> None:
