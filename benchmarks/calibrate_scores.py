@@ -50,7 +50,8 @@ NOTES = """
 - A table entry holds for the settings it was fitted with (`fingerprint` of the blocks,
   fusion, detection and backbone): other settings show no probability. After a change to
   how vectors are fused or stored, run this script again and commit the table with this
-  report.
+  report. The entries of settings no preset has any more are kept, for the collections
+  made with them (the `default` of before format 5, one k-means start per k).
 """
 
 
@@ -142,7 +143,12 @@ def main() -> None:
                 ", ".join(names),
             )
         )
-    TABLE.write_text(json.dumps({"presets": [t.to_json() for t in tables]}, indent=1) + "\n")
+    # The entries of other settings stay: the collections made with them keep their table.
+    fitted = {t.fingerprint for t in tables}
+    before = json.loads(TABLE.read_text())["presets"] if TABLE.is_file() else []
+    kept = [e for e in before if e["fingerprint"] not in fitted]
+    entries = [t.to_json() for t in tables] + kept
+    TABLE.write_text(json.dumps({"presets": entries}, indent=1) + "\n")
 
     header = (
         "| set | queries | Brier | P@1 | in: best kept | in: kept and right | out: warned |\n"
@@ -171,7 +177,7 @@ def main() -> None:
     lines += ["", "## The tables (score: probability)", ""]
     for t in tables:
         marks = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
-        points = ", ".join(f"{s}: {t.probability(s):.2f}" for s in marks)
+        points = ", ".join(f"{s}: {p:.2f}" for s, p in zip(marks, t.of_scores(marks), strict=True))
         lines.append(f"- {t.preset} ({t.source}): {points}")
     REPORT.write_text("\n".join(lines) + "\n" + NOTES)
     print("\n".join(lines))

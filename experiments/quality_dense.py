@@ -17,9 +17,10 @@ of the preset's. Variants tried for anime-full-dev (benchmarks/quality.md).
 The pseudo-label LDA starts its k-means from one seed, and P@4 moves by up to 0.08 (the
 built-in sample) from one seed to another. `--seeds 0 1 2 ...` fits every row once per
 seed and prints the mean (and the range of P@4), the figure to decide on; `--ks` other k
-values; `--starts N` N k-means starts per k, each its own LDA (`--starts-in both`: in the
-dense round's LDA too), `--fold` those LDAs folded into one matrix, `--average` one LDA per
-k on the scatters averaged over the starts.
+values; `--starts N` N k-means starts per k in the wide vector's LDA, each its own LDA,
+instead of the preset's (`pseudo_lda_starts`; `--starts-in both`: in the dense round's LDA
+too). Two variants measured at 999b244 and dropped: `--fold` (the LDAs folded into one
+matrix) and `--average` (one LDA per k on the scatters averaged over the starts).
 
     python experiments/quality_dense.py --work /tmp/dense --dims full 256 --seeds 0 1 2 3 4 5 6 7 \
         --starts 3
@@ -93,35 +94,30 @@ def wider_first(first: int) -> type[DenseReducer]:
 
 @dataclasses.dataclass(frozen=True)
 class LdaVariant:
-    """How the pseudo-label LDA is fitted: `starts` k-means starts per k, each its own LDA,
-    in the wide vector's LDA alone (`starts_in="wide"`) or in the dense round's too; their
-    directions `fold`ed into one matrix; or their scatters `average`d into one LDA per k."""
+    """How the pseudo-label LDA is fitted: `starts` k-means starts per k (None: the preset's),
+    each its own LDA, in the wide vector's LDA alone (`starts_in="wide"`, as the product) or
+    in the dense round's LDA too ("both")."""
 
-    starts: int = 1
+    starts: int | None = None
     starts_in: str = "wide"
-    fold: bool = False
-    average: bool = False
 
     def label(self) -> str:
-        label = (
-            f", {self.starts} k-means starts per k ({self.starts_in})" if self.starts > 1 else ""
-        )
-        label += ", folded" if self.fold else ""
-        return label + (", scatters averaged" if self.average else "")
+        return f", {self.starts} k-means starts ({self.starts_in})" if self.starts else ""
 
-    def seeded(self, seed: int) -> type[PseudoLabelLDA]:
+    def config(self, config: PipelineConfig) -> PipelineConfig:
+        if self.starts is None:
+            return config
+        fusion = dataclasses.replace(config.fusion, pseudo_lda_starts=self.starts)
+        return dataclasses.replace(config, fusion=fusion)
+
+    def seeded(self, seed: int, config: PipelineConfig) -> type[PseudoLabelLDA]:
         """PseudoLabelLDA of this variant whose k-means start from `seed` (0: the product's)."""
-        variant = self
+        # The Fuser names its wide LDA's starts; the dense round's LDA names none.
+        dense = config.fusion.pseudo_lda_starts if self.starts_in == "both" else 1
 
         class Seeded(PseudoLabelLDA):
-            def __init__(self, ks=(10, 20, 30, 40, 50)):  # type: ignore[no-untyped-def]
-                super().__init__(ks, seed=seed, fold=variant.fold, average=variant.average)
-
-            def fit(self, x):  # type: ignore[no-untyped-def]
-                # The wide vector's LDA (thousands of dims) or the dense round's (hundreds).
-                wide = x.shape[1] > 1000
-                self.starts = variant.starts if wide or variant.starts_in == "both" else 1
-                return super().fit(x)
+            def __init__(self, ks=(10, 20, 30, 40, 50), starts=dense):  # type: ignore[no-untyped-def]
+                super().__init__(ks, seed=seed, starts=starts)
 
         return Seeded
 
@@ -146,6 +142,7 @@ def rows_for(
     seeds,
     variant,
     ks,
+    per_seed,
 ):
     root = folder_of(work, folder)
     coll_path = work / f"{name}.{preset}"
@@ -166,7 +163,7 @@ def rows_for(
     variants = [(f, w) for f in firsts or [None] for w in weights or [None]]
     for dim in dims:
         for first, weight in variants if dim != "full" else [(None, None)]:  # full: no PCA
-            config = with_dim(stored, dim)
+            config = variant.config(with_dim(stored, dim))
             if ks is not None:
                 fusion = dataclasses.replace(config.fusion, pseudo_lda_ks=tuple(ks))
                 config = dataclasses.replace(config, fusion=fusion)
@@ -176,7 +173,7 @@ def rows_for(
             scores = []
             for seed in seeds:
                 fuser_module.DenseReducer = DenseReducer if first is None else wider_first(first)
-                fuser_module.PseudoLabelLDA = variant.seeded(seed)
+                fuser_module.PseudoLabelLDA = variant.seeded(seed, config)
                 try:
                     fused = Fuser(config.blocks, config.fusion).fit_transform(used)
                 finally:
@@ -191,6 +188,8 @@ def rows_for(
             if len(seeds) > 1:
                 p4 = [s.precision_at_k for s in scores]
                 label += f", mean of seeds {seeds[0]}-{seeds[-1]} (P@4 {min(p4):.3f}-{max(p4):.3f})"
+                # Each seed's, for a paired comparison of two variants on the same seeds.
+                label += f" [{' '.join(f'{v:.4f}' for v in p4)}]" if per_seed else ""
             yield name, preset, label, mean_score(scores)
 
 
@@ -204,13 +203,12 @@ def main() -> None:
     parser.add_argument(
         "--seeds", nargs="+", type=int, default=[0], help="k-means seeds of both LDA rounds"
     )
-    parser.add_argument("--starts", type=int, default=1, help="k-means starts per k, each an LDA")
+    parser.add_argument("--starts", type=int, help="k-means starts per k, each an LDA")
     parser.add_argument(
         "--starts-in", choices=["wide", "both"], default="wide", help="which LDA fits start anew"
     )
-    parser.add_argument("--fold", action="store_true", help="the LDAs folded into one matrix")
-    parser.add_argument("--average", action="store_true", help="one LDA per k, scatters averaged")
     parser.add_argument("--ks", nargs="+", type=int, help="the pseudo-label LDA's k values")
+    parser.add_argument("--per-seed", action="store_true", help="print each seed's P@4 too")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     print("| set | preset | out_dim | dims | P@4 | mAP@4 | ANN recall@4 | feel |")
@@ -232,8 +230,9 @@ def main() -> None:
             args.first_dims,
             args.feel_weights,
             args.seeds,
-            LdaVariant(args.starts, args.starts_in, args.fold, args.average),
+            LdaVariant(args.starts, args.starts_in),
             args.ks,
+            args.per_seed,
         ):
             print(
                 f"| {set_name} | {preset_name} | {dim} | {s.dims} | {s.precision_at_k:.3f} | "

@@ -48,6 +48,10 @@ class FusionConfig:
     # Pseudo-label LDA (pseudo_lda.py): one k-means + LDA per k, fitted on the collection
     # without labels, appended to the fused vector; () turns it off.
     pseudo_lda_ks: tuple[int, ...] = ()
+    # k-means starts per k of that LDA, each its own LDA: one start is a draw whose P@4
+    # moves by up to 0.08 between seeds, several average it out (1: as collections made
+    # before format 5 were fitted). The dense round's LDA (`out_dim`) starts once.
+    pseudo_lda_starts: int = 1
     # The dense final vector (fuse.DenseReducer): a PCA of the whole fused vector (after the
     # pseudo-label LDA) to at most this many dims, with a second pseudo-label LDA round on
     # it when `pseudo_lda_ks`; fitted on the collection without labels. None keeps it all.
@@ -174,7 +178,10 @@ def _default() -> PipelineConfig:
         "default",
         blocks,
         fusion=FusionConfig(
-            pseudo_lda_ks=(10, 20, 30, 40, 50), out_dim=256, feel_block="whole.soft_grid3"
+            pseudo_lda_ks=(10, 20, 30, 40, 50),
+            pseudo_lda_starts=3,
+            out_dim=256,
+            feel_block="whole.soft_grid3",
         ),
     )
 

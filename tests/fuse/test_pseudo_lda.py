@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from lookalike.config import Block, FusionConfig
 from lookalike.embed.descriptors import describe
@@ -36,20 +37,46 @@ def test_pseudo_label_lda_separates_characters_without_labels():
     assert lda.output_dim == 96 + 9 + 19 + 29
 
 
+def test_several_k_means_starts_are_one_lda_each_the_first_the_single_starts():
+    x, _ = clustered()
+    one = PseudoLabelLDA((10, 20), rounds=1).fit(x)
+    three = PseudoLabelLDA((10, 20), rounds=1, starts=3).fit(x)
+    assert three.output_dim == 96 + 3 * (9 + 19)
+    assert len(three.directions_) == 3 * len(one.directions_)
+    for single, first in zip(one.directions_, three.directions_[::3], strict=True):
+        np.testing.assert_allclose(first, single, atol=1e-5)
+
+
+def test_several_starts_score_better_over_seeds_than_one():
+    """One start is a draw (P@4 moves with the k-means seed); three average it out: their mean
+    over six seeds measured 0.842 against 0.830 here (0.850 / 0.842 and 0.793 / 0.784 on two
+    other draws of the clusters)."""
+    x, y = clustered()
+
+    def mean_precision(starts: int) -> float:
+        fits = [PseudoLabelLDA((10, 20, 30), seed=s, starts=starts).fit(x) for s in range(6)]
+        return float(
+            np.mean([precision_and_map(exact_top_k(f.transform(x), 4), y)[0] for f in fits])
+        )
+
+    assert mean_precision(3) > mean_precision(1) + 0.005
+
+
 def test_small_collections_are_left_as_they_are():
     x, _ = clustered(n_clusters=2, per=5)
     lda = PseudoLabelLDA((10, 20)).fit(x)  # k > N/4: nothing to learn from
     assert np.allclose(lda.transform(x), x, atol=1e-6)
 
 
-def test_the_fitted_projection_survives_save_and_load(tmp_path):
+@pytest.mark.parametrize("starts", [1, 3])
+def test_the_fitted_projection_survives_save_and_load(tmp_path, starts):
     x, _ = clustered()
     blocks = {"head.a": x[:, :60], "whole.b": x[:, 60:]}
     spec = [Block("head", "a"), Block("whole", "b", 0.5)]
-    fusion = FusionConfig(pseudo_lda_ks=(10, 20))
+    fusion = FusionConfig(pseudo_lda_ks=(10, 20), pseudo_lda_starts=starts)
     fuser = Fuser(spec, fusion).fit(blocks)
     fused = fuser.transform(blocks)
-    assert fused.shape == (300, fuser.output_dim) == (300, 96 + 9 + 19)
+    assert fused.shape == (300, fuser.output_dim) == (300, 96 + starts * (9 + 19))
     fuser.save(tmp_path / "f.npz")
     again = Fuser.load(tmp_path / "f.npz", spec, fusion)
     assert np.allclose(again.transform(blocks), fused, atol=1e-5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -35,6 +36,15 @@ def test_the_packaged_table_covers_default_and_photo_with_their_own_settings():
     other = get_preset("default").with_options(backbone="fake")
     assert fingerprint(other) != fingerprint(get_preset("default"))
     assert calibration_for(other) is None and calibration_for(get_preset("v1")) is None
+
+
+def test_a_collection_fitted_with_one_k_means_start_keeps_its_table():
+    """Collections made before format 5 read as fitted with one k-means start per k: their
+    settings fingerprint as they did then, and the table fitted for them stays."""
+    default = get_preset("default")
+    before = default.with_options(fusion=dataclasses.replace(default.fusion, pseudo_lda_starts=1))
+    assert fingerprint(before) != fingerprint(default)
+    assert calibration_for(before) is not None and calibration_for(default) is not None
 
 
 @pytest.fixture(scope="module")

@@ -62,7 +62,7 @@ def test_create_writes_a_manifest_and_a_catalog_that_open_reads_back(tmp_path: P
     coll = created(tmp_path)
     assert sorted(p.name for p in coll.path.iterdir()) == [CATALOG, MANIFEST]
     manifest = json.loads((coll.path / MANIFEST).read_text())
-    assert manifest["format_version"] == FORMAT_VERSION == 4
+    assert manifest["format_version"] == FORMAT_VERSION == 5
     assert manifest["root"] == str((tmp_path / "photos").resolve())
     assert (manifest["weights_hash"], manifest["generation"]) == ("weights-a", None)
     assert Collection.exists(coll.path) and not Collection.exists(tmp_path)
@@ -161,7 +161,7 @@ def test_a_damaged_manifest_is_an_error_naming_it_and_saying_how_to_repair(
     assert f"run `lookalike index FOLDER --collection {coll.path}`" in message
 
 
-@pytest.mark.parametrize("version", [1, 5])
+@pytest.mark.parametrize("version", [1, 6])
 def test_another_format_version_is_refused_with_what_to_do(tmp_path: Path, version: int) -> None:
     coll = created(tmp_path)
     edit(lambda d: d.update(format_version=version))(coll.path / MANIFEST)
@@ -169,22 +169,34 @@ def test_another_format_version_is_refused_with_what_to_do(tmp_path: Path, versi
         read_manifest(coll.path)
     message = str(raised.value)
     assert f"collection format version {version}" in message
-    assert "reads versions 2, 3 and 4; re-index into a new collection" in message
+    assert "reads versions 2, 3, 4 and 5; re-index into a new collection" in message
     # Only a version-1 collection is told what the new format saves.
     assert ("dense 256-dim vectors" in message) == (version == 1)
 
 
-@pytest.mark.parametrize("version", [2, 3])
-def test_an_older_collection_is_read_and_its_next_commit_marks_it_4(
+@pytest.mark.parametrize("version", [2, 3, 4])
+def test_an_older_collection_is_read_and_its_next_commit_marks_it_5(
     tmp_path: Path, version: int
 ) -> None:
-    # Versions 2 and 3 differ in how the codec, the fuser and the fused vectors are saved,
-    # which are read either way.
-    coll = created(tmp_path)
-    edit(lambda d: d.update(format_version=version))(coll.path / MANIFEST)
+    # Versions 2 to 4 differ in how the codec, the fuser and the fused vectors are saved,
+    # which are read either way; their settings name no k-means starts: they were fitted
+    # with one, and say so once read.
+    fusion = dataclasses.replace(CONFIG.fusion, pseudo_lda_ks=(2,), pseudo_lda_starts=3)
+    coll = Collection.create(
+        tmp_path / "coll", tmp_path / "photos", dataclasses.replace(CONFIG, fusion=fusion), "w"
+    )
+
+    def as_older(manifest: dict) -> None:
+        manifest.update(format_version=version)
+        del manifest["config"]["fusion"]["pseudo_lda_starts"]
+
+    edit(as_older)(coll.path / MANIFEST)
     assert read_manifest(coll.path)["format_version"] == version
-    commit(Collection.open(coll.path))
-    assert read_manifest(coll.path)["format_version"] == FORMAT_VERSION == 4
+    opened = Collection.open(coll.path)
+    assert opened.config.fusion.pseudo_lda_starts == 1
+    commit(opened)
+    assert read_manifest(coll.path)["format_version"] == FORMAT_VERSION == 5
+    assert Collection.open(coll.path).config.fusion.pseudo_lda_starts == 1
 
 
 def test_dense_fused_vectors_are_stored_once_as_float16(tmp_path: Path) -> None:

@@ -171,7 +171,8 @@ class Fuser:
         unit = self._unit(fused)  # as transform() applies it (in place: one copy of the sample)
         self.lda_ = None
         if self.fusion.pseudo_lda_ks:
-            self.lda_ = PseudoLabelLDA(self.fusion.pseudo_lda_ks).fit(unit)
+            starts = self.fusion.pseudo_lda_starts
+            self.lda_ = PseudoLabelLDA(self.fusion.pseudo_lda_ks, starts=starts).fit(unit)
         self.final_ = self.feel_ = None
         dim = (self.fusion.out_dim or 0) - (self.fusion.feel_dim if self.fusion.feel_block else 0)
         # A PCA to `dim` needs more pictures than `dim` to fit: a smaller collection (the

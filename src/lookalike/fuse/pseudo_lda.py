@@ -4,7 +4,10 @@ No labels: k-means on the collection gives pseudo-classes, linear discriminant
 analysis finds the directions that separate them, and that is repeated once on
 the projected vectors. Several k at once (one LDA each) avoid betting on the
 number of characters. The projection is appended to the input vector, not put in
-its place (alone it measured worse than the input). Measured on anime faces
+its place (alone it measured worse than the input). With `starts`, each k is clustered
+from several k-means starts, each its own LDA: one start's P@4 moves by up to 0.08 from
+one seed to the next, several average that noise out (benchmarks/quality.md, "k-means
+starts"). Measured on anime faces
 (benchmarks/quality.md, round 2): 0.874 -> 0.912 precision@4 without labels.
 
 A scikit-learn style estimator: `fit` learns from the collection, learned state
@@ -60,40 +63,26 @@ def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 50) -> np.ndarray:
     return assign
 
 
-def lda_directions(
-    x: np.ndarray, clusterings: np.ndarray | Sequence[np.ndarray], shrink: float
-) -> np.ndarray:
-    """(D, groups - 1) LDA directions of the scatters averaged over `clusterings` (cluster
-    ids of the rows); the within-class scatter is shrunk to its mean eigenvalue so that it
-    can be inverted with few rows per group."""
-    if isinstance(clusterings, np.ndarray):
-        clusterings = [clusterings]
+def lda_directions(x: np.ndarray, ids: np.ndarray, shrink: float) -> np.ndarray:
+    """(D, groups - 1) LDA directions; the within-class scatter is shrunk to its mean
+    eigenvalue so that it can be inverted with few rows per group."""
     mu = x.mean(axis=0)
     sw = np.zeros((x.shape[1], x.shape[1]))
     sb = np.zeros_like(sw)
-    groups = max(len(np.unique(ids)) for ids in clusterings)
-    for ids in clusterings:
-        for g in np.unique(ids):
-            xg = x[ids == g]
-            mg = xg.mean(axis=0)
-            sw += (xg - mg).T @ (xg - mg)
-            sb += len(xg) * np.outer(mg - mu, mg - mu)
-    sw /= len(x) * len(clusterings)
-    sb /= len(x) * len(clusterings)
+    groups = np.unique(ids)
+    for g in groups:
+        xg = x[ids == g]
+        mg = xg.mean(axis=0)
+        sw += (xg - mg).T @ (xg - mg)
+        sb += len(xg) * np.outer(mg - mu, mg - mu)
+    sw /= len(x)
+    sb /= len(x)
     sw = (1 - shrink) * sw + shrink * np.trace(sw) / len(sw) * np.eye(len(sw))
     ev, evec = np.linalg.eigh(sw)
     whiten = evec / np.sqrt(np.maximum(ev, 1e-12))
     ev_b, evec_b = np.linalg.eigh(whiten.T @ sb @ whiten)
-    order = np.argsort(-ev_b)[: groups - 1]
+    order = np.argsort(-ev_b)[: len(groups) - 1]
     return whiten @ evec_b[:, order]
-
-
-def folded(y: np.ndarray, parts: list[np.ndarray]) -> np.ndarray:
-    """One matrix whose products have the Gram of all `parts`' products, each part scaled
-    to unit mean square on `y`: as many columns as `y` has at most, however many parts."""
-    scaled = [w / np.sqrt(np.mean(np.einsum("ij,ij->i", y @ w, y @ w)) + 1e-12) for w in parts]
-    u, s, _ = np.linalg.svd(np.hstack(scaled).astype(np.float64), full_matrices=False)
-    return (u * s).astype(np.float32)
 
 
 class PseudoLabelLDA:
@@ -105,8 +94,6 @@ class PseudoLabelLDA:
         shrink: float = 0.1,
         seed: int = 0,
         starts: int = 1,
-        fold: bool = False,
-        average: bool = False,
     ) -> None:
         self.ks = tuple(ks)
         self.rounds = rounds
@@ -114,8 +101,6 @@ class PseudoLabelLDA:
         self.shrink = shrink
         self.seed = seed
         self.starts = starts
-        self.fold = fold
-        self.average = average
 
     def fit(self, x: np.ndarray) -> PseudoLabelLDA:
         # A sample of rows: PCA and k-means need no more, and memory stays bounded.
@@ -134,26 +119,17 @@ class PseudoLabelLDA:
         del centred  # the sample and one transformed copy are all the fit holds from here
         current = l2_normalize(y)
         for r in range(self.rounds):
-            if self.average:
-                self.directions_ = [
-                    lda_directions(
-                        y, [kmeans(current, k, seed) for seed in self._seeds(r, k)], self.shrink
-                    ).astype(np.float32)
-                    for k in ks
-                ]
-            else:
-                self.directions_ = [
-                    lda_directions(y, [kmeans(current, k, seed)], self.shrink).astype(np.float32)
-                    for k in ks
-                    for seed in self._seeds(r, k)
-                ]
-            if self.fold:
-                self.directions_ = [folded(y, self.directions_)]
+            self.directions_ = [
+                lda_directions(y, kmeans(current, k, seed), self.shrink).astype(np.float32)
+                for k in ks
+                for seed in self._seeds(r, k)
+            ]
             current = self.transform(x)
         return self
 
     def _seeds(self, round_: int, k: int) -> list[int]:
-        """The k-means seeds of one round and k: `starts` of them, each its own LDA."""
+        """The k-means seeds of one round and k: `starts` of them, each its own LDA (the
+        first is the seed of a single start)."""
         return [self.seed + round_ * 100 + k + 1000 * start for start in range(self.starts)]
 
     def transform(self, x: np.ndarray) -> np.ndarray:

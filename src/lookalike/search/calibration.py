@@ -30,10 +30,20 @@ GOOD_MATCH = 0.5
 MAX_KNOTS = 40
 
 
+# Fusion settings added after tables were fitted, at the value every collection had before
+# them: left out of the fingerprint there, so those collections keep their table.
+ADDED_FUSION_SETTINGS = {"pseudo_lda_starts": 1}
+
+
 def fingerprint(config: PipelineConfig) -> str:
     """What the scores of a config depend on: blocks, fusion, detection and backbone
     (not the index, which only finds the neighbours)."""
     data = config.to_dict()
+    data["fusion"] = {
+        k: v
+        for k, v in data["fusion"].items()
+        if k not in ADDED_FUSION_SETTINGS or v != ADDED_FUSION_SETTINGS[k]
+    }
     keep = ("blocks", "fusion", "detector", "detector_options", "fallback", "backbone")
     wanted = {k: data[k] for k in keep} | {"backbone_options": data["backbone_options"]}
     text = json.dumps(wanted, sort_keys=True)

@@ -76,8 +76,11 @@ from lookalike.version import __version__
 # 4: the fused vectors as float16 (vectors.as_stored), and a face item's head blocks coded
 # on its generation's bases; a reader of version 3 took the float16 exact index for damage.
 # Versions 2 and 3 are still read, and a commit to them writes 4.
-FORMAT_VERSION = 4
-READ_VERSIONS = (2, 3, 4)
+# 5: the settings name the pseudo-label LDA's k-means starts (`pseudo_lda_starts`), which a
+# reader of version 4 cannot parse. Versions 2 to 4 are read as fitted with one start, and
+# a commit to them writes 5.
+FORMAT_VERSION = 5
+READ_VERSIONS = (2, 3, 4, 5)
 # Feature blocks (the sources of re-fusion, `evaluate` and the web slider) are kept as
 # float16: half the disk, no change in precision@4 (benchmarks/README.md, "Dense").
 BLOCK_DTYPE = np.float16
@@ -596,7 +599,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
                     f"({__version__}) reads versions {_versions(READ_VERSIONS)}; re-index into "
                     "a new collection: `lookalike index FOLDER --collection NEW_FOLDER`"
                     + (
-                        " (version 4 stores dense 256-dim vectors, about 4 KB per picture)"
+                        " (version 5 stores dense 256-dim vectors, about 4 KB per picture)"
                         if version == 1
                         else ""
                     )
