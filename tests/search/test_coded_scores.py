@@ -10,7 +10,7 @@ import pytest
 
 from lookalike.config import Block, FusionConfig
 from lookalike.fuse.fuser import Fuser
-from lookalike.search.coded_scores import CodedScorer
+from lookalike.search.coded_scores import CodedScorer, product_steps
 from lookalike.search.searcher import Match, Searcher
 from lookalike.store import codec
 from lookalike.store.codec import BlockBasis, CodedBlock
@@ -36,11 +36,16 @@ def coded_blocks() -> dict[str, CodedBlock]:
     return coded
 
 
-@pytest.fixture(scope="module", params=[(), (10, 20)], ids=["no-lda", "pseudo-lda"])
+@pytest.fixture(
+    scope="module",
+    params=[((), 1), ((10, 20), 1), ((10, 20, 30, 40, 50), 3)],
+    ids=["no-lda", "pseudo-lda", "pseudo-lda-3-starts"],
+)
 def fitted(request: pytest.FixtureRequest) -> tuple[Fuser, dict[str, CodedBlock], dict]:
     coded = coded_blocks()
     decoded = {key: np.asarray(block) for key, block in coded.items()}
-    fusion = FusionConfig(mode="weighted", pseudo_lda_ks=request.param, out_dim=32)
+    ks, starts = request.param
+    fusion = FusionConfig(mode="weighted", pseudo_lda_ks=ks, pseudo_lda_starts=starts, out_dim=32)
     return Fuser(BLOCKS, fusion).fit(decoded), coded, decoded
 
 
@@ -136,3 +141,17 @@ def test_the_searcher_answers_alike_on_codes_and_on_decoded_rows(
     draw(outside, (240, 30, 20), seed=3)
     for asked in ("red/0.png", "blue/1.png", str(outside)):
         assert_alike(coded.query(asked, k=6).matches, decoding.query(asked, k=6).matches)
+
+
+def test_the_codes_reach_the_lda_directions_in_the_fewest_multiplications() -> None:
+    rng = np.random.default_rng(0)
+    codes = rng.normal(size=(4, 492)).astype(np.float32)
+    on_basis = rng.normal(size=(492, 128))
+    for directions, steps in ((145, 1), (435, 2)):  # one k-means start per k, three
+        d = rng.normal(size=(128, directions))
+        chosen = product_steps(on_basis, d)
+        assert len(chosen) == steps
+        out = codes
+        for matrix in chosen:
+            out = out @ matrix
+        np.testing.assert_allclose(out, codes @ (on_basis @ d), rtol=1e-4, atol=1e-3)

@@ -7,7 +7,8 @@ instead of decoding d dims; with the Gram matrix ``C C^T`` its norm is as cheap,
 stored query's ``C q`` too (``(C m + s C C^T u) / |x|``: no pass over d at all; its codes
 are read with its results', `CodedScorer.stored_scores`). The
 calibration's LDA basis B and its directions D projected through C once (``C B D``, r x
-the directions) give the rows' LDA projections the same way. Decoding the k results'
+the directions, or ``C B`` then ``D`` where the directions outnumber what that saves) give
+the rows' LDA projections the same way. Decoding the k results'
 8192 dims and projecting them on the 8192 x 128 basis was two thirds of a stored item's
 query in `default` (benchmarks/query_cost.py).
 
@@ -101,11 +102,12 @@ class CodedScorer:
         self._mean_products = self._in_block * components_mean[:, None]  # u @ this: u.(C m)
         # The unit blocks' share of the LDA projection x @ B, on to its directions D at once
         # (x @ B @ D): of each block's mean, of the codes; and of the projection's mean.
-        self._lda_means = self._lda_components = self._projected_mean = None
+        self._lda_means = self._projected_mean = None
+        self._lda_steps: list[np.ndarray] = []  # the codes' products, in turn, to the directions
         if self._lda is not None and self._directions is not None:
             directions = self._directions.astype(np.float64)
             self._lda_means = np.array(lda_means, np.float64) @ directions
-            self._lda_components = (np.vstack(lda_components) @ directions).astype(np.float32)
+            self._lda_steps = product_steps(np.vstack(lda_components), directions)
             self._projected_mean = self._lda.projected_mean @ directions
 
     @staticmethod
@@ -144,11 +146,13 @@ class CodedScorer:
     def _projection(self, codes: np.ndarray, scales: np.ndarray, norms: np.ndarray) -> np.ndarray:
         """The rows' stacked unit blocks (before the stacked norm) on the LDA basis's
         directions."""
-        assert self._lda_means is not None and self._lda_components is not None
+        assert self._lda_means is not None and self._lda_steps
         shares = self._weights / _nonzero(norms)
         # float32: the one sizeable product a query makes (rows x R x directions).
         weighted = codes * (scales * shares)[:, self._block_of].astype(np.float32)
-        return shares @ self._lda_means + weighted @ self._lda_components
+        for matrix in self._lda_steps:
+            weighted = weighted @ matrix
+        return shares @ self._lda_means + weighted
 
     # -- the query's side ------------------------------------------------------------
     def _query_of(self, read: _Rows, i: int) -> CodedQuery:
@@ -254,6 +258,17 @@ class CodedScorer:
         query_norm = np.sqrt(p @ p + (query_square > 0))
         wides = (projected @ p + x_dots) / _nonzero(row_norms * query_norm)
         return views, wides.astype(np.float32)
+
+
+def product_steps(first: np.ndarray, second: np.ndarray) -> list[np.ndarray]:
+    """The float32 matrices that take a row through `first` then `second`: their product, or
+    both in turn where that is fewer multiplications a row (the codes to the LDA basis, R x
+    128, then to its directions: with several k-means starts there are more directions than
+    the basis has dims, pseudo_lda.py)."""
+    rows, inner = first.shape
+    if rows * second.shape[1] <= inner * (rows + second.shape[1]):
+        return [(first @ second).astype(np.float32)]
+    return [first.astype(np.float32), second.astype(np.float32)]
 
 
 def _nonzero(divisors: np.ndarray | float) -> np.ndarray:
