@@ -14,14 +14,28 @@ seconds per picture of each and its ratio to the first:
 - upper 0.6: `default` with the 768 px copy searched in its top 60% only;
 - turned +-45: `default` with the 384 px copy turned by 45 and -45 degrees where no copy
   finds a face (the animeface options `upper` and `angles`, benchmarks/quality.md).
+
+`--baseline COMMIT` measures instead what a user runs: `lookalike index FOLDER -c COLL` in a
+new process, this code's and COMMIT's (checked out with `git worktree` into the temporary
+folder, run on this environment's packages), alternating. The CPU of each command is its
+process's and its children's; the CPU a picture costs is the difference between the
+commands on all the pictures and on the first third of them, divided by the pictures
+between, so the start-up (imports, loading the weights) is not counted as pictures.
+
+    python benchmarks/full_picture_cost.py ../shared/datasets/anime-full-dev --pictures 120 \
+        --baseline d7294a5     # the code when issue 14 was filed
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import resource
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -78,19 +92,85 @@ def cpu_per_picture(root: Path, config: PipelineConfig, faces: bool, work: Path)
     return (time.process_time() - start) / summary.total_indexed
 
 
+def command_cpu(src: Path, root: Path, coll: Path) -> float:
+    """CPU seconds of `lookalike index ROOT -c COLL` (a new collection) on the code in `src`."""
+    shutil.rmtree(coll, ignore_errors=True)
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    # Both codes' entry points: the baseline's may predate `lookalike/__main__.py`.
+    run = "import sys; from lookalike.cli import main; sys.exit(main())"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(
+        [sys.executable, "-c", run, "index", str(root), "-c", str(coll)],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+
+
+def against_baseline(pictures: list[Path], commit: str, repeats: int, work: Path) -> None:
+    """CPU per picture of `lookalike index`, this code's against `commit`'s (module doc)."""
+    repo = Path(__file__).resolve().parents[1]
+    old = work / "baseline"
+    subprocess.run(
+        ["git", "-C", str(repo), "worktree", "add", "--detach", str(old), commit],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        codes = {"this code": repo / "src", commit: old / "src"}
+        small = len(pictures) // 3
+        roots = {
+            n: link_sample(pictures[:n], work / f"pictures{n}") for n in (small, len(pictures))
+        }
+        for src in codes.values():  # warm-up: each code's ONNX export and caches
+            command_cpu(src, roots[small], work / "coll")
+        per_picture: dict[str, list[float]] = {name: [] for name in codes}
+        for _ in range(repeats):
+            for name, src in codes.items():
+                cpu = {n: command_cpu(src, root, work / "coll") for n, root in roots.items()}
+                per_picture[name].append(
+                    (cpu[len(pictures)] - cpu[small]) / (len(pictures) - small)
+                )
+    finally:
+        subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(old)])
+    base = statistics.median(per_picture[commit])
+    print(f"`lookalike index`, {small} and {len(pictures)} pictures, {repeats} repeats, median")
+    print(f"| code | CPU ms / picture (each run) | ratio to {commit} |")
+    print("| --- | ---: | ---: |")
+    for name, values in per_picture.items():
+        runs = ", ".join(f"{1000 * v:.0f}" for v in values)
+        print(
+            f"| {name} | {1000 * statistics.median(values):.0f} ({runs}) | "
+            f"{statistics.median(values) / base:.2f} |"
+        )
+
+
+def link_sample(pictures: list[Path], root: Path) -> Path:
+    """`pictures` linked into `root`, in folders named as theirs (the labels)."""
+    for i, path in enumerate(pictures):
+        target = root / path.parent.name / f"{i:04d}{path.suffix}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(path.resolve())
+    return root
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("folder", type=Path, help="a folder of full pictures (anime-full-dev)")
     ap.add_argument("--pictures", type=int, default=120)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--baseline", help="a commit: `lookalike index` of it against this code's")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        root = work / "pictures"
-        for i, path in enumerate(sample(args.folder, args.pictures)):
-            target = root / path.parent.name / f"{i:04d}{path.suffix}"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.symlink_to(path.resolve())
+        pictures = sample(args.folder, args.pictures)
+        if args.baseline:
+            against_baseline(pictures, args.baseline, args.repeats, work)
+            return
+        root = link_sample(pictures, work / "pictures")
         named = settings()
         # One warm-up run loads the backbone, its ONNX export and the detector.
         cpu_per_picture(root, *named["default"], work)
