@@ -14,7 +14,7 @@ each of these dims instead of the final vector's own (`out_dim` less the colour 
 the last PCA unchanged; `--feel-weights`: the colour tail's weight (`feel_weight`) instead
 of the preset's. Variants tried for anime-full-dev (benchmarks/quality.md).
 
-The pseudo-label LDA starts its k-means from one seed, and P@4 moves by up to 0.08 (the
+The pseudo-label LDA starts its k-means from one seed, and P@4 moves by up to 0.2 (the
 built-in sample) from one seed to another. `--seeds 0 1 2 ...` fits every row once per
 seed and prints the mean (and the range of P@4), the figure to decide on; `--ks` other k
 values; `--starts N` N k-means starts per k in the wide vector's LDA, each its own LDA,

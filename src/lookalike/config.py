@@ -49,8 +49,8 @@ class FusionConfig:
     # without labels, appended to the fused vector; () turns it off.
     pseudo_lda_ks: tuple[int, ...] = ()
     # k-means starts per k of that LDA, each its own LDA: one start is a draw whose P@4
-    # moves by up to 0.08 between seeds, several average it out (1: as collections made
-    # before format 5 were fitted). The dense round's LDA (`out_dim`) starts once.
+    # moves by up to 0.2 between seeds (the built-in sample), several average it out (1: as
+    # collections made before format 5 were fitted). The dense round's LDA (`out_dim`) starts once.
     pseudo_lda_starts: int = 1
     # The dense final vector (fuse.DenseReducer): a PCA of the whole fused vector (after the
     # pseudo-label LDA) to at most this many dims, with a second pseudo-label LDA round on

@@ -5,10 +5,10 @@ analysis finds the directions that separate them, and that is repeated once on
 the projected vectors. Several k at once (one LDA each) avoid betting on the
 number of characters. The projection is appended to the input vector, not put in
 its place (alone it measured worse than the input). With `starts`, each k is clustered
-from several k-means starts, each its own LDA: one start's P@4 moves by up to 0.08 from
-one seed to the next, several average that noise out (benchmarks/quality.md, "k-means
-starts"). Measured on anime faces
-(benchmarks/quality.md, round 2): 0.874 -> 0.912 precision@4 without labels.
+from several k-means starts, each its own LDA: one start's P@4 moves by up to 0.2 from
+one seed to the next (the built-in sample), several average that noise out
+(benchmarks/quality.md, "k-means starts"). Measured on anime faces (benchmarks/quality.md,
+round 2): 0.874 -> 0.912 precision@4 without labels.
 
 A scikit-learn style estimator: `fit` learns from the collection, learned state
 ends in `_`, `transform` maps any vector (a query from outside too: the map is
