@@ -72,7 +72,11 @@ FUSED_DTYPE = np.float16
 UNIT_TOLERANCE = 1e-3
 
 
-def rounded_in_place(array: np.ndarray, dtype: type, rows: int = 65536) -> np.ndarray:
+# Rows converted at a time: the temporary in the narrower type stays this small.
+ROW_BLOCK = 65536
+
+
+def rounded_in_place(array: np.ndarray, dtype: type, rows: int = ROW_BLOCK) -> np.ndarray:
     """`array` (float32) rounded in place to the values `dtype` holds, a block of rows at a
     time (no copy of a million rows in the narrower type)."""
     for start in range(0, len(array), rows):
@@ -92,8 +96,8 @@ def stored_losslessly(vectors: np.ndarray) -> np.ndarray:
     array = np.asarray(vectors)
     if array.dtype == FUSED_DTYPE:
         return array
-    for start in range(0, len(array), 65536):  # no float16 copy of a million rows to compare
-        part = array[start : start + 65536]
+    for start in range(0, len(array), ROW_BLOCK):  # no float16 copy of a million rows
+        part = array[start : start + ROW_BLOCK]
         if not np.array_equal(part.astype(FUSED_DTYPE), part):
             return array
     return array.astype(FUSED_DTYPE)

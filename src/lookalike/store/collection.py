@@ -65,7 +65,7 @@ from lookalike.store.codec import (
     save_coded,
 )
 from lookalike.store.faces import FaceItems, head_keys
-from lookalike.vectors import rounded_in_place, stored_losslessly
+from lookalike.vectors import ROW_BLOCK, rounded_in_place, stored_losslessly
 from lookalike.version import __version__
 
 # 2: feature blocks stored as float16, the dense default (issue 16). A version-1 collection
@@ -86,7 +86,7 @@ READ_VERSIONS = (2, 3, 4, 5)
 BLOCK_DTYPE = np.float16
 
 
-def round_to_stored(block: np.ndarray, rows: int = 65536) -> np.ndarray:
+def round_to_stored(block: np.ndarray, rows: int = ROW_BLOCK) -> np.ndarray:
     """`block` (float32) rounded in place to what the generation stores, so the fused vectors
     are made from exactly the stored values (a later re-fusion, the web slider agree)."""
     return rounded_in_place(block, BLOCK_DTYPE, rows)
