@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from dense_scale import folder_bytes
 
 from lookalike.store.codec import CODEC_FILE
 from lookalike.store.collection import Collection
@@ -25,15 +26,10 @@ BASIS_ARRAYS = ("mean", "components", "components_scales")
 
 
 def file_bytes(root: Path) -> int:
-    """As `du -sb`: files and folders, a hard-linked file once."""
-    seen, total = set(), root.stat().st_size
-    for path in root.rglob("*"):
-        if not path.is_symlink():
-            stat = path.stat()
-            if (stat.st_dev, stat.st_ino) not in seen:
-                seen.add((stat.st_dev, stat.st_ino))
-                total += stat.st_size
-    return total
+    """As `du -sb`: the files as `dense_scale.py` counts them (a hard-linked file once), and
+    the folders."""
+    folders = [root, *(p for p in root.rglob("*") if p.is_dir() and not p.is_symlink())]
+    return folder_bytes(root) + sum(folder.stat().st_size for folder in folders)
 
 
 def cache_bases_bytes(cache: Path) -> int:
