@@ -21,13 +21,14 @@ FUSION = FusionConfig(pseudo_lda_ks=(4, 8), out_dim=16, feel_block="whole.b", fe
 
 def _raw(n: int = 300, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    # Wide enough that the codes' span (6 % of each block) holds the pseudo-LDA's 128 axes.
+    # Wide enough that the codes' span (6 % of each block, from FULL_SHARE_ROWS rows) holds
+    # the pseudo-LDA's 128 axes.
     centres = rng.normal(size=(12, 2400))
     x = centres[rng.integers(12, size=n)] + 0.3 * rng.normal(size=(n, 2400)) + 1.0
     return {"head.a": x[:, :1500].astype(np.float32), "whole.b": x[:, 1500:].astype(np.float32)}
 
 
-def _coded(n: int = 300) -> tuple[dict[str, np.ndarray], dict[str, BlockBasis]]:
+def _coded(n: int = codec.FULL_SHARE_ROWS) -> tuple[dict[str, np.ndarray], dict[str, BlockBasis]]:
     """Blocks as a collection of n pictures reads them back, and their bases."""
     blocks = _raw(n)
     coded = codec.code_blocks(blocks, {}) if n >= codec.CODEC_MIN_ROWS else {}
@@ -70,6 +71,7 @@ def test_a_fuser_fitted_on_coded_blocks_is_stored_small_and_loads_as_fitted(
     tmp_path, monkeypatch
 ) -> None:
     monkeypatch.setattr(codec, "CODEC_MIN_ROWS", 100)
+    monkeypatch.setattr(codec, "MIN_CODED_WIDTH", 1)  # the fake blocks are narrow
     blocks, bases = _coded()
     spanned = Fuser(BLOCKS, FUSION).fit(blocks, bases)
     wide = Fuser(BLOCKS, FUSION).fit(blocks)
@@ -92,6 +94,7 @@ def test_a_fuser_fitted_on_coded_blocks_is_stored_small_and_loads_as_fitted(
 
 def test_a_spanned_fuser_without_its_bases_is_refused_by_name(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(codec, "CODEC_MIN_ROWS", 100)
+    monkeypatch.setattr(codec, "MIN_CODED_WIDTH", 1)  # the fake blocks are narrow
     blocks, bases = _coded()
     Fuser(BLOCKS, FUSION).fit(blocks, bases).save(tmp_path / "fuser.npz")
     with pytest.raises(CollectionError, match=r"fuser\.npz.*needs the codec basis of 'head\.a'"):

@@ -17,6 +17,7 @@ from lookalike.detect.base import DETECTORS, Face
 from lookalike.embed.faces import face_head_box
 from lookalike.errors import DamagedPartError, QueryError
 from lookalike.evaluate.evaluation import FaceVectors, exact_top_k
+from lookalike.indexing import growth
 from lookalike.indexing.indexer import Indexer
 from lookalike.search.searcher import Searcher
 from lookalike.store import codec
@@ -286,6 +287,7 @@ def test_coded_blocks_score_a_face_match_as_decoded_ones(pictures, tmp_path, mon
     scored on their codes and those found through a further face are decoded: together,
     the decoding path's scores (coded_scores.py), with and without a head weight."""
     monkeypatch.setattr(codec, "CODEC_MIN_ROWS", 4)
+    monkeypatch.setattr(codec, "MIN_CODED_WIDTH", 1)  # the fake blocks are narrow
     index(pictures, tmp_path / "coll")
     coded, decoding = coded_and_decoding(tmp_path / "coll")
     row = coded.row_of[coded.query("blue/0.png", k=1).query_id]  # type: ignore[index]
@@ -302,8 +304,10 @@ def test_coded_blocks_score_a_face_match_as_decoded_ones(pictures, tmp_path, mon
 def test_face_items_are_stored_as_codes_on_their_pictures_bases(pictures, tmp_path, monkeypatch):
     """A further face's head blocks are coded on the basis its generation codes the picture
     rows on (0.5 KB a face, not 16 KB of float16), its fused vector made from exactly those
-    codes; a later run carries the codes over unchanged."""
+    codes; a run that refits codes it on the new bases, one that grows in place carries its
+    codes over unchanged."""
     monkeypatch.setattr(codec, "CODEC_MIN_ROWS", 4)
+    monkeypatch.setattr(codec, "MIN_CODED_WIDTH", 1)  # the fake blocks are narrow
     coll = tmp_path / "coll"
     index(pictures, coll)
     gen = Collection.open(coll).require_generation()
@@ -323,9 +327,24 @@ def test_face_items_are_stored_as_codes_on_their_pictures_bases(pictures, tmp_pa
     np.testing.assert_allclose(refused, gen.face_fused(), atol=1e-3)
     codes = {k: np.array(items.blocks[k].codes) for k in keys}  # type: ignore[union-attr]
 
+    # A run that refits on a new picture codes the face on the refitted bases.
     draw(pictures / "green" / "9.png", "green", None, seed=7)
     index(pictures, coll)
-    later = Collection.open(coll).require_generation().face_items()
-    assert later is not None
+    later = Collection.open(coll).require_generation()
+    items = later.face_items()
+    assert items is not None
     for key in keys:
-        np.testing.assert_array_equal(later.blocks[key].codes, codes[key])  # type: ignore[union-attr]
+        assert items.blocks[key].basis is later.bases()[key]  # type: ignore[union-attr]
+    row_of = {int(i): r for r, i in enumerate(later.ids.tolist())}
+    blocks = {k: later.block(k) for k in later.config.block_keys}
+    refused = fuse_items(later.fuser(), items, blocks, row_of)  # type: ignore[arg-type]
+    np.testing.assert_allclose(refused, later.face_fused(), atol=1e-3)
+    codes = {k: np.array(items.blocks[k].codes) for k in keys}  # type: ignore[union-attr]
+    # One added to the committed index (growth.py) keeps the bases and the face's codes.
+    monkeypatch.setattr(growth, "EXTEND_MIN_ROWS", 4)
+    draw(pictures / "green" / "10.png", "green", None, seed=8)
+    index(pictures, coll)
+    grown = Collection.open(coll).require_generation().face_items()
+    assert grown is not None
+    for key in keys:
+        np.testing.assert_array_equal(grown.blocks[key].codes, codes[key])  # type: ignore[union-attr]

@@ -135,6 +135,7 @@ def test_the_searcher_answers_alike_on_codes_and_on_decoded_rows(
     """`query`'s per-view scores and probabilities, from a stored picture and from a file,
     are the decoding path's."""
     monkeypatch.setattr(codec, "CODEC_MIN_ROWS", 10)
+    monkeypatch.setattr(codec, "MIN_CODED_WIDTH", 1)  # the fake blocks are narrow
     index(folder, tmp_path / "coll")
     coded, decoding = coded_and_decoding(tmp_path / "coll")
     outside = tmp_path / "outside.png"

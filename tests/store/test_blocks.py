@@ -222,6 +222,7 @@ def test_pictures_are_named_by_their_bytes_and_for_a_head_view_by_their_box(coll
 def coded(monkeypatch) -> None:
     """Caches of 10 rows or more are coded (the fixture's collection has 15)."""
     monkeypatch.setattr(codec, "CODEC_MIN_ROWS", 10)
+    monkeypatch.setattr(codec, "MIN_CODED_WIDTH", 1)  # the fake blocks are narrow
 
 
 def test_a_cache_of_codec_min_rows_is_kept_as_int8_codes(coll, extractor, coded) -> None:

@@ -16,7 +16,10 @@ def pictures(n: int) -> Pictures:
     return Pictures(digests, np.tile(np.arange(4, dtype=np.int32), (n, 1)))
 
 
-def test_a_cache_is_coded_from_codec_min_rows_and_reads_back_what_was_stored(tmp_path) -> None:
+def test_a_cache_is_coded_from_codec_min_rows_and_reads_back_what_was_stored(
+    tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setattr(codec, "MIN_CODED_WIDTH", 1)  # the fake block is narrow
     n = codec.CODEC_MIN_ROWS
     block, path = low_rank(n), tmp_path / "whole.x.npz"
     cached = CachedRows.none(n)
@@ -35,6 +38,13 @@ def test_a_cache_is_coded_from_codec_min_rows_and_reads_back_what_was_stored(tmp
     # Up to float32 rounding of a decode of 3 rows against one of all (codec.decode).
     np.testing.assert_allclose(some.vectors[:3], cached.vectors[order], rtol=1e-6, atol=1e-6)
     assert not some.vectors[3].any()
+
+
+def test_a_narrow_blocks_cache_stays_float16_however_many() -> None:
+    n = codec.CODEC_MIN_ROWS
+    cached = CachedRows.none(n)
+    cached.put(np.arange(n), low_rank(n))  # 120 wide: under MIN_CODED_WIDTH
+    assert cached.basis is None
 
 
 def test_a_trained_models_rows_stay_float16_however_many(tmp_path) -> None:

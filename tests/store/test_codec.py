@@ -1,4 +1,4 @@
-"""Compact blocks (store/codec.py): int8 codes on a per-block basis, fitted once and kept."""
+"""Compact blocks (store/codec.py): int8 codes on a per-block basis, refitted with the fuser."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from lookalike.errors import CollectionError
+from lookalike.indexing import growth
 from lookalike.store import codec
 from lookalike.store.codec import BlockBasis, CodedBlock, load_bases, save_bases
 from tests.end_to_end.test_pipeline import draw, folder, index  # noqa: F401 - the fixture
@@ -60,7 +61,7 @@ def test_small_collections_keep_float16_rows() -> None:
     assert codec.code_blocks(blocks, {}) == {}  # nothing coded
 
 
-def test_a_collection_stores_codes_fuses_what_it_stores_and_keeps_its_basis(
+def test_a_collection_stores_codes_fuses_what_it_stores_and_refits_its_bases_as_it_grows(
     folder,  # noqa: F811
     tmp_path,
     monkeypatch,
@@ -69,6 +70,7 @@ def test_a_collection_stores_codes_fuses_what_it_stores_and_keeps_its_basis(
     from lookalike.store.collection import Collection
 
     monkeypatch.setattr(codec, "CODEC_MIN_ROWS", 10)
+    monkeypatch.setattr(codec, "MIN_CODED_WIDTH", 1)  # the fake blocks are narrow
     coll = tmp_path / "coll"
     index(folder, coll)
     gen = Collection.open(coll).require_generation()
@@ -96,25 +98,43 @@ def test_a_collection_stores_codes_fuses_what_it_stores_and_keeps_its_basis(
         [sys.executable, "-c", script, str(coll)], capture_output=True, text=True, check=True
     )
     assert json.loads(done.stdout) == in_process
-    # A later commit codes its new row with the kept basis: the old rows do not change.
-    codes_before = {k: np.load(gen.path / "blocks" / f"{k}.codes.npy") for k in keys}
+    # A commit that refits the fuser on new pictures fits the bases again (on the stored
+    # rows as they decode and the new one), and fuses what it then stores.
     codec_before = (gen.path / "blocks" / "codec.npz").read_bytes()
     draw(folder / "red" / "9.png", (250, 10, 10), seed=7)
     index(folder, coll)
     new = Collection.open(coll).require_generation()
     assert new.path != gen.path and len(new.ids) == len(gen.ids) + 1
-    assert (new.path / "blocks" / "codec.npz").read_bytes() == codec_before
+    assert (new.path / "blocks" / "codec.npz").read_bytes() != codec_before
+    stored = {k: np.asarray(new.block(k), np.float32) for k in keys}
+    np.testing.assert_allclose(new.fuser().transform(stored), new.fused(), atol=1e-4)
+    # A picture added to the committed index (no refit: growth.py) is coded on the kept
+    # bases, and the old rows keep their codes; so does a run that only removes one.
+    monkeypatch.setattr(growth, "EXTEND_MIN_ROWS", 10)
+    codes_before = {k: np.load(new.path / "blocks" / f"{k}.codes.npy") for k in keys}
+    codec_before, count = (new.path / "blocks" / "codec.npz").read_bytes(), len(new.ids)
+    draw(folder / "red" / "10.png", (245, 12, 8), seed=8)
+    index(folder, coll)
+    grown = Collection.open(coll).require_generation()
+    assert len(grown.ids) == len(new.ids) + 1
+    assert (grown.path / "blocks" / "codec.npz").read_bytes() == codec_before
     for key in keys:
-        rows = np.isin(new.ids, gen.ids)
+        rows = np.isin(grown.ids, new.ids)
         np.testing.assert_array_equal(
-            np.load(new.path / "blocks" / f"{key}.codes.npy")[rows], codes_before[key]
+            np.load(grown.path / "blocks" / f"{key}.codes.npy")[rows], codes_before[key]
         )
+    (folder / "red" / "9.png").unlink()
+    index(folder, coll)
+    fewer = Collection.open(coll).require_generation()
+    assert len(fewer.ids) == count
+    assert (fewer.path / "blocks" / "codec.npz").read_bytes() == codec_before
 
 
 def test_damaged_codes_are_a_clear_error(folder, tmp_path, monkeypatch) -> None:  # noqa: F811
     from lookalike.store.collection import Collection
 
     monkeypatch.setattr(codec, "CODEC_MIN_ROWS", 10)
+    monkeypatch.setattr(codec, "MIN_CODED_WIDTH", 1)  # the fake blocks are narrow
     index(folder, tmp_path / "coll")
     gen = Collection.open(tmp_path / "coll").require_generation()
     key = gen.config.block_keys[0]
@@ -123,12 +143,32 @@ def test_damaged_codes_are_a_clear_error(folder, tmp_path, monkeypatch) -> None:
         Collection.open(tmp_path / "coll").require_generation().block(key)
 
 
-def test_blocks_named_exact_keep_float16_rows() -> None:
+def test_blocks_named_exact_keep_float16_rows(monkeypatch) -> None:
+    monkeypatch.setattr(codec, "MIN_CODED_WIDTH", 1)  # the fake blocks are narrow
     blocks = {"head.x": low_rank(codec.CODEC_MIN_ROWS), "head.v5": low_rank(codec.CODEC_MIN_ROWS)}
     v5 = blocks["head.v5"].copy()
     coded = codec.code_blocks(blocks, {}, exact=["head.v5"])
     assert list(coded) == ["head.x"]
     np.testing.assert_array_equal(blocks["head.v5"], v5)  # untouched
+
+
+def test_a_basis_keeps_components_in_proportion_to_its_rows_and_none_the_rows_lack() -> None:
+    rows = codec.FULL_SHARE_ROWS
+    assert len(BlockBasis.fit(low_rank(rows, 1000, rank=200)).components) == 60  # 6 %
+    assert len(BlockBasis.fit(low_rank(rows // 2, 1000, rank=200)).components) == 30
+    # Rows that vary along 5 directions (grey photos in colour bins): 5 components, and a
+    # span the fuser can be stored on (fuse/spanned.py solves on its Gram matrix).
+    flat = BlockBasis.fit(low_rank(rows, 1000, rank=5))
+    assert len(flat.components) == 5
+    assert np.linalg.cond(flat.span @ flat.span.T) < 10
+
+
+def test_a_narrow_block_keeps_float16_rows_however_many() -> None:
+    # Coded on its 6 % of components (8), a 112-dim block loses what tells people apart.
+    n = codec.CODEC_MIN_ROWS
+    blocks = {"head.gem_mid": low_rank(n, 112), "head.grid": low_rank(n, codec.MIN_CODED_WIDTH)}
+    assert list(codec.code_blocks(blocks, {})) == ["head.grid"]
+    assert not codec.worth_coding(10**9, codec.MIN_CODED_WIDTH - 1)
 
 
 def test_a_float16_basis_of_before_is_kept_as_it_was_saved(tmp_path) -> None:
@@ -149,6 +189,7 @@ def test_a_damaged_codec_is_named_by_the_fuser_that_needs_it(folder, tmp_path, m
     from lookalike.store.collection import Collection
 
     monkeypatch.setattr(codec, "CODEC_MIN_ROWS", 10)
+    monkeypatch.setattr(codec, "MIN_CODED_WIDTH", 1)  # the fake blocks are narrow
     index(folder, tmp_path / "coll")
     gen = Collection.open(tmp_path / "coll").require_generation()
     (gen.path / "blocks" / "codec.npz").write_text("garbage")
@@ -168,6 +209,7 @@ def test_fitted_state_is_deflated_and_a_corrupt_stream_is_named(
     from lookalike.store.collection import Collection
 
     monkeypatch.setattr(codec, "CODEC_MIN_ROWS", 10)
+    monkeypatch.setattr(codec, "MIN_CODED_WIDTH", 1)  # the fake blocks are narrow
     index(folder, tmp_path / "coll")
     path = Collection.open(tmp_path / "coll").require_generation().path / part
     with zipfile.ZipFile(path) as archive:

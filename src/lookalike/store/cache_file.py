@@ -67,7 +67,7 @@ class CachedRows:
         self.have[rows] = True
         if self.basis is None:
             self.vectors[rows] = np.asarray(vectors, BLOCK_DTYPE)
-            if self.compact and self.have.sum() >= codec.CODEC_MIN_ROWS:
+            if self.compact and codec.worth_coding(int(self.have.sum()), self.vectors.shape[1]):
                 self._code()
             return
         self._encode(rows, vectors)

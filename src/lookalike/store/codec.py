@@ -4,12 +4,17 @@ The per-block sources (re-fusion, `evaluate`, the web slider, a settings switch)
 of float16 per picture, most of a collection's disk. Each block is strongly redundant (the
 colour layouts above all), so a collection of `CODEC_MIN_ROWS` pictures or more keeps it as
 its coordinates on a share (`CODE_FRACTION`) of the block's principal components, fitted
-on the collection without labels and then kept (re-used by every later commit, so a stored
-row never changes), quantised to int8 with one float32 scale per row: about 0.5 KB a
-picture for `default`. Measured in benchmarks/README.md ("Storage per picture"): P@4 the
-same as with float16 blocks on anime-faces-dev (0.910) and anime-full-dev (0.745). Smaller
-collections keep float16 rows: their disk does not matter, and a basis forced onto the
-built-in sample's 240 rows cost 0.045 P@4.
+on the collection without labels, quantised to int8 with one float32 scale per row: about
+0.5 KB a picture for `default`. Measured (benchmarks/quality.md, "Coded blocks as the
+collection grows", mean P@4 over 8 k-means seeds): as float16 blocks on every dev set,
+the 200 and 240 pictures of orl-faces-dev and the built-in sample included.
+
+The bases are fitted again whenever an index run refits the fuser on new pictures (the
+indexer: every run under 1,000 pictures, then at each quarter of growth), on the stored rows
+as they decode and the new ones; a run that adds pictures to the committed index keeps
+them. Kept for good from the first pictures, they lose what later ones bring: fitted on
+the first 200 of anime-faces-dev's 600 (three of its ten characters) P@4 fell from 0.909
+to 0.865. A block narrower than `MIN_CODED_WIDTH` stays float16.
 
 The bases themselves are int8 rows (a power-of-two scale each), half the float16 of
 before: 1.0 MB of a `default` collection, fixed. Their rows are then not quite orthonormal,
@@ -32,9 +37,21 @@ from lookalike.fileio import atomic_save_npy, atomic_save_npz
 from lookalike.fuse.lowrank import sample_rows, top_components
 from lookalike.vectors import from_int8_rows, int8_rows
 
-CODEC_MIN_ROWS = 500
+CODEC_MIN_ROWS = 200
 CODE_FRACTION = 0.06
+# Under this many rows a block keeps a share of its components in proportion (2.4 % at 200
+# rows): the bases are most of a small collection's disk, and they grow as it does (fitted
+# again at every run under 1,000 pictures). On 2.4 % and 2.9 % the built-in sample scored
+# 0.849 and 0.857 (float16 blocks 0.842), orl-faces-dev 0.999 and 1.000 (0.997).
+FULL_SHARE_ROWS = 500
 MIN_CODE_DIMS = 8
+# A component whose singular value is under this share of the first one is left out: the
+# float32 solver puts the ones the rows lack near 3e-4 of it.
+NULL_VALUE = 1e-3
+# Narrower blocks stay float16 rows (under 1 KB a picture): coded on their share of
+# components, too few of them are left. photo's 112-dim stage-5 GeM on its 8 cost P@4
+# 0.991 -> 0.915 on orl-faces-dev (experiments/quality_dense.py --code-fraction 0.06).
+MIN_CODED_WIDTH = 512
 CODEC_FILE = "codec.npz"
 
 
@@ -49,8 +66,12 @@ class BlockBasis:
     def fit(cls, block: np.ndarray) -> BlockBasis:
         x = sample_rows(block, seed=0)
         mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
-        dims = min(max(MIN_CODE_DIMS, round(block.shape[1] * CODE_FRACTION)), block.shape[1])
-        _, components = top_components(x - mean, dims)
+        share = CODE_FRACTION * min(1.0, len(block) / FULL_SHARE_ROWS)
+        dims = min(max(MIN_CODE_DIMS, round(block.shape[1] * share)), block.shape[1])
+        values, components = top_components(x - mean, dims)
+        # Directions the rows do not vary along (grey photos fill few colour bins) are noise
+        # from the solver, and could make the span singular (fuse/spanned.py): left out.
+        components = components[values > NULL_VALUE * max(float(values[0]), 1e-30)]
         # Stored as int8 rows (save_bases): rounded now, so a commit codes with what it stores.
         return cls(mean, from_int8_rows(*int8_rows(components)))
 
@@ -151,6 +172,11 @@ class CodedBlock:
         return out if dtype is None else out.astype(dtype, copy=False)
 
 
+def worth_coding(rows: int, width: int) -> bool:
+    """Whether a block of `rows` rows `width` wide is stored as codes (on a new basis)."""
+    return rows >= CODEC_MIN_ROWS and width >= MIN_CODED_WIDTH
+
+
 def code_blocks(
     blocks: dict[str, np.ndarray],
     kept: Mapping[str, BlockBasis],
@@ -186,7 +212,7 @@ def bases_for(
         basis = kept.get(key)
         if basis is not None and basis.mean.shape[0] == block.shape[1]:
             out[key] = basis
-        elif len(block) >= CODEC_MIN_ROWS:
+        elif worth_coding(*block.shape):
             out[key] = BlockBasis.fit(block)
     return out
 
