@@ -1,5 +1,5 @@
 """What the pseudo-label LDA's k-means starts cost: CPU of fitting `default`'s fuser, as a
-ratio in one run.
+ratio in one run; and what fitting the codec's bases again with it adds.
 
     python benchmarks/fit_cost.py COLL --rows 5000 --repeats 3
 
@@ -8,7 +8,9 @@ the same way, only stored otherwise) on the collection's stored blocks, decoded,
 `--rows` rows with a little noise (5% of each block's spread) so that no row repeats. 5000
 is the most rows any fit reads (lowrank.MAX_FIT_ROWS): the cost of a fit of a million
 pictures. Each `--starts` value in turn, `--repeats` times; prints the median process CPU
-seconds of each and its ratio to the first.
+seconds of each and its ratio to the first. Then the codec's bases (store/codec.py) fitted on
+the same rows, as a commit that refits the fuser on new pictures fits them again: their
+CPU alone, as a ratio to the first fuser fit.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 
 from lookalike.config import PipelineConfig
 from lookalike.fuse.fuser import Fuser
+from lookalike.store.codec import BlockBasis
 from lookalike.store.collection import Collection
 
 NOISE = 0.05
@@ -48,6 +51,13 @@ def fit_cpu(config: PipelineConfig, blocks: dict[str, np.ndarray], starts: int) 
     return time.process_time() - start
 
 
+def bases_cpu(blocks: dict[str, np.ndarray]) -> float:
+    start = time.process_time()
+    for block in blocks.values():
+        BlockBasis.fit(block)
+    return time.process_time() - start
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("collection", type=Path, help="a `default` collection (anime-faces-dev)")
@@ -69,6 +79,10 @@ def main() -> None:
         runs = ", ".join(f"{v:.1f}" for v in values)
         median = statistics.median(values)
         print(f"| {starts} | {median:.1f} ({runs}) | {median / base:.2f} |")
+    bases = [bases_cpu(blocks) for _ in range(args.repeats)]
+    runs = ", ".join(f"{v:.1f}" for v in bases)
+    median = statistics.median(bases)
+    print(f"the codec's bases: {median:.1f} s ({runs}), {median / base:.2f} of the first fit")
 
 
 if __name__ == "__main__":

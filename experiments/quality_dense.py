@@ -25,6 +25,15 @@ matrix) and `--average` (one LDA per k on the scatters averaged over the starts)
     python experiments/quality_dense.py --work /tmp/dense --dims full 256 --seeds 0 1 2 3 4 5 6 7 \
         --starts 3
 
+`--code-fraction F`: the preset's blocks coded first, each on F of its principal components
+(store/codec.py, forced whatever the collection's size and width; the product codes a
+collection of N < 500 pictures on 0.06 N / 500), as a collection of
+`CODEC_MIN_ROWS` pictures stores them; `--code-fit-rows N`: those bases fitted on the
+first N pictures only and kept (a collection that grew after its bases were fitted), with
+`--code-refit-every M` fitted again at each M pictures added, on the rows as stored and
+the new ones (as `index` does when it refits the fuser). Run on a WORK whose collections
+keep float16 blocks: the codec's loss against them.
+
 Sets: anime-faces-dev, orl-faces-dev (default and photo), anime-full-dev (from
 ../shared/datasets; absent ones are skipped) and the built-in sample (drawn into WORK).
 """
@@ -53,7 +62,9 @@ from lookalike.fuse.fuser import DenseReducer, Fuser
 from lookalike.fuse.pseudo_lda import PseudoLabelLDA
 from lookalike.indexing.indexer import Indexer
 from lookalike.load.labels import load_labels
+from lookalike.store import codec
 from lookalike.store.blocks import blocks_for
+from lookalike.store.codec import BlockBasis, CodedBlock
 from lookalike.store.collection import Collection
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
@@ -122,6 +133,24 @@ class LdaVariant:
         return Seeded
 
 
+def coded(block: np.ndarray, basis: BlockBasis) -> np.ndarray:
+    return np.asarray(CodedBlock(basis, *basis.encode(block)))
+
+
+def coded_as_grown(block: np.ndarray, fit_rows: int | None, refit_every: int | None) -> np.ndarray:
+    """`block` as a collection stores it that grew in order: its bases fitted on the first
+    `fit_rows` rows (None: all), then kept for the rest (`refit_every` None) or fitted
+    again, on the rows as stored and the new ones, at each `refit_every` rows added."""
+    first = len(block) if fit_rows is None else fit_rows
+    if refit_every is None:
+        return coded(block, BlockBasis.fit(block[:first]))
+    stored = coded(block[:first], BlockBasis.fit(block[:first]))
+    for start in range(first, len(block), refit_every):
+        merged = np.vstack([stored, block[start : start + refit_every]])
+        stored = coded(merged, BlockBasis.fit(merged))
+    return stored
+
+
 def mean_score(scores: list[PresetScore]) -> PresetScore:
     """The scores' mean (P@4, mAP, recall and feel over k-means seeds)."""
     fields = ["precision_at_k", "map_at_k", "ann_recall_at_k", "feel"]
@@ -143,6 +172,9 @@ def rows_for(
     variant,
     ks,
     per_seed,
+    code_fraction,
+    code_fit_rows,
+    code_refit_every,
 ):
     root = folder_of(work, folder)
     coll_path = work / f"{name}.{preset}"
@@ -160,6 +192,14 @@ def rows_for(
         coll, coll.require_generation(), keys, FeatureExtractor(stored), progress=False
     )
     used = {k: blocks[k] for k in stored.block_keys}
+    if code_fraction is not None:  # as a collection of CODEC_MIN_ROWS or more stores them
+        # Exactly this share, whatever the rows (the product's is less under FULL_SHARE_ROWS).
+        kept = codec.CODE_FRACTION, codec.FULL_SHARE_ROWS
+        codec.CODE_FRACTION, codec.FULL_SHARE_ROWS = code_fraction, 1
+        try:
+            used = {k: coded_as_grown(v, code_fit_rows, code_refit_every) for k, v in used.items()}
+        finally:
+            codec.CODE_FRACTION, codec.FULL_SHARE_ROWS = kept
     variants = [(f, w) for f in firsts or [None] for w in weights or [None]]
     for dim in dims:
         for first, weight in variants if dim != "full" else [(None, None)]:  # full: no PCA
@@ -184,6 +224,9 @@ def rows_for(
             label = dim if first is None else f"{dim}, first PCA {first}"
             label = label if weight is None else f"{label}, feel {weight}"
             label += variant.label()
+            label += f", coded on {code_fraction:.1%}" if code_fraction is not None else ""
+            label += f" fitted on {code_fit_rows} rows" if code_fit_rows is not None else ""
+            label += f", refitted at each {code_refit_every} added" if code_refit_every else ""
             label += f", k {'/'.join(map(str, ks))}" if ks is not None else ""
             if len(seeds) > 1:
                 p4 = [s.precision_at_k for s in scores]
@@ -209,6 +252,9 @@ def main() -> None:
     )
     parser.add_argument("--ks", nargs="+", type=int, help="the pseudo-label LDA's k values")
     parser.add_argument("--per-seed", action="store_true", help="print each seed's P@4 too")
+    parser.add_argument("--code-fraction", type=float, help="blocks coded on this share")
+    parser.add_argument("--code-fit-rows", type=int, help="the bases fitted on the first N rows")
+    parser.add_argument("--code-refit-every", type=int, help="bases refitted at each N added")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     print("| set | preset | out_dim | dims | P@4 | mAP@4 | ANN recall@4 | feel |")
@@ -233,6 +279,9 @@ def main() -> None:
             LdaVariant(args.starts, args.starts_in),
             args.ks,
             args.per_seed,
+            args.code_fraction,
+            args.code_fit_rows,
+            args.code_refit_every,
         ):
             print(
                 f"| {set_name} | {preset_name} | {dim} | {s.dims} | {s.precision_at_k:.3f} | "
