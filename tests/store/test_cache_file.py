@@ -70,3 +70,33 @@ def test_a_cache_written_with_unicode_digests_still_reads(tmp_path) -> None:
     found = read_cached(path, pictures(6), head=False)
     assert found.have.all()
     np.testing.assert_array_equal(found.vectors, block.astype(np.float16).astype(np.float32))
+
+
+def test_a_cache_fits_its_basis_again_once_it_has_grown_by_a_quarter(
+    tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setattr(codec, "MIN_CODED_WIDTH", 1)  # the fake blocks are narrow
+    n = codec.CODEC_MIN_ROWS
+    grown = n * 3 // 2
+    block, path = low_rank(grown, seed=1), tmp_path / "whole.x.npz"
+    cached = CachedRows.none(grown)
+    cached.put(np.arange(n), block[:n])
+    first = cached.basis
+    assert first is not None and cached.fitted_rows == n
+    # A few more rows are coded on the kept basis, the stored rows keep their codes.
+    codes = cached.codes[:n].copy()  # type: ignore[index]
+    cached.put(np.arange(n, n + 10), block[n : n + 10])
+    assert cached.basis is first
+    np.testing.assert_array_equal(cached.codes[:n], codes)  # type: ignore[index]
+    # A quarter more: fitted again on the rows as stored and the new ones, every row coded.
+    cached.put(np.arange(n + 10, grown), block[n + 10 :])
+    assert cached.basis is not first and cached.fitted_rows == grown
+    assert np.abs(cached.vectors - block).max() < 0.02 * np.abs(block).max()
+    write_cached(path, pictures(grown), cached)
+    again = read_cached(path, pictures(grown), head=False)
+    assert again.fitted_rows == grown
+    np.testing.assert_array_equal(again.vectors, cached.vectors)
+    # A cache written before says nothing of its fit: counted from the rows it holds.
+    with np.load(path) as data:
+        np.savez(tmp_path / "old.npz", **{k: data[k] for k in data.files if k != "fitted_rows"})
+    assert read_cached(tmp_path / "old.npz", pictures(grown), head=False).fitted_rows == grown

@@ -478,7 +478,7 @@ class Indexer:
         # New pictures and a new fuser: the bases are fitted again too, on the stored rows as
         # they decode and the new ones, so a collection that grows into other characters
         # keeps what tells them apart (a basis kept from its first 200 of anime-faces-dev's
-        # 600 pictures: P@4 0.865, refitted at each 50 added: 0.918; quality.md).
+        # 600 pictures: P@4 0.865, refitted at each 50 added: 0.917; quality.md).
         refit = (
             from_stage.any() and growth is None and not self._store_keeps_fuser(coll, gen, rederive)
         )

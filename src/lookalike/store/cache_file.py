@@ -3,9 +3,10 @@
 A cache file holds the sha256 and head box of each row's picture (what a row must match to
 be re-used) and the rows. Below `CODEC_MIN_ROWS` rows they are float16. From that size on
 they are int8 codes on the block's principal components with one float32 scale per row
-(store/codec.py, as a generation stores its own blocks). The basis is fitted once, when the
-cache first reaches that size, and kept. The codes of re-used rows are copied as read, not
-computed again from their decoded values, so a cached row never changes. That is 25 KB a
+(store/codec.py, as a generation stores its own blocks). The basis is fitted when the cache
+first reaches that size, and again when it has grown by a quarter since; in between, the
+codes of re-used rows are copied as read, not computed again from their decoded values, so
+a cached row does not change. That is 25 KB a
 picture of float16 for what an index run caches for `evaluate`, against under 1 KB coded
 (benchmarks/README.md, "Storage per picture").
 """
@@ -24,6 +25,10 @@ from lookalike.store.codec import BlockBasis
 from lookalike.store.collection import BLOCK_DTYPE
 
 log = logging.getLogger(__name__)
+
+# A cache's basis is fitted again once it holds this many times the rows it was fitted on
+# (as an index run refits the fuser and the generation's bases: indexing/growth.py).
+REFIT_GROWTH = 1.25
 
 
 @dataclass(frozen=True)
@@ -53,24 +58,31 @@ class CachedRows:
     codes: np.ndarray | None = None
     scales: np.ndarray | None = None
     compact: bool = True
+    fitted_rows: int = 0  # the rows `basis` was fitted on
 
     @classmethod
     def none(cls, count: int, width: int = 0, compact: bool = True) -> CachedRows:
         return cls(np.zeros(count, bool), np.zeros((count, width), np.float32), compact=compact)
 
     def put(self, rows: np.ndarray, vectors: np.ndarray) -> None:
-        """Set `rows` to `vectors` as the cache stores them (coded on the basis if it has one;
-        the first time the cache holds CODEC_MIN_ROWS rows, a basis is fitted on them)."""
+        """Set `rows` to `vectors` as the cache stores them: coded on the basis if it has one.
+        A basis is fitted the first time the cache holds CODEC_MIN_ROWS rows, and fitted
+        again, on the rows as stored and the new ones, once they are REFIT_GROWTH times those
+        it was fitted on (a basis kept from the first pictures loses what later ones bring:
+        store/codec.py)."""
         if self.vectors.shape[1] != vectors.shape[1]:  # nothing was cached yet
             empty = CachedRows.none(len(self.have), vectors.shape[1])
             self.have, self.vectors = empty.have, empty.vectors
         self.have[rows] = True
-        if self.basis is None:
-            self.vectors[rows] = np.asarray(vectors, BLOCK_DTYPE)
-            if self.compact and codec.worth_coding(int(self.have.sum()), self.vectors.shape[1]):
-                self._code()
+        count = int(self.have.sum())
+        if self.basis is not None and count < REFIT_GROWTH * self.fitted_rows:
+            self._encode(rows, vectors)
             return
-        self._encode(rows, vectors)
+        self.vectors[rows] = np.asarray(vectors, BLOCK_DTYPE)
+        if self.basis is not None or (
+            self.compact and codec.worth_coding(count, self.vectors.shape[1])
+        ):
+            self._code()
 
     @property
     def complete(self) -> bool:
@@ -79,7 +91,7 @@ class CachedRows:
 
     def _code(self) -> None:
         found = np.flatnonzero(self.have)
-        self.basis = BlockBasis.fit(self.vectors[found])
+        self.basis, self.fitted_rows = BlockBasis.fit(self.vectors[found]), len(found)
         self.codes = np.zeros((len(self.have), len(self.basis.components)), np.int8)
         self.scales = np.ones(len(self.have), np.float32)
         self._encode(found, self.vectors[found])
@@ -101,6 +113,7 @@ def write_cached(path: Path, pictures: Pictures, cached: CachedRows) -> None:
     else:
         assert cached.codes is not None and cached.scales is not None
         arrays["codes"], arrays["scales"] = cached.codes[found], cached.scales[found]
+        arrays["fitted_rows"] = np.array(cached.fitted_rows, np.int64)
         arrays.update(cached.basis.arrays())
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_save_npz(path, arrays, compressed=True)
@@ -159,6 +172,9 @@ def _matched(data, pictures: Pictures, head: bool) -> CachedRows:
         raise ValueError(f"codes of shape {stored_codes.shape} for {len(stored.digests)} rows")
     out = CachedRows.none(len(rows), basis.components.shape[1])
     out.basis, out.have = basis, have
+    # Caches written before say nothing: counted from the rows they hold.
+    fitted = data["fitted_rows"] if "fitted_rows" in data.files else len(stored.digests)
+    out.fitted_rows = int(fitted)
     out.codes = np.zeros((len(rows), len(basis.components)), np.int8)
     out.scales = np.ones(len(rows), np.float32)
     out.codes[have], out.scales[have] = stored_codes[found], stored_scales[found]
