@@ -72,9 +72,7 @@ def test_a_cache_written_with_unicode_digests_still_reads(tmp_path) -> None:
     np.testing.assert_array_equal(found.vectors, block.astype(np.float16).astype(np.float32))
 
 
-def test_a_cache_fits_its_basis_again_once_it_has_grown_by_a_quarter(
-    tmp_path, monkeypatch
-) -> None:
+def test_a_cache_fits_its_basis_again_once_it_has_grown_by_a_quarter(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(codec, "MIN_CODED_WIDTH", 1)  # the fake blocks are narrow
     n = codec.CODEC_MIN_ROWS
     grown = n * 3 // 2
