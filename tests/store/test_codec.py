@@ -221,3 +221,31 @@ def test_fitted_state_is_deflated_and_a_corrupt_stream_is_named(
     path.write_bytes(bytes(data))
     with pytest.raises(CollectionError, match=rf"{re.escape(part)}: unreadable"):
         Collection.open(tmp_path / "coll").require_generation().fuser()
+
+
+def test_a_repaired_fuser_is_the_one_that_was_lost(folder, tmp_path, monkeypatch) -> None:  # noqa: F811
+    """A run that refits on the same pictures (the fuser was damaged) copies the stored
+    rows' codes, so it fits on the very values it fitted on before: the same vectors."""
+    from lookalike.store.collection import Collection
+
+    monkeypatch.setattr(codec, "CODEC_MIN_ROWS", 10)
+    monkeypatch.setattr(codec, "MIN_CODED_WIDTH", 1)  # the fake blocks are narrow
+    coll = tmp_path / "coll"
+    index(folder, coll)
+    gen = Collection.open(coll).require_generation()
+    fused = np.array(gen.fused())
+    keys = gen.config.block_keys
+    codes = {k: np.load(gen.path / "blocks" / f"{k}.codes.npy") for k in keys}
+    scales = {k: np.load(gen.path / "blocks" / f"{k}.scales.npy") for k in keys}
+    (gen.path / "fuser.npz").unlink()
+    index(folder, coll)
+    repaired = Collection.open(coll).require_generation()
+    assert repaired.path != gen.path
+    np.testing.assert_array_equal(np.asarray(repaired.fused()), fused)
+    for key in keys:
+        np.testing.assert_array_equal(
+            np.load(repaired.path / "blocks" / f"{key}.codes.npy"), codes[key]
+        )
+        np.testing.assert_array_equal(
+            np.load(repaired.path / "blocks" / f"{key}.scales.npy"), scales[key]
+        )

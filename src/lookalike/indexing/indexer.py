@@ -50,7 +50,7 @@ from lookalike.load.names import safe_display
 from lookalike.store.blocks import add_to_cache, keeps_cache
 from lookalike.store.cache_file import Pictures
 from lookalike.store.catalog import FileRecord
-from lookalike.store.codec import BlockBasis, bases_of, code_blocks
+from lookalike.store.codec import BlockBasis, CarriedRows, CodedBlock, bases_of, code_blocks
 from lookalike.store.collection import (
     BLOCK_DTYPE,
     Collection,
@@ -482,7 +482,13 @@ class Indexer:
         refit = (
             from_stage.any() and growth is None and not self._store_keeps_fuser(coll, gen, rederive)
         )
-        coded = code_blocks(blocks, gen.bases() if gen and not refit else {}, exact=trained)
+        kept = gen.bases() if gen and not refit else {}
+        carried = {
+            key: CarriedRows(~from_stage, stored, gen_rows)
+            for key in kept
+            if gen and isinstance(stored := gen.block(key), CodedBlock)
+        }
+        coded = code_blocks(blocks, kept, exact=trained, carried=carried)
         if growth is not None and gen is not None:
             fuser, index = growth
             new = {key: block[len(gen.ids) :] for key, block in blocks.items()}

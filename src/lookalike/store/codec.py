@@ -177,10 +177,31 @@ def worth_coding(rows: int, width: int) -> bool:
     return rows >= CODEC_MIN_ROWS and width >= MIN_CODED_WIDTH
 
 
+@dataclass(frozen=True)
+class CarriedRows:
+    """A commit's rows (`rows`, a mask) that are the previous generation's rows `source_rows`
+    of its block `source`: where that block's basis is kept, their codes are copied."""
+
+    rows: np.ndarray
+    source: CodedBlock
+    source_rows: np.ndarray
+
+    def codes_on(self, basis: BlockBasis, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`block` coded on `basis`: the carried rows' stored codes, the others encoded."""
+        codes = np.empty((len(block), len(basis.components)), np.int8)
+        scales = np.empty(len(block), np.float32)
+        codes[self.rows] = self.source.codes[self.source_rows]
+        scales[self.rows] = self.source.scales[self.source_rows]
+        fresh = ~self.rows
+        codes[fresh], scales[fresh] = basis.encode(block[fresh])
+        return codes, scales
+
+
 def code_blocks(
     blocks: dict[str, np.ndarray],
     kept: Mapping[str, BlockBasis],
     exact: Collection[str] = (),
+    carried: Mapping[str, CarriedRows] | None = None,
 ) -> dict[str, CodedBlock]:
     """A commit's coded blocks (on the bases of `bases_for`), each replaced in `blocks` by
     what the collection will read back of it: the fuser is fitted on exactly that, and the
@@ -188,11 +209,18 @@ def code_blocks(
 
     `exact`: blocks kept as float16 rows, those of a model trained on labels (v5): the
     codes were measured on unlabelled features only, and v5's are already task-specific.
+    `carried`: rows of the previous generation, whose codes are copied where their basis is
+    kept. Coded again from their decoded values, each row's scale moved by an ulp, and with
+    it the k-means of a fit that should have been the same (a repaired fuser).
     """
     coded = {}
     wanted = {key: block for key, block in blocks.items() if key not in exact}
     for key, basis in bases_for(wanted, kept).items():
-        coded[key] = CodedBlock(basis, *basis.encode(blocks[key]))
+        carry = (carried or {}).get(key)
+        if carry is not None and carry.source.basis is basis:
+            coded[key] = CodedBlock(basis, *carry.codes_on(basis, blocks[key]))
+        else:
+            coded[key] = CodedBlock(basis, *basis.encode(blocks[key]))
         blocks[key] = np.asarray(coded[key])
     return coded
 
