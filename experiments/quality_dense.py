@@ -31,7 +31,8 @@ collection of N < 500 pictures on 0.06 N / 500), as a collection of
 `CODEC_MIN_ROWS` pictures stores them; `--code-fit-rows N`: those bases fitted on the
 first N pictures only and kept (a collection that grew after its bases were fitted), with
 `--code-refit-every M` fitted again at each M pictures added, on the rows as stored and
-the new ones (as `index` does when it refits the fuser). Run on a WORK whose collections
+the new ones (as `index` does when it refits the fuser); `--code-shuffled` the pictures
+coming in a seeded random order instead of the folders'. Run on a WORK whose collections
 keep float16 blocks: the codec's loss against them.
 
 Sets: anime-faces-dev, orl-faces-dev (default and photo), anime-full-dev (from
@@ -175,6 +176,7 @@ def rows_for(
     code_fraction,
     code_fit_rows,
     code_refit_every,
+    code_shuffled,
 ):
     root = folder_of(work, folder)
     coll_path = work / f"{name}.{preset}"
@@ -197,7 +199,16 @@ def rows_for(
         kept = codec.CODE_FRACTION, codec.FULL_SHARE_ROWS
         codec.CODE_FRACTION, codec.FULL_SHARE_ROWS = code_fraction, 1
         try:
-            used = {k: coded_as_grown(v, code_fit_rows, code_refit_every) for k, v in used.items()}
+            # The pictures in the folders' order, or (`--code-shuffled`) in a seeded random one.
+            count = len(next(iter(used.values())))
+            order = np.arange(count)
+            if code_shuffled:
+                order = np.random.default_rng(0).permutation(count)
+            back = np.argsort(order)
+            used = {
+                k: coded_as_grown(np.asarray(v)[order], code_fit_rows, code_refit_every)[back]
+                for k, v in used.items()
+            }
         finally:
             codec.CODE_FRACTION, codec.FULL_SHARE_ROWS = kept
     variants = [(f, w) for f in firsts or [None] for w in weights or [None]]
@@ -227,6 +238,7 @@ def rows_for(
             label += f", coded on {code_fraction:.1%}" if code_fraction is not None else ""
             label += f" fitted on {code_fit_rows} rows" if code_fit_rows is not None else ""
             label += f", refitted at each {code_refit_every} added" if code_refit_every else ""
+            label += ", pictures shuffled" if code_shuffled else ""
             label += f", k {'/'.join(map(str, ks))}" if ks is not None else ""
             if len(seeds) > 1:
                 p4 = [s.precision_at_k for s in scores]
@@ -255,6 +267,9 @@ def main() -> None:
     parser.add_argument("--code-fraction", type=float, help="blocks coded on this share")
     parser.add_argument("--code-fit-rows", type=int, help="the bases fitted on the first N rows")
     parser.add_argument("--code-refit-every", type=int, help="bases refitted at each N added")
+    parser.add_argument(
+        "--code-shuffled", action="store_true", help="the pictures come in a random order"
+    )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     print("| set | preset | out_dim | dims | P@4 | mAP@4 | ANN recall@4 | feel |")
@@ -282,6 +297,7 @@ def main() -> None:
             args.code_fraction,
             args.code_fit_rows,
             args.code_refit_every,
+            args.code_shuffled,
         ):
             print(
                 f"| {set_name} | {preset_name} | {dim} | {s.dims} | {s.precision_at_k:.3f} | "
