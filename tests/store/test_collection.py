@@ -4,6 +4,7 @@ the writer's lock, and the errors a missing or damaged one gives."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
 import re
@@ -26,6 +27,7 @@ from lookalike.store.collection import (
     CATALOG,
     FORMAT_VERSION,
     MANIFEST,
+    READERS,
     Collection,
     Generation,
     read_manifest,
@@ -268,16 +270,37 @@ def test_commit_writes_a_generation_that_reads_back(tmp_path: Path) -> None:
     assert Collection.open(coll.path).require_generation().path == gen.path
 
 
-def test_each_commit_is_a_new_generation_and_only_the_previous_one_is_kept(
-    tmp_path: Path,
-) -> None:
+def test_each_commit_is_a_new_generation_and_one_still_read_is_kept(tmp_path: Path) -> None:
     coll = created(tmp_path)
     names = [commit(coll, n=3 + i, seed=i)[0].path.name for i in range(3)]
     assert names == ["gen-000001", "gen-000002", "gen-000003"]
     kept = sorted(p.name for p in (coll.path / "generations").iterdir())
-    assert kept == ["gen-000002", "gen-000003"]  # a query may still be loading the previous
+    assert kept == ["gen-000003"]  # nobody reads the others: half the disk
+    # A reader (another process, a `serve`) keeps its generation through later commits and
+    # reads it whole; the first commit after it is gone removes it.
+    reader = Collection.open(coll.path)
+    held = reader.require_generation()
+    commit(coll, n=6, seed=7)
+    commit(coll, n=7, seed=8)
+    kept = sorted(p.name for p in (coll.path / "generations").iterdir())
+    assert kept == ["gen-000003", "gen-000005"]
+    assert len(held.ids) == 5 and held.fused().shape[0] == 5 and held.index().count == 5
+    del reader, held
+    gc.collect()
+    commit(coll, n=8, seed=9)
+    assert sorted(p.name for p in (coll.path / "generations").iterdir()) == ["gen-000006"]
     gen = Collection.open(coll.path).require_generation()
-    assert gen.path.name == "gen-000003" and len(gen.ids) == 5
+    assert gen.path.name == "gen-000006" and len(gen.ids) == 8
+
+
+def test_a_generation_of_before_the_readers_lock_stays_one_run_longer(tmp_path: Path) -> None:
+    coll = created(tmp_path)
+    first = commit(coll, n=3)[0].path
+    (first / READERS).unlink()  # as written before the lock file
+    commit(coll, n=4, seed=1)
+    assert first.is_dir()  # a query may still be loading it
+    commit(coll, n=5, seed=2)
+    assert not first.is_dir()
 
 
 @pytest.mark.parametrize(

@@ -96,6 +96,9 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 CATALOG = "catalog.sqlite"
+# In each generation: a process that reads it holds a shared lock on this empty file, and a
+# commit deletes an older generation only when it can lock it alone (no reader left).
+READERS = ".readers"
 
 
 @dataclass
@@ -113,6 +116,8 @@ class Generation:
     # Memory maps opened once: a query reads a few rows of each block, and opening the
     # files again for every query cost more than the search (the files never change).
     _maps: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
+    # The reader's lock on it (Collection._hold), held as long as this object lives.
+    _readers: Any = field(default=None, init=False, repr=False)
 
     @property
     def ids(self) -> np.ndarray:
@@ -257,6 +262,8 @@ class Collection:
         self.manifest = manifest
         self._catalog: Catalog | None = None
         self._writing = False  # this object holds the write lock
+        # The generations this object reads, each with its shared lock (closed with it).
+        self._reading: dict[str, Any] = {}
 
     # -- opening -------------------------------------------------------------------
     @staticmethod
@@ -399,11 +406,48 @@ class Collection:
         name = self.manifest.get("generation")
         if not name:
             return None
+        path = self.path / "generations" / name
+        if not self._hold(name, path) or not path.is_dir():
+            # A commit replaced it and is removing it (or has): read the one it made.
+            self.reload()
+            if self.manifest.get("generation") not in (None, name):
+                return self.generation()
         return self._generation(name)
 
     def _generation(self, name: str) -> Generation:
         repair = f"run {self.repair} to repair it"
-        return Generation(self.path / "generations" / name, self.config, repair)
+        path = self.path / "generations" / name
+        self._hold(name, path)
+        gen = Generation(path, self.config, repair)
+        gen._readers = self._reading.get(name)
+        return gen
+
+    def _hold(self, name: str, path: Path) -> bool:
+        """A shared lock on the generation for as long as this object or a Generation it
+        made lives: no commit deletes a generation that a process still reads (a `serve`,
+        a query loading it).
+        Generations written before the lock file, and read-only ones, are read unlocked.
+        False: a commit holds it alone, removing it."""
+        if name in self._reading:
+            return True
+        try:
+            readers = open(path / READERS, "rb")  # noqa: SIM115 - held open, closed with self
+        except OSError:
+            return True
+        try:
+            fcntl.flock(readers, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            readers.close()
+            return False
+        self._reading[name] = readers
+        return True
+
+    def _release(self) -> None:
+        """This object's reader locks (its Generations' too), before its own commit deletes
+        old generations."""
+        for readers in self._reading.values():
+            readers.close()
+        self._reading.clear()
 
     def require_generation(self) -> Generation:
         gen = self.generation()
@@ -522,6 +566,7 @@ class Collection:
         if tmp.exists():
             shutil.rmtree(tmp)
         (tmp / "blocks").mkdir(parents=True)
+        (tmp / READERS).touch()
         atomic_save_npy(tmp / "ids.npy", ids.astype(np.int64))
         atomic_save_npy(tmp / "head_boxes.npy", head_boxes.astype(np.int32))
         coded = coded or {}
@@ -559,14 +604,33 @@ class Collection:
         atomic_write_json(self.path / MANIFEST, manifest)
         fsync_dir(self.path)
         self.manifest = manifest
-        # The previous generation stays one run longer: a query that read the old
-        # manifest a moment ago may still be loading it.
-        self._remove_old_generations(keep={name, previous})
+        self._release()
+        self._remove_old_generations(name, previous)
         return self._generation(name)
 
-    def _remove_old_generations(self, keep: set[str | None]) -> None:
+    def _remove_old_generations(self, current: str, previous: str | None) -> None:
+        """Every generation but `current` that no process reads. One written before the
+        readers' lock file stays one run longer if it is `previous`: a query that read the
+        old manifest a moment ago may still be loading it."""
         for old in (self.path / "generations").iterdir():
-            if old.name not in keep:
+            if old.name == current:
+                continue
+            if old.name.startswith("."):  # the partial folder of a killed run: never read
+                shutil.rmtree(old, ignore_errors=True)
+                continue
+            try:
+                readers = open(old / READERS, "rb")  # noqa: SIM115 - closed below
+            except FileNotFoundError:
+                if old.name != previous:
+                    shutil.rmtree(old, ignore_errors=True)
+                continue
+            except OSError:
+                continue
+            with readers:
+                try:
+                    fcntl.flock(readers, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue  # read by a process still: removed by a later commit
                 shutil.rmtree(old, ignore_errors=True)
 
 
