@@ -431,13 +431,10 @@ class Collection:
         if name in self._reading:
             return True
         try:
-            readers = open(path / READERS, "rb")  # noqa: SIM115 - held open, closed with self
+            readers = _locked(path, fcntl.LOCK_SH)
         except OSError:
             return True
-        try:
-            fcntl.flock(readers, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            readers.close()
+        if readers is None:
             return False
         self._reading[name] = readers
         return True
@@ -619,19 +616,29 @@ class Collection:
                 shutil.rmtree(old, ignore_errors=True)
                 continue
             try:
-                readers = open(old / READERS, "rb")  # noqa: SIM115 - closed below
+                readers = _locked(old, fcntl.LOCK_EX)
             except FileNotFoundError:
                 if old.name != previous:
                     shutil.rmtree(old, ignore_errors=True)
                 continue
             except OSError:
                 continue
+            if readers is None:
+                continue  # read by a process still: removed by a later commit
             with readers:
-                try:
-                    fcntl.flock(readers, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    continue  # read by a process still: removed by a later commit
                 shutil.rmtree(old, ignore_errors=True)
+
+
+def _locked(generation: Path, mode: int) -> Any:
+    """The generation's readers' lock file, open and locked in `mode` (shared or alone), or
+    None when another process's lock refuses it; OSError when it cannot be opened."""
+    readers = open(generation / READERS, "rb")  # noqa: SIM115 - the caller holds or closes it
+    try:
+        fcntl.flock(readers, mode | fcntl.LOCK_NB)
+    except OSError:
+        readers.close()
+        return None
+    return readers
 
 
 def _save_face_items(folder: Path, items: FaceItems, fused: np.ndarray) -> None:
