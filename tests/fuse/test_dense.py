@@ -39,16 +39,36 @@ def test_dense_vector_has_out_dim_and_survives_save_and_load(ks, tmp_path):
     assert np.allclose(loaded.transform(outside), fuser.transform(outside), atol=1e-6)
 
 
-def test_a_collection_with_fewer_pictures_than_dims_keeps_the_wide_vector(tmp_path):
-    # The dense reduction fitted on the 7 seed cards made a cat Saber's closest look-alike.
-    fusion = FusionConfig(pseudo_lda_ks=(4, 8), out_dim=16)
-    small, wide = _blocks(16), Fuser(BLOCKS, FusionConfig(pseudo_lda_ks=(4, 8)))
+def test_a_collection_with_fewer_pictures_than_dims_keeps_the_wide_cosines(tmp_path):
+    # The dense reduction fitted on the 7 seed cards made a cat Saber's closest look-alike:
+    # a smaller collection's vectors are the wide ones turned onto their own span.
+    fusion = FusionConfig(pseudo_lda_ks=(4, 8), out_dim=24)
+    small, outside = _blocks(16), _blocks(5, seed=1)
+    wide = Fuser(BLOCKS, FusionConfig(pseudo_lda_ks=(4, 8))).fit(small)
     fuser = Fuser(BLOCKS, fusion).fit(small)
-    assert not fuser.reduces and fuser.output_dim == wide.fit(small).output_dim
-    np.testing.assert_allclose(fuser.transform(small), wide.transform(small), atol=1e-6)
+    assert fuser.reduces and fuser.output_dim <= 16 + 1 < wide.output_dim
+    stored, asked = fuser.transform(small), fuser.transform(outside)
+    wide_stored, wide_asked = wide.transform(small), wide.transform(outside)
+    # The matrix is stored as int8 rows: the cosines to about 1e-2, a query's from outside
+    # too (its part outside the span is the last dimension, which the collection's lack).
+    np.testing.assert_allclose(stored @ stored.T, wide_stored @ wide_stored.T, atol=0.02)
+    assert (stored[:, -1] == 0).all() and (asked[:, -1] > 0.5).all()
+    np.testing.assert_allclose(asked @ stored.T, wide_asked @ wide_stored.T, atol=0.02)
     fuser.save(tmp_path / "fuser.npz")
-    assert not Fuser.load(tmp_path / "fuser.npz", BLOCKS, fusion).reduces
-    assert Fuser(BLOCKS, fusion).fit(_blocks(17)).reduces
+    loaded = Fuser.load(tmp_path / "fuser.npz", BLOCKS, fusion)
+    np.testing.assert_allclose(loaded.transform(outside), asked, atol=1e-6)
+    assert Fuser(BLOCKS, fusion).fit(_blocks(25)).output_dim == 24
+
+
+def test_a_small_collection_that_keeps_its_fuser_keeps_the_wide_vector():
+    # An external store keeps its first fuser: a span of its first pictures would lose
+    # what the pictures added later bring.
+    fusion = FusionConfig(pseudo_lda_ks=(4, 8), out_dim=24)
+    small = _blocks(16)
+    fuser = Fuser(BLOCKS, fusion).fit(small, refitted=False)
+    wide = Fuser(BLOCKS, FusionConfig(pseudo_lda_ks=(4, 8))).fit(small)
+    assert not fuser.reduces and fuser.output_dim == wide.output_dim
+    np.testing.assert_allclose(fuser.transform(small), wide.transform(small), atol=1e-6)
 
 
 def test_dense_vector_keeps_the_neighbours_of_the_full_one():
@@ -105,16 +125,17 @@ def test_row_map_finds_rows_of_ids_in_any_order():
             rows[5]
 
 
-def test_blocks_are_stored_as_float16_and_queries_still_work(folder, tmp_path):  # noqa: F811
+def test_a_small_collection_stores_float16_blocks_and_a_dimension_a_picture(folder, tmp_path):  # noqa: F811
     from lookalike.search.searcher import Searcher
+    from lookalike.store.codec import CODEC_MIN_ROWS
     from lookalike.store.collection import Collection
 
     index(folder, tmp_path / "coll")
     gen = Collection.open(tmp_path / "coll").require_generation()
+    assert len(gen.ids) < CODEC_MIN_ROWS
     assert all(gen.block(k).dtype == np.float16 for k in gen.config.block_keys)
-    # A wide layout's fused vectors stay float32 (fitting.stored_precision); a dense one's
-    # are float16 (tests/indexing/test_faces.py).
-    assert gen.fused().dtype == np.float32 and gen.fused().shape[1] > 256
+    # The wide vectors turned onto their span (SpanReducer), stored as a dense one's.
+    assert gen.fused().dtype == np.float16 and gen.fused().shape[1] <= len(gen.ids) + 1
     result = Searcher(tmp_path / "coll").query("red/0.png", k=3)
     assert all(m.path.startswith("red/") for m in result.matches)
 

@@ -104,8 +104,25 @@ def test_a_spanned_fuser_without_its_bases_is_refused_by_name(tmp_path, monkeypa
         Fuser.load(tmp_path / "fuser.npz", BLOCKS, FUSION, other)
 
 
+def test_a_small_collections_fuser_is_stored_on_its_bases_too(tmp_path) -> None:
+    # 60 pictures: the pseudo-LDA keeps the axes the coded rows vary along (under 128), and
+    # the vectors are turned onto their own span (SpanReducer); all of it lies in the
+    # blocks' span, and is stored on it.
+    fusion = FusionConfig(pseudo_lda_ks=(4, 8), out_dim=128)
+    blocks, bases = _coded(60)
+    fuser = Fuser(BLOCKS, fusion).fit(blocks, bases)
+    assert fuser.reduces and fuser.output_dim <= 61
+    meta = fuser.to_arrays()["meta"].tobytes()
+    assert b"final/span/components" in meta and b"lda/basis" in meta
+    assert _size(fuser) < 0.2 * _size(Fuser(BLOCKS, fusion).fit(blocks))
+    fuser.save(tmp_path / "fuser.npz")
+    loaded = Fuser.load(tmp_path / "fuser.npz", BLOCKS, fusion, bases)
+    outside = _raw(4, seed=3)
+    np.testing.assert_allclose(loaded.transform(outside), fuser.transform(outside), atol=1e-5)
+
+
 def test_blocks_not_coded_keep_the_fuser_wide() -> None:
-    blocks, bases = _coded(150)  # under CODEC_MIN_ROWS: float16 blocks, no bases
+    blocks, bases = _coded(codec.CODEC_MIN_ROWS - 1)  # float16 blocks, no bases
     assert bases == {}
     fuser = Fuser(BLOCKS, FUSION).fit(blocks, bases)
     assert b"spanned" not in fuser.to_arrays()["meta"].tobytes()

@@ -50,9 +50,11 @@ def path_of(searcher: Searcher, item: int) -> str:
 
 
 def test_the_fused_vectors_are_unit_vectors(searcher: Searcher) -> None:
-    # What makes their dot product the cosine the tests below compare with.
+    # What makes their dot product the cosine the tests below compare with (stored as
+    # float16: a small collection's are turned onto their span, fuse/fuser.py).
     assert len(searcher) == N
-    assert np.allclose(np.linalg.norm(searcher.fused, axis=1), 1.0, atol=1e-5)
+    norms = np.linalg.norm(np.asarray(searcher.fused, np.float32), axis=1)
+    assert np.allclose(norms, 1.0, atol=1e-3)
 
 
 @pytest.mark.parametrize("k", [1, 4, 10])

@@ -1,6 +1,6 @@
 """Feature blocks of a committed generation (lookalike.store.blocks): the stored ones, and
 the others computed from the images once and cached per picture (float16, or int8 codes
-from CODEC_MIN_ROWS rows: lookalike.store.cache_file)."""
+from KEPT_BASIS_MIN_ROWS rows: lookalike.store.cache_file)."""
 
 from __future__ import annotations
 
@@ -221,11 +221,11 @@ def test_pictures_are_named_by_their_bytes_and_for_a_head_view_by_their_box(coll
 @pytest.fixture
 def coded(monkeypatch) -> None:
     """Caches of 10 rows or more are coded (the fixture's collection has 15)."""
-    monkeypatch.setattr(codec, "CODEC_MIN_ROWS", 10)
+    monkeypatch.setattr(codec, "KEPT_BASIS_MIN_ROWS", 10)
     monkeypatch.setattr(codec, "MIN_CODED_WIDTH", 1)  # the fake blocks are narrow
 
 
-def test_a_cache_of_codec_min_rows_is_kept_as_int8_codes(coll, extractor, coded) -> None:
+def test_a_cache_of_kept_basis_min_rows_is_kept_as_int8_codes(coll, extractor, coded) -> None:
     first, _ = computing(coll, extractor, WHOLE)
     with np.load(cache_file(coll, WHOLE)) as data:
         assert "vectors" not in data.files
@@ -278,7 +278,7 @@ def test_the_codes_of_cached_rows_never_change_when_a_picture_is_added(
         np.testing.assert_array_equal(data["codes"][3], before["codes"][3])  # same picture
 
 
-def test_a_float16_cache_is_coded_once_it_reaches_codec_min_rows(coll, extractor, coded) -> None:
+def test_a_float16_cache_is_coded_from_kept_basis_min_rows(coll, extractor, coded) -> None:
     pictures = pictures_of(coll, coll.require_generation())
     given = from_images(coll, extractor, WHOLE)[:9]
     add_to_cache(coll, extractor, WHOLE, pictures, np.arange(9), given)

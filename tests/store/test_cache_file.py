@@ -1,5 +1,5 @@
 """A cached block's file (lookalike.store.cache_file): float16 rows, or int8 codes from
-CODEC_MIN_ROWS rows, re-used rows keeping their codes; a trained model's rows never coded."""
+KEPT_BASIS_MIN_ROWS rows, re-used rows keeping their codes; a trained model's rows never coded."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ def pictures(n: int) -> Pictures:
     return Pictures(digests, np.tile(np.arange(4, dtype=np.int32), (n, 1)))
 
 
-def test_a_cache_is_coded_from_codec_min_rows_and_reads_back_what_was_stored(
+def test_a_cache_is_coded_from_kept_basis_min_rows_and_reads_back_what_was_stored(
     tmp_path, monkeypatch
 ) -> None:
     monkeypatch.setattr(codec, "MIN_CODED_WIDTH", 1)  # the fake block is narrow
-    n = codec.CODEC_MIN_ROWS
+    n = codec.KEPT_BASIS_MIN_ROWS
     block, path = low_rank(n), tmp_path / "whole.x.npz"
     cached = CachedRows.none(n)
     cached.put(np.arange(n), block)
@@ -41,14 +41,14 @@ def test_a_cache_is_coded_from_codec_min_rows_and_reads_back_what_was_stored(
 
 
 def test_a_narrow_blocks_cache_stays_float16_however_many() -> None:
-    n = codec.CODEC_MIN_ROWS
+    n = codec.KEPT_BASIS_MIN_ROWS
     cached = CachedRows.none(n)
     cached.put(np.arange(n), low_rank(n))  # 120 wide: under MIN_CODED_WIDTH
     assert cached.basis is None
 
 
 def test_a_trained_models_rows_stay_float16_however_many(tmp_path) -> None:
-    n = codec.CODEC_MIN_ROWS
+    n = codec.KEPT_BASIS_MIN_ROWS
     block, path = low_rank(n), tmp_path / "head.v5.npz"
     cached = CachedRows.none(n, compact=False)
     cached.put(np.arange(n), block)
@@ -74,7 +74,7 @@ def test_a_cache_written_with_unicode_digests_still_reads(tmp_path) -> None:
 
 def test_a_cache_fits_its_basis_again_once_it_has_grown_by_a_quarter(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(codec, "MIN_CODED_WIDTH", 1)  # the fake blocks are narrow
-    n = codec.CODEC_MIN_ROWS
+    n = codec.KEPT_BASIS_MIN_ROWS
     grown = n * 3 // 2
     block, path = low_rank(grown, seed=1), tmp_path / "whole.x.npz"
     cached = CachedRows.none(grown)

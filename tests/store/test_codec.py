@@ -57,8 +57,26 @@ def test_a_zero_row_and_a_small_block_stay_exact() -> None:
 
 
 def test_small_collections_keep_float16_rows() -> None:
-    blocks = {"head.x": low_rank(codec.CODEC_MIN_ROWS - 1)}
+    blocks = {"head.x": low_rank(codec.CODEC_MIN_ROWS - 1, width=600)}
     assert codec.code_blocks(blocks, {}) == {}  # nothing coded
+
+
+def test_under_lossy_min_rows_a_block_keeps_every_component_its_rows_vary_along() -> None:
+    n = codec.LOSSY_MIN_ROWS - 1
+    rng = np.random.default_rng(2)
+    block = rng.normal(size=(n, 600)).astype(np.float32)  # varies along all n - 1
+    coded = codec.code_blocks({"head.x": block}, {})["head.x"]
+    assert len(coded.basis.components) == n - 1
+    # Only the int8 rounding of codes and components is lost.
+    assert np.abs(np.asarray(coded) - block).max() < 0.05 * np.abs(block).max()
+    share = BlockBasis.fit(rng.normal(size=(codec.LOSSY_MIN_ROWS, 600)).astype(np.float32))
+    assert len(share.components) == codec.MIN_CODE_DIMS  # from there, the share
+
+
+def test_a_basis_kept_while_rows_are_added_is_fitted_on_more_rows() -> None:
+    blocks = {"head.x": low_rank(codec.KEPT_BASIS_MIN_ROWS - 1, width=600)}
+    assert codec.code_blocks(dict(blocks), {}).keys() == {"head.x"}
+    assert codec.code_blocks(blocks, {}, min_rows=codec.KEPT_BASIS_MIN_ROWS) == {}
 
 
 def test_a_collection_stores_codes_fuses_what_it_stores_and_refits_its_bases_as_it_grows(
@@ -84,9 +102,10 @@ def test_a_collection_stores_codes_fuses_what_it_stores_and_refits_its_bases_as_
         assert data[f"{keys[0]}/components"].dtype == np.int8  # a quarter of float32
     with np.load(gen.path / "fuser.npz") as data:  # on the bases (fuse/spanned.py)
         assert json.loads(bytes(data["meta"]))["spanned"]
-    # The fused vectors are the fuser's of exactly the blocks a reader decodes.
+    # The fused vectors are the fuser's of exactly the blocks a reader decodes (stored as
+    # float16: 15 pictures are turned onto their span, fuse/fuser.py's SpanReducer).
     stored = {k: np.asarray(gen.block(k), np.float32) for k in keys}
-    np.testing.assert_allclose(gen.fuser().transform(stored), gen.fused(), atol=1e-4)
+    np.testing.assert_allclose(gen.fuser().transform(stored), gen.fused(), atol=1e-3)
     in_process = [m.path for m in Searcher(coll).query("red/0.png", k=3).matches]
     assert all(p.startswith("red/") for p in in_process)
     # Another process reads the codes (the threshold patched here is not needed to read).
@@ -107,7 +126,7 @@ def test_a_collection_stores_codes_fuses_what_it_stores_and_refits_its_bases_as_
     assert new.path != gen.path and len(new.ids) == len(gen.ids) + 1
     assert (new.path / "blocks" / "codec.npz").read_bytes() != codec_before
     stored = {k: np.asarray(new.block(k), np.float32) for k in keys}
-    np.testing.assert_allclose(new.fuser().transform(stored), new.fused(), atol=1e-4)
+    np.testing.assert_allclose(new.fuser().transform(stored), new.fused(), atol=1e-3)
     # A picture added to the committed index (no refit: growth.py) is coded on the kept
     # bases, and the old rows keep their codes; so does a run that only removes one.
     monkeypatch.setattr(growth, "EXTEND_MIN_ROWS", 10)

@@ -107,9 +107,11 @@ def test_train_index_query_from_the_command_line(sample, tmp_path, monkeypatch):
     stored = Collection.open(coll)
     assert stored.config.preset == "v5" and stored.config.model_dir == str(model.resolve())
     n_outputs = sum(len(t["classes"]) for t in config["tasks"])
-    # The two views' task outputs and Lite0's 1280-dim GeM, and the preset's appearance blocks.
-    appearance = stored.manifest["dims"]["fused"] - 2 * (n_outputs + 1280)
-    assert appearance == 2 * (64 + 32 + 2592)
+    # The two views' task outputs and Lite0's 1280-dim GeM, and the preset's appearance blocks,
+    # turned onto their span: 18 pictures, under the 256 dims of the reduction.
+    wide = sum(stored.require_generation().fuser().input_dims_.values())
+    assert wide - 2 * (n_outputs + 1280) == 2 * (64 + 32 + 2592)
+    assert stored.manifest["dims"]["fused"] <= 18 + 1
     monkeypatch.undo()
 
     # A query image from outside the collection goes through the model too.

@@ -17,7 +17,7 @@ import numpy as np
 from lookalike.config import Block, FusionConfig
 from lookalike.errors import CollectionError
 from lookalike.fileio import atomic_save_npz
-from lookalike.fuse.lowrank import sample_index, sample_rows, top_components
+from lookalike.fuse.lowrank import sample_index, sample_rows, top_components, varying
 from lookalike.fuse.pseudo_lda import PseudoLabelLDA
 from lookalike.fuse.spanned import Basis, Segment, compress, expand
 from lookalike.vectors import from_int8_rows, int8_rows, l2_normalize
@@ -106,6 +106,42 @@ class DenseReducer:
         return reducer
 
 
+class SpanReducer:
+    """A collection's unit vectors turned onto the span of the vectors themselves (uncentred),
+    with one more dimension for what lies outside it: at most one dimension a picture plus
+    one, and every cosine with a collection's vector, a query's from outside too, is the wide
+    one's (to the int8 matrix's rounding). For a collection too small to fit a PCA to `dim`.
+    """
+
+    # A vector whose part outside the span is under this share of its square gets none: the
+    # collection's own, whose int8-stored matrix moves their squared norm by up to ~0.01 (a
+    # residual of 0.1 each would add up to 0.01 to their cosines, and more to a query's).
+    RESIDUAL_FLOOR = 0.02
+
+    def fit(self, x: np.ndarray) -> SpanReducer:
+        self.components_ = varying(*top_components(x, len(x)))
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        y = np.asarray(x, np.float32) @ self.components_.T
+        outside = 1 - np.einsum("ij,ij->i", y, y)
+        residual = np.where(outside > self.RESIDUAL_FLOOR, np.sqrt(np.maximum(outside, 0)), 0)
+        return l2_normalize(np.hstack([y, residual[:, None].astype(np.float32)]), in_place=True)
+
+    @property
+    def output_dim(self) -> int:
+        return int(self.components_.shape[0]) + 1
+
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}/span/components": self.components_}
+
+    @classmethod
+    def from_arrays(cls, data: Mapping[str, np.ndarray], prefix: str) -> SpanReducer:
+        reducer = cls()
+        reducer.components_ = data[f"{prefix}/span/components"]
+        return reducer
+
+
 def _pca_from(data: Mapping[str, np.ndarray], prefix: str) -> PCA:
     pca = PCA(0)
     pca.mean_ = data[f"{prefix}/mean"]
@@ -151,10 +187,15 @@ class Fuser:
         return out
 
     def fit(
-        self, vectors: Mapping[str, np.ndarray], bases: Mapping[str, Basis] | None = None
+        self,
+        vectors: Mapping[str, np.ndarray],
+        bases: Mapping[str, Basis] | None = None,
+        refitted: bool = True,
     ) -> Fuser:
         """Fitted on `vectors`; `bases`: the codec bases the coded blocks among them were
-        decoded from (store/codec.py), on which the fitted matrices are stored (spanned.py)."""
+        decoded from (store/codec.py), on which the fitted matrices are stored (spanned.py).
+        `refitted`: whether the collection fits the fuser again as it grows (an external
+        store keeps it for good; a small collection then keeps the wide vector)."""
         self.bases_ = dict(bases or {})
         self.input_dims_ = {b.key: int(np.shape(vectors[b.key])[1]) for b in self.blocks}
         self.reducers_ = self._block_reducers()
@@ -175,15 +216,20 @@ class Fuser:
             self.lda_ = PseudoLabelLDA(self.fusion.pseudo_lda_ks, starts=starts).fit(unit)
         self.final_ = self.feel_ = None
         dim = (self.fusion.out_dim or 0) - (self.fusion.feel_dim if self.fusion.feel_block else 0)
-        # A PCA to `dim` needs more pictures than `dim` to fit: a smaller collection (the
-        # article's 7 cards) keeps the wide vector, where the reduction fitted on 7 rows
-        # made a cat photo Saber's closest look-alike.
         if self.fusion.out_dim and len(fused) > dim:
             if self.fusion.feel_block:
                 self.feel_ = PCA(self.fusion.feel_dim).fit(self._feel_input(sample))
                 dim = self.fusion.out_dim - int(self.feel_.components_.shape[0])
             reduced = unit if self.lda_ is None else self.lda_.transform(unit)
             self.final_ = DenseReducer(dim, self.fusion.pseudo_lda_ks).fit(reduced)
+        elif self.fusion.out_dim and refitted:
+            # A PCA to `dim` needs more pictures than `dim`: fitted on the article's 7 cards
+            # it made a cat photo Saber's closest look-alike. A smaller collection's wide
+            # vectors are turned onto their own span instead, which keeps their cosines (one
+            # dimension a picture, not 8000). Kept for good, that span would lose what the
+            # pictures added later bring: an external store keeps the wide vector.
+            reduced = unit if self.lda_ is None else self.lda_.transform(unit)
+            self.final_ = SpanReducer().fit(reduced)
         # The state as saved (int8 matrices): what this fuser makes, a loaded one makes.
         stored = Fuser.from_arrays(self.to_arrays(), self.blocks, self.fusion, self.bases_)
         self.__dict__.update(stored.__dict__)
@@ -303,7 +349,9 @@ class Fuser:
             layouts["lda/basis"] = (0, wide)
             extra = self.lda_.output_dim - int(self.lda_.mean_.shape[0])
             wide = [("free", extra), *wide] if extra else wide
-        if self.final_ is not None:
+        if isinstance(self.final_, SpanReducer):
+            layouts["final/span/components"] = (-1, wide)
+        elif self.final_ is not None:
             layouts["final/first/mean"] = layouts["final/first/components"] = (-1, wide)
         key = self.fusion.feel_block
         if self.feel_ is not None and key in self.bases_:
@@ -397,6 +445,8 @@ class Fuser:
         fuser.final_ = None
         if "final/first/mean" in data:
             fuser.final_ = DenseReducer.from_arrays(data, "final")
+        elif "final/span/components" in data:
+            fuser.final_ = SpanReducer.from_arrays(data, "final")
         fuser.feel_ = _pca_from(data, "feel") if "feel/mean" in data else None
         return fuser
 

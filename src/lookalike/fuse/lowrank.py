@@ -21,6 +21,9 @@ MAX_FIT_ROWS = 5_000
 POWER_ITERATIONS = 6
 # Up to this many rows the components are exact, from the rows' Gram matrix (32 MB at 2000).
 GRAM_ROWS = 2_000
+# A component whose singular value is under this share of the first one is one the rows do
+# not vary along: the float32 solver puts those near 3e-4 of it.
+NULL_VALUE = 1e-3
 
 
 def sample_index(n: int, seed: int, limit: int = MAX_FIT_ROWS) -> np.ndarray:
@@ -62,3 +65,10 @@ def top_components(centred: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarr
         x, k, n_oversamples=width - k, n_iter=POWER_ITERATIONS, random_state=seed
     )
     return s.astype(np.float32), vt.astype(np.float32)
+
+
+def varying(values: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """The `components` (rows, as `top_components` returns them with their singular `values`)
+    that the rows vary along. The others are the solver's noise: no use to a projection, and
+    outside the rows' span (fuse/spanned.py could not store a matrix holding them)."""
+    return components[values > NULL_VALUE * max(float(values[0]), 1e-30)]

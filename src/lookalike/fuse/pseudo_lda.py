@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from lookalike.fuse.lowrank import sample_rows, top_components
+from lookalike.fuse.lowrank import sample_rows, top_components, varying
 from lookalike.vectors import l2_normalize
 
 
@@ -110,7 +110,9 @@ class PseudoLabelLDA:
         self.mean_ = x.mean(axis=0, dtype=np.float64).astype(np.float32)
         self.__dict__.pop("projected_mean", None)  # of the mean and basis fitted before
         centred = x - self.mean_
-        _, vt = top_components(centred, self.pca_dim, self.seed)
+        # At most as many axes as the rows vary along: a collection of fewer than `pca_dim`
+        # pictures has fewer, and the rest would be noise outside the blocks' coded span.
+        vt = varying(*top_components(centred, self.pca_dim, self.seed))
         self.basis_ = np.ascontiguousarray(vt.T)
         self.directions_: list[np.ndarray] = []
         if not ks:

@@ -50,7 +50,14 @@ from lookalike.load.names import safe_display
 from lookalike.store.blocks import add_to_cache, keeps_cache
 from lookalike.store.cache_file import Pictures
 from lookalike.store.catalog import FileRecord
-from lookalike.store.codec import BlockBasis, CarriedRows, CodedBlock, bases_of, code_blocks
+from lookalike.store.codec import (
+    KEPT_BASIS_MIN_ROWS,
+    BlockBasis,
+    CarriedRows,
+    CodedBlock,
+    bases_of,
+    code_blocks,
+)
 from lookalike.store.collection import (
     BLOCK_DTYPE,
     Collection,
@@ -488,7 +495,10 @@ class Indexer:
             for key in kept
             if gen and isinstance(stored := gen.block(key), CodedBlock)
         }
-        coded = code_blocks(blocks, kept, exact=trained, carried=carried)
+        # A store updated in place keeps its first bases for good: not fitted on a few rows.
+        in_place = isinstance(new_index(config), IncrementalIndex)
+        min_rows = KEPT_BASIS_MIN_ROWS if in_place else None
+        coded = code_blocks(blocks, kept, exact=trained, carried=carried, min_rows=min_rows)
         if growth is not None and gen is not None:
             fuser, index = growth
             new = {key: block[len(gen.ids) :] for key, block in blocks.items()}
@@ -594,7 +604,7 @@ class Indexer:
         if gen is not None and keep:
             fuser = gen.fuser()
         else:
-            fuser = Fuser(config.blocks, config.fusion).fit(blocks, bases)
+            fuser = Fuser(config.blocks, config.fusion).fit(blocks, bases, refitted=False)
         fused = stored_precision(fuser, fuser.transform(blocks))
         ids = np.array([r.id for r in records], dtype=np.int64)
         staged_ids = np.array(sorted(staged), dtype=np.int64)

@@ -10,7 +10,7 @@ fingerprint of what computes the feature (backbone weights and options, trained 
 A picture added, changed or removed since the cache was written costs only its own row:
 the other rows are re-used, and `evaluate` run twice computes nothing the second time.
 Collections under CACHE_MIN_PICTURES pictures keep no cache: their blocks are computed again.
-A cache of `CODEC_MIN_ROWS` rows or more is kept as int8 codes (store/cache_file.py).
+A cache of `KEPT_BASIS_MIN_ROWS` rows or more is kept as int8 codes (store/cache_file.py).
 (Caches of the format before this one, keyed by the generation's id list, are computed
 again once: a changed file kept its id, so an id alone could name stale vectors.)
 """

@@ -1,7 +1,7 @@
-"""One cached feature block on disk: its rows keyed by picture, compact from CODEC_MIN_ROWS.
+"""One cached feature block on disk: its rows keyed by picture, compact from 200 rows.
 
 A cache file holds the sha256 and head box of each row's picture (what a row must match to
-be re-used) and the rows. Below `CODEC_MIN_ROWS` rows they are float16. From that size on
+be re-used) and the rows. Below `KEPT_BASIS_MIN_ROWS` rows they are float16. From that size on
 they are int8 codes on the block's principal components with one float32 scale per row
 (store/codec.py, as a generation stores its own blocks). The basis is fitted when the cache
 first reaches that size, and again when it has grown by a quarter since; in between, the
@@ -66,7 +66,7 @@ class CachedRows:
 
     def put(self, rows: np.ndarray, vectors: np.ndarray) -> None:
         """Set `rows` to `vectors` as the cache stores them: coded on the basis if it has one.
-        A basis is fitted the first time the cache holds CODEC_MIN_ROWS rows, and fitted
+        A basis is fitted the first time the cache holds KEPT_BASIS_MIN_ROWS rows, and fitted
         again, on the rows as stored and the new ones, once they are REFIT_GROWTH times those
         it was fitted on (a basis kept from the first pictures loses what later ones bring:
         store/codec.py)."""
@@ -80,7 +80,8 @@ class CachedRows:
             return
         self.vectors[rows] = np.asarray(vectors, BLOCK_DTYPE)
         if self.basis is not None or (
-            self.compact and codec.worth_coding(count, self.vectors.shape[1])
+            self.compact
+            and codec.worth_coding(count, self.vectors.shape[1], codec.KEPT_BASIS_MIN_ROWS)
         ):
             self._code()
 

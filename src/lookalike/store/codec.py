@@ -2,12 +2,14 @@
 
 The per-block sources (re-fusion, `evaluate`, the web slider, a settings switch) were 16 KB
 of float16 per picture, most of a collection's disk. Each block is strongly redundant (the
-colour layouts above all), so a collection of `CODEC_MIN_ROWS` pictures or more keeps it as
-its coordinates on a share (`CODE_FRACTION`) of the block's principal components, fitted
-on the collection without labels, quantised to int8 with one float32 scale per row: about
-0.5 KB a picture for `default`. Measured (benchmarks/quality.md, "Coded blocks as the
-collection grows", mean P@4 over 8 k-means seeds): as float16 blocks on every dev set,
-the 200 and 240 pictures of orl-faces-dev and the built-in sample included.
+colour layouts above all), so a collection of `CODEC_MIN_ROWS` (20) pictures or more keeps
+it as its coordinates on a share (`CODE_FRACTION`) of the block's principal components
+(under `LOSSY_MIN_ROWS`, on every one its rows vary along), fitted on the collection
+without labels, quantised to int8 with one float32 scale per row: about 0.5 KB a picture
+for `default`. Measured (benchmarks/quality.md, "Coded blocks as the collection grows" and
+"Small collections", mean P@4 over 8 k-means seeds): as float16 blocks on every dev set,
+the 200 and 240 pictures of orl-faces-dev and the built-in sample included, and above them
+on 50-150 pictures of each (0.03-0.13).
 
 The bases are fitted again whenever an index run refits the fuser on new pictures (the
 indexer: every run under 1,000 pictures, then at each quarter of growth), on the stored rows
@@ -34,20 +36,28 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.fileio import atomic_save_npy, atomic_save_npz
-from lookalike.fuse.lowrank import sample_rows, top_components
+from lookalike.fuse.lowrank import sample_rows, top_components, varying
 from lookalike.vectors import from_int8_rows, int8_rows
 
-CODEC_MIN_ROWS = 200
+CODEC_MIN_ROWS = 20
+# A basis kept while rows are added to what it coded is fitted from 200 rows, as before: the
+# evaluate cache's (until it grows by a quarter, cache_file.py) and that of a store updated
+# in place (Milvus, for good). Fitted on 20, it would code the rows added later on what 20
+# pictures vary along; a collection's own bases are fitted again at every run under 1,000.
+KEPT_BASIS_MIN_ROWS = 200
 CODE_FRACTION = 0.06
 # Under this many rows a block keeps a share of its components in proportion (2.4 % at 200
-# rows): the bases are most of a small collection's disk, and they grow as it does (fitted
-# again at every run under 1,000 pictures). On 2.4 % and 2.9 % the built-in sample scored
-# 0.849 and 0.857 (float16 blocks 0.842), orl-faces-dev 0.999 and 1.000 (0.997).
+# rows, at least MIN_CODE_DIMS): the bases are most of a small collection's disk, and they
+# grow as it does (fitted again at every run under 1,000 pictures). On 2.4 % and 2.9 % the
+# built-in sample scored 0.849 and 0.857 (float16 blocks 0.842), orl-faces-dev 0.999 and
+# 1.000 (0.997); on 50-150 pictures as float16 blocks or better (quality.md).
 FULL_SHARE_ROWS = 500
+# Under this many rows a block is coded on every component its rows vary along: to int8,
+# what float16 rows hold, in half their bytes. On its share (at least MIN_CODE_DIMS) of 19,
+# 20 pictures of anime-faces-dev lost 0.062 P@4 and 20 of orl-faces-dev 0.025; from 50 the
+# share scored as float16 blocks or better (benchmarks/quality.md).
+LOSSY_MIN_ROWS = 50
 MIN_CODE_DIMS = 8
-# A component whose singular value is under this share of the first one is left out: the
-# float32 solver puts the ones the rows lack near 3e-4 of it.
-NULL_VALUE = 1e-3
 # Narrower blocks stay float16 rows (under 1 KB a picture): coded on their share of
 # components, too few of them are left. photo's 112-dim stage-5 GeM on its 8 cost P@4
 # 0.991 -> 0.915 on orl-faces-dev (experiments/quality_dense.py --code-fraction 0.06).
@@ -68,10 +78,11 @@ class BlockBasis:
         mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
         share = CODE_FRACTION * min(1.0, len(block) / FULL_SHARE_ROWS)
         dims = min(max(MIN_CODE_DIMS, round(block.shape[1] * share)), block.shape[1])
-        values, components = top_components(x - mean, dims)
-        # Directions the rows do not vary along (grey photos fill few colour bins) are noise
-        # from the solver, and could make the span singular (fuse/spanned.py): left out.
-        components = components[values > NULL_VALUE * max(float(values[0]), 1e-30)]
+        if len(block) < LOSSY_MIN_ROWS:
+            dims = block.shape[1]  # top_components keeps at most one a row
+        # Directions the rows do not vary along (grey photos fill few colour bins) could make
+        # the span singular (fuse/spanned.py): left out.
+        components = varying(*top_components(x - mean, dims))
         # Stored as int8 rows (save_bases): rounded now, so a commit codes with what it stores.
         return cls(mean, from_int8_rows(*int8_rows(components)))
 
@@ -172,9 +183,10 @@ class CodedBlock:
         return out if dtype is None else out.astype(dtype, copy=False)
 
 
-def worth_coding(rows: int, width: int) -> bool:
-    """Whether a block of `rows` rows `width` wide is stored as codes (on a new basis)."""
-    return rows >= CODEC_MIN_ROWS and width >= MIN_CODED_WIDTH
+def worth_coding(rows: int, width: int, min_rows: int | None = None) -> bool:
+    """Whether a block of `rows` rows `width` wide is stored as codes (on a new basis);
+    `min_rows`: the fewest rows (None: `CODEC_MIN_ROWS`)."""
+    return rows >= (CODEC_MIN_ROWS if min_rows is None else min_rows) and width >= MIN_CODED_WIDTH
 
 
 @dataclass(frozen=True)
@@ -202,6 +214,7 @@ def code_blocks(
     kept: Mapping[str, BlockBasis],
     exact: Collection[str] = (),
     carried: Mapping[str, CarriedRows] | None = None,
+    min_rows: int | None = None,
 ) -> dict[str, CodedBlock]:
     """A commit's coded blocks (on the bases of `bases_for`), each replaced in `blocks` by
     what the collection will read back of it: the fuser is fitted on exactly that, and the
@@ -212,10 +225,12 @@ def code_blocks(
     `carried`: rows of the previous generation, whose codes are copied where their basis is
     kept. Coded again from their decoded values, each row's scale moved by an ulp, and with
     it the k-means of a fit that should have been the same (a repaired fuser).
+    `min_rows`: the fewest rows a new basis is fitted on (None: `CODEC_MIN_ROWS`;
+    `KEPT_BASIS_MIN_ROWS` for a store that keeps its bases).
     """
     coded = {}
     wanted = {key: block for key, block in blocks.items() if key not in exact}
-    for key, basis in bases_for(wanted, kept).items():
+    for key, basis in bases_for(wanted, kept, min_rows).items():
         carry = (carried or {}).get(key)
         if carry is not None and carry.source.basis is basis:
             coded[key] = CodedBlock(basis, *carry.codes_on(basis, blocks[key]))
@@ -231,7 +246,9 @@ def bases_of(coded: Mapping[str, CodedBlock]) -> dict[str, BlockBasis]:
 
 
 def bases_for(
-    blocks: Mapping[str, np.ndarray], kept: Mapping[str, BlockBasis]
+    blocks: Mapping[str, np.ndarray],
+    kept: Mapping[str, BlockBasis],
+    min_rows: int | None = None,
 ) -> dict[str, BlockBasis]:
     """The bases of a commit's blocks: the previous generation's where it had one (its rows
     were stored through it), a new one for a block of a collection now large enough."""
@@ -240,7 +257,7 @@ def bases_for(
         basis = kept.get(key)
         if basis is not None and basis.mean.shape[0] == block.shape[1]:
             out[key] = basis
-        elif worth_coding(*block.shape):
+        elif worth_coding(*block.shape, min_rows):
             out[key] = BlockBasis.fit(block)
     return out
 
