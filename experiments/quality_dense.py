@@ -33,10 +33,13 @@ first N pictures only and kept (a collection that grew after its bases were fitt
 `--code-refit-every M` fitted again at each M pictures added, on the rows as stored and
 the new ones (as `index` does when it refits the fuser); `--code-shuffled` the pictures
 coming in a seeded random order instead of the folders'. Run on a WORK whose collections
-keep float16 blocks: the codec's loss against them.
+keep float16 blocks: the codec's loss against them. `--code-fraction product`: coded as
+`index` codes a collection of the set's size (store/codec.py's share, every component under
+`LOSSY_MIN_ROWS` pictures).
 
 Sets: anime-faces-dev, orl-faces-dev (default and photo), anime-full-dev (from
-../shared/datasets; absent ones are skipped) and the built-in sample (drawn into WORK).
+../shared/datasets; absent ones are skipped) and the built-in sample (drawn into WORK);
+`--folders` adds others (`default`, a label a folder), such as small parts of those.
 """
 
 from __future__ import annotations
@@ -194,10 +197,13 @@ def rows_for(
         coll, coll.require_generation(), keys, FeatureExtractor(stored), progress=False
     )
     used = {k: blocks[k] for k in stored.block_keys}
-    if code_fraction is not None:  # as a collection of CODEC_MIN_ROWS or more stores them
+    if code_fraction == "product":  # as `index` codes a collection of this size
+        used = dict(used)
+        codec.code_blocks(used, {})  # puts the rows as they decode in `used`
+    elif code_fraction is not None:  # as a collection of CODEC_MIN_ROWS or more stores them
         # Exactly this share, whatever the rows (the product's is less under FULL_SHARE_ROWS).
         kept = codec.CODE_FRACTION, codec.FULL_SHARE_ROWS
-        codec.CODE_FRACTION, codec.FULL_SHARE_ROWS = code_fraction, 1
+        codec.CODE_FRACTION, codec.FULL_SHARE_ROWS = float(code_fraction), 1
         try:
             # The pictures in the folders' order, or (`--code-shuffled`) in a seeded random one.
             count = len(next(iter(used.values())))
@@ -235,7 +241,10 @@ def rows_for(
             label = dim if first is None else f"{dim}, first PCA {first}"
             label = label if weight is None else f"{label}, feel {weight}"
             label += variant.label()
-            label += f", coded on {code_fraction:.1%}" if code_fraction is not None else ""
+            if code_fraction == "product":
+                label += ", coded as index codes it"
+            elif code_fraction is not None:
+                label += f", coded on {float(code_fraction):.1%}"
             label += f" fitted on {code_fit_rows} rows" if code_fit_rows is not None else ""
             label += f", refitted at each {code_refit_every} added" if code_refit_every else ""
             label += ", pictures shuffled" if code_shuffled else ""
@@ -253,6 +262,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True, help="folder for the collections")
     parser.add_argument("--dims", nargs="+", default=["full", "64", "128", "256"])
     parser.add_argument("--sets", nargs="*", help="only these set names")
+    parser.add_argument("--folders", nargs="*", type=Path, default=[], help="more sets")
     parser.add_argument("--first-dims", nargs="*", type=int, help="first PCA dims to try")
     parser.add_argument("--feel-weights", nargs="*", type=float, help="colour tail weights")
     parser.add_argument(
@@ -264,7 +274,7 @@ def main() -> None:
     )
     parser.add_argument("--ks", nargs="+", type=int, help="the pseudo-label LDA's k values")
     parser.add_argument("--per-seed", action="store_true", help="print each seed's P@4 too")
-    parser.add_argument("--code-fraction", type=float, help="blocks coded on this share")
+    parser.add_argument("--code-fraction", help="blocks coded on this share, or 'product'")
     parser.add_argument("--code-fit-rows", type=int, help="the bases fitted on the first N rows")
     parser.add_argument("--code-refit-every", type=int, help="bases refitted at each N added")
     parser.add_argument(
@@ -274,7 +284,8 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     print("| set | preset | out_dim | dims | P@4 | mAP@4 | ANN recall@4 | feel |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
-    for name, folder, preset, labels, task in SETS:
+    extra = [(f.name, str(f.resolve()), "default", "folders", None) for f in args.folders]
+    for name, folder, preset, labels, task in SETS + extra:
         if args.sets and name not in args.sets:
             continue
         if folder != "sample" and not (DATASETS / folder).is_dir():
