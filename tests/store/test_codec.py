@@ -73,6 +73,14 @@ def test_under_lossy_min_rows_a_block_keeps_every_component_its_rows_vary_along(
     assert len(share.components) == codec.MIN_CODE_DIMS  # from there, the share
 
 
+def test_a_block_whose_rows_do_not_vary_stays_float16() -> None:
+    # Copies of one picture: no component to code on (a basis without one failed to encode).
+    row = np.random.default_rng(3).normal(size=(1, 600)).astype(np.float32)
+    blocks = {"head.x": np.repeat(row, codec.CODEC_MIN_ROWS, axis=0)}
+    blocks["head.y"] = low_rank(codec.CODEC_MIN_ROWS, width=600)
+    assert codec.code_blocks(blocks, {}).keys() == {"head.y"}
+
+
 def test_a_basis_kept_while_rows_are_added_is_fitted_on_more_rows() -> None:
     blocks = {"head.x": low_rank(codec.KEPT_BASIS_MIN_ROWS - 1, width=600)}
     assert codec.code_blocks(dict(blocks), {}).keys() == {"head.x"}

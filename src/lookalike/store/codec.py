@@ -258,7 +258,9 @@ def bases_for(
         if basis is not None and basis.mean.shape[0] == block.shape[1]:
             out[key] = basis
         elif worth_coding(*block.shape, min_rows):
-            out[key] = BlockBasis.fit(block)
+            basis = BlockBasis.fit(block)
+            if len(basis.components):  # rows that do not vary (copies of one picture): float16
+                out[key] = basis
     return out
 
 
