@@ -115,9 +115,13 @@ class LdaVariant:
 
     starts: int | None = None
     starts_in: str = "wide"
+    pca_dim: int | None = None  # the PCA axes an LDA is fitted on (None: the preset's)
+    pca_in: str = "both"  # in which LDA: the wide vector's, the dense round's, or both
 
     def label(self) -> str:
-        return f", {self.starts} k-means starts ({self.starts_in})" if self.starts else ""
+        label = f", {self.starts} k-means starts ({self.starts_in})" if self.starts else ""
+        axes = f", LDA on {self.pca_dim} axes ({self.pca_in})" if self.pca_dim else ""
+        return label + axes
 
     def config(self, config: PipelineConfig) -> PipelineConfig:
         if self.starts is None:
@@ -129,10 +133,14 @@ class LdaVariant:
         """PseudoLabelLDA of this variant whose k-means start from `seed` (0: the product's)."""
         # The Fuser names its wide LDA's starts; the dense round's LDA names none.
         dense = config.fusion.pseudo_lda_starts if self.starts_in == "both" else 1
+        axes, pca_in = self.pca_dim, self.pca_in
 
         class Seeded(PseudoLabelLDA):
-            def __init__(self, ks=(10, 20, 30, 40, 50), starts=dense):  # type: ignore[no-untyped-def]
-                super().__init__(ks, seed=seed, starts=starts)
+            def __init__(self, ks=(10, 20, 30, 40, 50), pca_dim=128, starts=None):  # type: ignore[no-untyped-def]
+                wide = starts is not None  # the Fuser names its wide LDA's starts and axes
+                if axes and pca_in in ("both", "wide" if wide else "dense"):
+                    pca_dim = axes
+                super().__init__(ks, pca_dim=pca_dim, seed=seed, starts=starts if wide else dense)
 
         return Seeded
 
@@ -273,6 +281,8 @@ def main() -> None:
         "--starts-in", choices=["wide", "both"], default="wide", help="which LDA fits start anew"
     )
     parser.add_argument("--ks", nargs="+", type=int, help="the pseudo-label LDA's k values")
+    parser.add_argument("--lda-pca-dim", type=int, help="axes an LDA is fitted on (the preset's)")
+    parser.add_argument("--lda-pca-in", choices=["both", "wide", "dense"], default="both")
     parser.add_argument("--per-seed", action="store_true", help="print each seed's P@4 too")
     parser.add_argument("--code-fraction", help="blocks coded on this share, or 'product'")
     parser.add_argument("--code-fit-rows", type=int, help="the bases fitted on the first N rows")
@@ -302,7 +312,7 @@ def main() -> None:
             args.first_dims,
             args.feel_weights,
             args.seeds,
-            LdaVariant(args.starts, args.starts_in),
+            LdaVariant(args.starts, args.starts_in, args.lda_pca_dim, args.lda_pca_in),
             args.ks,
             args.per_seed,
             args.code_fraction,

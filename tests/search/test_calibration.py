@@ -42,7 +42,20 @@ def test_a_collection_fitted_with_one_k_means_start_keeps_its_table():
     """Collections made before format 5 read as fitted with one k-means start per k: their
     settings fingerprint as they did then, and the table fitted for them stays."""
     default = get_preset("default")
-    before = default.with_options(fusion=dataclasses.replace(default.fusion, pseudo_lda_starts=1))
+    fusion = dataclasses.replace(
+        default.fusion, pseudo_lda_starts=1, pseudo_lda_axes=128, feel_weight=0.2
+    )
+    before = default.with_options(fusion=fusion)
+    assert fingerprint(before) != fingerprint(default)
+    assert calibration_for(before) is not None and calibration_for(default) is not None
+
+
+def test_a_collection_fitted_on_128_lda_axes_keeps_its_table():
+    """Collections made before format 6 read as fitted on 128 axes (their colour tail at
+    0.2): the table fitted for them (three k-means starts, stop 36) stays."""
+    default = get_preset("default")
+    fusion = dataclasses.replace(default.fusion, pseudo_lda_axes=128, feel_weight=0.2)
+    before = default.with_options(fusion=fusion)
     assert fingerprint(before) != fingerprint(default)
     assert calibration_for(before) is not None and calibration_for(default) is not None
 

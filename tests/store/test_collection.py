@@ -64,7 +64,7 @@ def test_create_writes_a_manifest_and_a_catalog_that_open_reads_back(tmp_path: P
     coll = created(tmp_path)
     assert sorted(p.name for p in coll.path.iterdir()) == [CATALOG, MANIFEST]
     manifest = json.loads((coll.path / MANIFEST).read_text())
-    assert manifest["format_version"] == FORMAT_VERSION == 5
+    assert manifest["format_version"] == FORMAT_VERSION == 6
     assert manifest["root"] == str((tmp_path / "photos").resolve())
     assert (manifest["weights_hash"], manifest["generation"]) == ("weights-a", None)
     assert Collection.exists(coll.path) and not Collection.exists(tmp_path)
@@ -163,7 +163,7 @@ def test_a_damaged_manifest_is_an_error_naming_it_and_saying_how_to_repair(
     assert f"run `lookalike index FOLDER --collection {coll.path}`" in message
 
 
-@pytest.mark.parametrize("version", [1, 6])
+@pytest.mark.parametrize("version", [1, 7])
 def test_another_format_version_is_refused_with_what_to_do(tmp_path: Path, version: int) -> None:
     coll = created(tmp_path)
     edit(lambda d: d.update(format_version=version))(coll.path / MANIFEST)
@@ -171,34 +171,41 @@ def test_another_format_version_is_refused_with_what_to_do(tmp_path: Path, versi
         read_manifest(coll.path)
     message = str(raised.value)
     assert f"collection format version {version}" in message
-    assert "reads versions 2, 3, 4 and 5; re-index into a new collection" in message
+    assert "reads versions 2, 3, 4, 5 and 6; re-index into a new collection" in message
     # Only a version-1 collection is told what the new format saves.
     assert ("dense 256-dim vectors" in message) == (version == 1)
 
 
-@pytest.mark.parametrize("version", [2, 3, 4])
-def test_an_older_collection_is_read_and_its_next_commit_marks_it_5(
+@pytest.mark.parametrize("version", [2, 3, 4, 5])
+def test_an_older_collection_is_read_and_its_next_commit_marks_it_6(
     tmp_path: Path, version: int
 ) -> None:
     # Versions 2 to 4 differ in how the codec, the fuser and the fused vectors are saved,
     # which are read either way; their settings name no k-means starts: they were fitted
-    # with one, and say so once read.
-    fusion = dataclasses.replace(CONFIG.fusion, pseudo_lda_ks=(2,), pseudo_lda_starts=3)
+    # with one, and say so once read. Version 5's name no LDA axes: they were fitted on 128.
+    fusion = dataclasses.replace(
+        CONFIG.fusion, pseudo_lda_ks=(2,), pseudo_lda_starts=3, pseudo_lda_axes=48
+    )
     coll = Collection.create(
         tmp_path / "coll", tmp_path / "photos", dataclasses.replace(CONFIG, fusion=fusion), "w"
     )
 
     def as_older(manifest: dict) -> None:
         manifest.update(format_version=version)
-        del manifest["config"]["fusion"]["pseudo_lda_starts"]
+        del manifest["config"]["fusion"]["pseudo_lda_axes"]
+        if version < 5:
+            del manifest["config"]["fusion"]["pseudo_lda_starts"]
 
     edit(as_older)(coll.path / MANIFEST)
     assert read_manifest(coll.path)["format_version"] == version
     opened = Collection.open(coll.path)
-    assert opened.config.fusion.pseudo_lda_starts == 1
+    starts = 3 if version == 5 else 1
+    assert opened.config.fusion.pseudo_lda_starts == starts
+    assert opened.config.fusion.pseudo_lda_axes == 128
     commit(opened)
-    assert read_manifest(coll.path)["format_version"] == FORMAT_VERSION == 5
-    assert Collection.open(coll.path).config.fusion.pseudo_lda_starts == 1
+    assert read_manifest(coll.path)["format_version"] == FORMAT_VERSION == 6
+    assert Collection.open(coll.path).config.fusion.pseudo_lda_starts == starts
+    assert Collection.open(coll.path).config.fusion.pseudo_lda_axes == 128
 
 
 def test_dense_fused_vectors_are_stored_once_as_float16(tmp_path: Path) -> None:

@@ -213,7 +213,9 @@ class Fuser:
         self.lda_ = None
         if self.fusion.pseudo_lda_ks:
             starts = self.fusion.pseudo_lda_starts
-            self.lda_ = PseudoLabelLDA(self.fusion.pseudo_lda_ks, starts=starts).fit(unit)
+            axes = self.fusion.pseudo_lda_axes
+            self.lda_ = PseudoLabelLDA(self.fusion.pseudo_lda_ks, pca_dim=axes, starts=starts)
+            self.lda_.fit(unit)
         self.final_ = self.feel_ = None
         dim = (self.fusion.out_dim or 0) - (self.fusion.feel_dim if self.fusion.feel_block else 0)
         if self.fusion.out_dim and len(fused) > dim:

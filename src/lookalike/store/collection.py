@@ -79,8 +79,11 @@ from lookalike.version import __version__
 # 5: the settings name the pseudo-label LDA's k-means starts (`pseudo_lda_starts`), which a
 # reader of version 4 cannot parse. Versions 2 to 4 are read as fitted with one start, and
 # a commit to them writes 5.
-FORMAT_VERSION = 5
-READ_VERSIONS = (2, 3, 4, 5)
+# 6: the settings name the axes of the pseudo-label LDA (`pseudo_lda_axes`), which a reader
+# of version 5 cannot parse. Versions 2 to 5 are read as fitted on 128, and a commit to them
+# writes 6.
+FORMAT_VERSION = 6
+READ_VERSIONS = (2, 3, 4, 5, 6)
 # Feature blocks (the sources of re-fusion, `evaluate` and the web slider) are kept as
 # float16: half the disk, no change in precision@4 (benchmarks/README.md, "Dense").
 BLOCK_DTYPE = np.float16
@@ -670,7 +673,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
                     f"({__version__}) reads versions {_versions(READ_VERSIONS)}; re-index into "
                     "a new collection: `lookalike index FOLDER --collection NEW_FOLDER`"
                     + (
-                        " (version 5 stores dense 256-dim vectors, about 4 KB per picture)"
+                        " (version 6 stores dense 256-dim vectors, about 4 KB per picture)"
                         if version == 1
                         else ""
                     )
