@@ -218,20 +218,21 @@ class Fuser:
             self.lda_.fit(unit)
         self.final_ = self.feel_ = None
         dim = (self.fusion.out_dim or 0) - (self.fusion.feel_dim if self.fusion.feel_block else 0)
-        if self.fusion.out_dim and len(fused) > dim:
-            if self.fusion.feel_block:
-                self.feel_ = PCA(self.fusion.feel_dim).fit(self._feel_input(sample))
-                dim = self.fusion.out_dim - int(self.feel_.components_.shape[0])
+        # A PCA to `dim` needs more pictures than `dim`: fitted on the article's 7 cards it
+        # made a cat photo Saber's closest look-alike. A smaller collection's wide vectors are
+        # turned onto their own span instead, which keeps their cosines (one dimension a
+        # picture, not 8000). Kept for good, that span would lose what the pictures added
+        # later bring: an external store keeps the wide vector.
+        fits_pca = len(fused) > dim
+        if self.fusion.out_dim and (fits_pca or refitted):
             reduced = unit if self.lda_ is None else self.lda_.transform(unit)
-            self.final_ = DenseReducer(dim, self.fusion.pseudo_lda_ks).fit(reduced)
-        elif self.fusion.out_dim and refitted:
-            # A PCA to `dim` needs more pictures than `dim`: fitted on the article's 7 cards
-            # it made a cat photo Saber's closest look-alike. A smaller collection's wide
-            # vectors are turned onto their own span instead, which keeps their cosines (one
-            # dimension a picture, not 8000). Kept for good, that span would lose what the
-            # pictures added later bring: an external store keeps the wide vector.
-            reduced = unit if self.lda_ is None else self.lda_.transform(unit)
-            self.final_ = SpanReducer().fit(reduced)
+            if not fits_pca:
+                self.final_ = SpanReducer().fit(reduced)
+            else:
+                if self.fusion.feel_block:
+                    self.feel_ = PCA(self.fusion.feel_dim).fit(self._feel_input(sample))
+                    dim = self.fusion.out_dim - int(self.feel_.components_.shape[0])
+                self.final_ = DenseReducer(dim, self.fusion.pseudo_lda_ks).fit(reduced)
         # The state as saved (int8 matrices): what this fuser makes, a loaded one makes.
         stored = Fuser.from_arrays(self.to_arrays(), self.blocks, self.fusion, self.bases_)
         self.__dict__.update(stored.__dict__)

@@ -496,8 +496,7 @@ class Indexer:
             if gen and isinstance(stored := gen.block(key), CodedBlock)
         }
         # A store updated in place keeps its first bases for good: not fitted on a few rows.
-        in_place = isinstance(new_index(config), IncrementalIndex)
-        min_rows = KEPT_BASIS_MIN_ROWS if in_place else None
+        min_rows = KEPT_BASIS_MIN_ROWS if self._updated_in_place(config) else None
         coded = code_blocks(blocks, kept, exact=trained, carried=carried, min_rows=min_rows)
         if growth is not None and gen is not None:
             fuser, index = growth
@@ -618,6 +617,11 @@ class Indexer:
         return fuser, fused, index
 
     @staticmethod
+    def _updated_in_place(config: PipelineConfig) -> bool:
+        """Whether the preset's index is an external store updated in place (Milvus)."""
+        return isinstance(new_index(config), IncrementalIndex)
+
+    @staticmethod
     def _store_keeps_fuser(coll: Collection, gen: Generation | None, rederive: bool) -> bool:
         """Whether the commit keeps the generation's fuser for an external store updated in
         place (`_fuse_and_index`): its vectors, and the bases the fuser is stored on, stay."""
@@ -641,7 +645,7 @@ class Indexer:
         """The committed fuser and index to add this run's new rows to, when growth.py
         allows it (only pictures were added, few next to those the fuser was fitted on);
         else None: the run fits and builds anew. `committed`: the generation's id -> row."""
-        if gen is None or rederive or isinstance(new_index(coll.config), IncrementalIndex):
+        if gen is None or rederive or self._updated_in_place(coll.config):
             return None
         kept = {r.id for r in records if r.id in committed and r.id not in staged}
         if len(kept) != len(committed) or len(records) <= len(committed):

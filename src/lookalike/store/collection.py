@@ -409,8 +409,7 @@ class Collection:
         name = self.manifest.get("generation")
         if not name:
             return None
-        path = self.path / "generations" / name
-        if not self._hold(name, path) or not path.is_dir():
+        if not self._hold(name) or not self._generation_path(name).is_dir():
             # A commit replaced it and is removing it (or has): read the one it made.
             self.reload()
             if self.manifest.get("generation") not in (None, name):
@@ -419,13 +418,15 @@ class Collection:
 
     def _generation(self, name: str) -> Generation:
         repair = f"run {self.repair} to repair it"
-        path = self.path / "generations" / name
-        self._hold(name, path)
-        gen = Generation(path, self.config, repair)
+        self._hold(name)
+        gen = Generation(self._generation_path(name), self.config, repair)
         gen._readers = self._reading.get(name)
         return gen
 
-    def _hold(self, name: str, path: Path) -> bool:
+    def _generation_path(self, name: str) -> Path:
+        return self.path / "generations" / name
+
+    def _hold(self, name: str) -> bool:
         """A shared lock on the generation for as long as this object or a Generation it
         made lives: no commit deletes a generation that a process still reads (a `serve`,
         a query loading it).
@@ -434,7 +435,7 @@ class Collection:
         if name in self._reading:
             return True
         try:
-            readers = _locked(path, fcntl.LOCK_SH)
+            readers = _locked(self._generation_path(name), fcntl.LOCK_SH)
         except OSError:
             return True
         if readers is None:
