@@ -190,6 +190,23 @@ def test_a_basis_keeps_components_in_proportion_to_its_rows_and_none_the_rows_la
     assert np.linalg.cond(flat.span @ flat.span.T) < 10
 
 
+def test_each_block_is_coded_on_its_own_share_of_components() -> None:
+    # The CNN's grids keep three times the share, the whole picture's colour grid half of
+    # it, any other block CODE_FRACTION (quality.md, "Code shares by block").
+    rows = codec.FULL_SHARE_ROWS
+    block = low_rank(rows, 1000, rank=300)
+    keys = ["head.avg_g3_s4", "whole.avg_g3_s5", "whole.soft_grid3", "head.soft_grid3", "head.gem"]
+    bases = codec.bases_for(dict.fromkeys(keys, block), {})
+    assert {k: len(b.components) for k, b in bases.items()} == {
+        "head.avg_g3_s4": 180,
+        "whole.avg_g3_s5": 180,
+        "whole.soft_grid3": 30,
+        "head.soft_grid3": 60,
+        "head.gem": 60,
+    }
+    assert codec.code_share("head.gem") == codec.CODE_FRACTION
+
+
 def test_a_narrow_block_keeps_float16_rows_however_many() -> None:
     # Coded on its 6 % of components (8), a 112-dim block loses what tells people apart.
     n = codec.CODEC_MIN_ROWS

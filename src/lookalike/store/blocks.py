@@ -34,6 +34,7 @@ from lookalike.embed.extractor import FeatureExtractor
 from lookalike.errors import ImageLoadError, LookalikeError
 from lookalike.load.images import load_image
 from lookalike.store.cache_file import CachedRows, Pictures, read_cached, write_cached
+from lookalike.store.codec import code_share
 from lookalike.store.collection import BLOCK_DTYPE, Collection, Generation
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ def _read_cached(
     is measured on (coded, its cosines grow: 0.753 to 0.860 on anime-faces-dev)."""
     path = _cache_path(coll, extractor, key)
     compact = key != FEEL_BLOCK and not extractor.trained_keys([key])
-    return read_cached(path, pictures, _is_head(key), compact)
+    return read_cached(path, pictures, _is_head(key), compact, code_share(key))
 
 
 def _is_head(key: str) -> bool:

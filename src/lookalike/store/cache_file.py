@@ -59,6 +59,7 @@ class CachedRows:
     scales: np.ndarray | None = None
     compact: bool = True
     fitted_rows: int = 0  # the rows `basis` was fitted on
+    share: float | None = None  # of the components a basis keeps (codec.code_share)
 
     @classmethod
     def none(cls, count: int, width: int = 0, compact: bool = True) -> CachedRows:
@@ -92,7 +93,7 @@ class CachedRows:
 
     def _code(self) -> None:
         found = np.flatnonzero(self.have)
-        self.basis, self.fitted_rows = BlockBasis.fit(self.vectors[found]), len(found)
+        self.basis, self.fitted_rows = BlockBasis.fit(self.vectors[found], self.share), len(found)
         self.codes = np.zeros((len(self.have), len(self.basis.components)), np.int8)
         self.scales = np.ones(len(self.have), np.float32)
         self._encode(found, self.vectors[found])
@@ -138,10 +139,14 @@ def digest_strings(stored: np.ndarray) -> np.ndarray:
     return np.array(["" if row == zero else row.hex() for row in map(bytes, stored)], dtype="<U64")
 
 
-def read_cached(path: Path, pictures: Pictures, head: bool, compact: bool = True) -> CachedRows:
+def read_cached(
+    path: Path, pictures: Pictures, head: bool, compact: bool = True, share: float | None = None
+) -> CachedRows:
     """The cached rows of `pictures`; none found when the file is missing, of the format keyed
-    by ids (see store/blocks.py), or damaged (a cache: computed again, with a warning)."""
+    by ids (see store/blocks.py), or damaged (a cache: computed again, with a warning).
+    `share`: of the components a basis fitted on them keeps (None: codec.CODE_FRACTION)."""
     none = CachedRows.none(len(pictures.digests), compact=compact)
+    none.share = share
     if not path.exists():
         return none
     try:
@@ -152,7 +157,7 @@ def read_cached(path: Path, pictures: Pictures, head: bool, compact: bool = True
     except (OSError, ValueError, KeyError, EOFError, *UNREADABLE_NPZ) as exc:
         log.warning("%s: damaged cached features (%s); computing them again", path, exc)
         return none
-    found.compact = compact
+    found.compact, found.share = compact, share
     return found
 
 

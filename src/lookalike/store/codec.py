@@ -3,13 +3,14 @@
 The per-block sources (re-fusion, `evaluate`, the web slider, a settings switch) were 16 KB
 of float16 per picture, most of a collection's disk. Each block is strongly redundant (the
 colour layouts above all), so a collection of `CODEC_MIN_ROWS` (20) pictures or more keeps
-it as its coordinates on a share (`CODE_FRACTION`) of the block's principal components
-(under `LOSSY_MIN_ROWS`, on every one its rows vary along), fitted on the collection
-without labels, quantised to int8 with one float32 scale per row: about 0.5 KB a picture
-for `default`. Measured (benchmarks/quality.md, "Coded blocks as the collection grows" and
-"Small collections", mean P@4 over 8 k-means seeds): as float16 blocks on every dev set,
-the 200 and 240 pictures of orl-faces-dev and the built-in sample included, and above them
-on 50-150 pictures of each (0.03-0.13).
+it as its coordinates on a share of the block's principal components (`code_share`: 6 %,
+the CNN's grids 18 %, the whole picture's colour grid 3 %; under `LOSSY_MIN_ROWS`, every
+one its rows vary along), fitted on the collection without labels, quantised to int8 with
+one float32 scale per row: about 0.6 KB a picture for `default`. Measured (benchmarks/
+quality.md, "Coded blocks as the collection grows", "Small collections" and "Code shares
+by block", mean P@4 over 8-16 k-means seeds): as float16 blocks on every dev set, the 200
+and 240 pictures of orl-faces-dev and the built-in sample included, and above them on
+50-150 pictures of each (0.03-0.13). (Every block on 6 %, anime-full-dev lost 0.011.)
 
 The bases are fitted again whenever an index run refits the fuser on new pictures (the
 indexer: every run under 1,000 pictures, then at each quarter of growth), on the stored rows
@@ -19,7 +20,7 @@ the first 200 of anime-faces-dev's 600 (three of its ten characters) P@4 fell fr
 to 0.865. A block narrower than `MIN_CODED_WIDTH` stays float16.
 
 The bases themselves are int8 rows (a power-of-two scale each), half the float16 of
-before: 1.0 MB of a `default` collection, fixed. Their rows are then not quite orthonormal,
+before: about 1 MB of a `default` collection, fixed. Their rows are then not quite orthonormal,
 so a row is coded by least squares (`encoder`). Measured with `lookalike evaluate` on
 collections indexed with them (benchmarks/README.md, "Where issue 16 stands"): P@4 0.907 on
 anime-faces-dev (0.912 on float16 bases, the same run's fuser) and 0.736 on anime-full-dev.
@@ -46,6 +47,13 @@ CODEC_MIN_ROWS = 20
 # pictures vary along; a collection's own bases are fitted again at every run under 1,000.
 KEPT_BASIS_MIN_ROWS = 200
 CODE_FRACTION = 0.06
+# A block's share is CODE_FRACTION times its factor here (`code_share`). The CNN's 3 x 3 grids
+# spread their variance over more components than the other blocks (on anime-full-dev 6 % of
+# them hold 67 % of it, of a colour grid 87 %), and coded on 6 % anime-full-dev lost 0.011
+# P@4 to float16 blocks (mean over 16 k-means seeds); on 18 % it keeps it. The whole
+# picture's colour grid, `default`'s colour tail, is coded on 3 %, which pays for that on
+# disk at no measured cost (benchmarks/quality.md, "Code shares by block").
+SHARE_FACTORS = {"avg_g3_s4": 3.0, "avg_g3_s5": 3.0, "whole.soft_grid3": 0.5}
 # Under this many rows a block keeps a share of its components in proportion (2.4 % at 200
 # rows, at least MIN_CODE_DIMS): the bases are most of a small collection's disk, and they
 # grow as it does (fitted again at every run under 1,000 pictures). On 2.4 % and 2.9 % the
@@ -73,10 +81,12 @@ class BlockBasis:
     components: np.ndarray
 
     @classmethod
-    def fit(cls, block: np.ndarray) -> BlockBasis:
+    def fit(cls, block: np.ndarray, share: float | None = None) -> BlockBasis:
+        """The basis of `block`'s rows, on `share` of its principal components (None:
+        CODE_FRACTION), in proportion under FULL_SHARE_ROWS rows."""
         x = sample_rows(block, seed=0)
         mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
-        share = CODE_FRACTION * min(1.0, len(block) / FULL_SHARE_ROWS)
+        share = (CODE_FRACTION if share is None else share) * min(1.0, len(block) / FULL_SHARE_ROWS)
         dims = min(max(MIN_CODE_DIMS, round(block.shape[1] * share)), block.shape[1])
         if len(block) < LOSSY_MIN_ROWS:
             dims = block.shape[1]  # top_components keeps at most one a row
@@ -183,6 +193,12 @@ class CodedBlock:
         return out if dtype is None else out.astype(dtype, copy=False)
 
 
+def code_share(key: str) -> float:
+    """The share of its principal components block `key` is coded on (`SHARE_FACTORS`)."""
+    factor = SHARE_FACTORS.get(key, SHARE_FACTORS.get(key.partition(".")[2], 1.0))
+    return CODE_FRACTION * factor
+
+
 def worth_coding(rows: int, width: int, min_rows: int | None = None) -> bool:
     """Whether a block of `rows` rows `width` wide is stored as codes (on a new basis);
     `min_rows`: the fewest rows (None: `CODEC_MIN_ROWS`)."""
@@ -258,7 +274,7 @@ def bases_for(
         if basis is not None and basis.mean.shape[0] == block.shape[1]:
             out[key] = basis
         elif worth_coding(*block.shape, min_rows):
-            basis = BlockBasis.fit(block)
+            basis = BlockBasis.fit(block, code_share(key))
             if len(basis.components):  # rows that do not vary (copies of one picture): float16
                 out[key] = basis
     return out
