@@ -121,6 +121,21 @@ def test_a_small_collections_fuser_is_stored_on_its_bases_too(tmp_path) -> None:
     np.testing.assert_allclose(loaded.transform(outside), fuser.transform(outside), atol=1e-5)
 
 
+def test_a_colour_tail_on_fewer_components_than_its_dims_keeps_those_and_its_span() -> None:
+    # 300 pictures code whole.b (900 wide) on 32 components, under the tail's 48 dims: its
+    # unit rows vary along those and the mean (the basis's span, 33 rows). The tail keeps
+    # those 33 (the rest was solver noise outside the span, and stored the matrix 900
+    # wide), the rest of the vector its 16.
+    fusion = FusionConfig(pseudo_lda_ks=(4, 8), out_dim=64, feel_block="whole.b", feel_dim=48)
+    blocks, bases = _coded(300)
+    width = len(bases["whole.b"].span)
+    assert width < 48
+    fuser = Fuser(BLOCKS, fusion).fit(blocks, bases)
+    assert fuser.feel_ is not None and len(fuser.feel_.components_) == width
+    assert fuser.output_dim == 16 + width
+    assert fuser.to_arrays()["feel/components"].shape[1] < blocks["whole.b"].shape[1]
+
+
 def test_blocks_not_coded_keep_the_fuser_wide() -> None:
     blocks, bases = _coded(codec.CODEC_MIN_ROWS - 1)  # float16 blocks, no bases
     assert bases == {}

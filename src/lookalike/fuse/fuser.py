@@ -30,9 +30,10 @@ class PCA:
     """Principal components of the centred data (lowrank.py: a sample, truncated SVD), optionally
     whitened."""
 
-    def __init__(self, n_components: int, whiten: bool = False) -> None:
+    def __init__(self, n_components: int, whiten: bool = False, varying_only: bool = False) -> None:
         self.n_components = n_components
         self.whiten = whiten
+        self.varying_only = varying_only  # only the components the rows vary along
 
     def fit(self, x: np.ndarray) -> PCA:
         x = sample_rows(x, seed=0)
@@ -40,6 +41,9 @@ class PCA:
         # Never more components than the data supports (small collections): top_components
         # returns at most min(rows, dims).
         s, self.components_ = top_components(x - self.mean_, self.n_components)
+        if self.varying_only:  # `varying` keeps a prefix: the values come largest first
+            kept = len(varying(s, self.components_))
+            s, self.components_ = s[:kept], self.components_[:kept]
         variance = s.astype(np.float64) ** 2 / max(len(x) - 1, 1)
         self.scale_ = (1.0 / np.sqrt(variance + 1e-6 * variance.max() + 1e-12)).astype(np.float32)
         return self
@@ -230,8 +234,12 @@ class Fuser:
                 self.final_ = SpanReducer().fit(reduced)
             else:
                 if self.fusion.feel_block:
-                    self.feel_ = PCA(self.fusion.feel_dim).fit(self._feel_input(sample))
-                    dim = self.fusion.out_dim - int(self.feel_.components_.shape[0])
+                    # A colour grid coded on fewer components than feel_dim (under about 410
+                    # pictures) varies along those only: the rest would be the solver's
+                    # noise, outside the block's span, and store the matrix wide
+                    # (spanned.py). The tail then has fewer dims; the rest keeps its.
+                    feel = PCA(self.fusion.feel_dim, varying_only=True)
+                    self.feel_ = feel.fit(self._feel_input(sample))
                 self.final_ = DenseReducer(dim, self.fusion.pseudo_lda_ks).fit(reduced)
         # The state as saved (int8 matrices): what this fuser makes, a loaded one makes.
         stored = Fuser.from_arrays(self.to_arrays(), self.blocks, self.fusion, self.bases_)
