@@ -62,8 +62,11 @@ class CachedRows:
     share: float | None = None  # of the components a basis keeps (codec.code_share)
 
     @classmethod
-    def none(cls, count: int, width: int = 0, compact: bool = True) -> CachedRows:
-        return cls(np.zeros(count, bool), np.zeros((count, width), np.float32), compact=compact)
+    def none(
+        cls, count: int, width: int = 0, compact: bool = True, share: float | None = None
+    ) -> CachedRows:
+        empty = np.zeros((count, width), np.float32)
+        return cls(np.zeros(count, bool), empty, compact=compact, share=share)
 
     def put(self, rows: np.ndarray, vectors: np.ndarray) -> None:
         """Set `rows` to `vectors` as the cache stores them: coded on the basis if it has one.
@@ -145,8 +148,7 @@ def read_cached(
     """The cached rows of `pictures`; none found when the file is missing, of the format keyed
     by ids (see store/blocks.py), or damaged (a cache: computed again, with a warning).
     `share`: of the components a basis fitted on them keeps (None: codec.CODE_FRACTION)."""
-    none = CachedRows.none(len(pictures.digests), compact=compact)
-    none.share = share
+    none = CachedRows.none(len(pictures.digests), compact=compact, share=share)
     if not path.exists():
         return none
     try:
