@@ -12,6 +12,9 @@ then fused by `default` as they are after each VARIANT:
 - `mirrored:KEYS`: the blocks whose key contains any of the comma-separated KEYS ("all":
   every one) replaced by the mean of the picture's and its mirror image's unit rows.
 
+`--variance` first prints, per block, the share of its variance held on 6 % of its
+components and on those `index` keeps (`code_share`; in proportion under 500 pictures).
+
 P@4 is leave-one-out among the labelled pictures, exact cosine, the mean over `--seeds`
 k-means seeds (the pseudo-label LDA's draw, quality_dense.py); with `--group LABEL ...` it
 is also given for the queries of those labels and of the others apart (anime-full-dev:
@@ -108,6 +111,22 @@ def scored(
     return np.array(out)
 
 
+def held_variance(blocks: Blocks) -> dict[str, tuple[float, float]]:
+    """Per block, the share of its rows' variance on CODE_FRACTION of its components, and
+    on those `index` keeps of it (`code_share`), in proportion under FULL_SHARE_ROWS rows."""
+    out = {}
+    for key, block in blocks.items():
+        centred = (block - block.mean(axis=0)).astype(np.float64)
+        variance = np.cumsum(np.linalg.svd(centred, compute_uv=False) ** 2)
+        scale = min(1.0, len(block) / codec.FULL_SHARE_ROWS)
+        kept = [
+            min(max(codec.MIN_CODE_DIMS, round(block.shape[1] * share * scale)), len(variance))
+            for share in (codec.CODE_FRACTION, codec.code_share(key))
+        ]
+        out[key] = (variance[kept[0] - 1] / variance[-1], variance[kept[1] - 1] / variance[-1])
+    return out
+
+
 def variant_blocks(name: str, coll: Collection, config: PipelineConfig, fresh: Blocks) -> Blocks:
     if name == "float16":
         return fresh
@@ -138,6 +157,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["float16", "product"])
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--group", nargs="*", default=[], help="labels scored apart")
+    parser.add_argument("--variance", action="store_true", help="the variance codes hold")
     args = parser.parse_args()
     print("| collection | variant | P@4 | group / others | feel | P@4 of each seed |")
     print("| --- | --- | ---: | ---: | ---: | --- |")
@@ -154,6 +174,9 @@ def main() -> None:
         gen, extractor = coll.require_generation(), FeatureExtractor(config)
         feel = blocks_for(coll, gen, [FEEL_BLOCK], extractor, progress=False)[FEEL_BLOCK]
         fresh = computed(coll, config, mirrored=False)
+        if args.variance:
+            held = ", ".join(f"{k} {a:.3f} / {b:.3f}" for k, (a, b) in held_variance(fresh).items())
+            print(f"{path}: variance held on {codec.CODE_FRACTION:.0%} / as index keeps: {held}")
         for name in args.variants:
             blocks = variant_blocks(name, coll, config, fresh)
             runs = scored(config, blocks, rows, y, group, np.asarray(feel)[rows], args.seeds)
