@@ -36,7 +36,13 @@ from quality_dense import LdaVariant
 
 from lookalike.config import PipelineConfig
 from lookalike.embed.extractor import FeatureExtractor
-from lookalike.evaluate.evaluation import FEEL_BLOCK, feel_score, labelled_rows, preset_like
+from lookalike.evaluate.evaluation import (
+    FEEL_BLOCK,
+    exact_top_k,
+    feel_score,
+    labelled_rows,
+    preset_like,
+)
 from lookalike.fuse import fuser as fuser_module
 from lookalike.fuse.expansion import expand_collection
 from lookalike.fuse.fuser import Fuser
@@ -100,10 +106,7 @@ def scored(
             fused = Fuser(config.blocks, config.fusion).fit_transform(blocks)
         finally:
             fuser_module.PseudoLabelLDA = PseudoLabelLDA
-        vectors = expand_collection(fused, config)[rows].astype(np.float32)
-        sims = vectors @ vectors.T
-        np.fill_diagonal(sims, -np.inf)
-        top = np.argsort(-sims, axis=1, kind="stable")[:, :4]
+        top = exact_top_k(expand_collection(fused, config)[rows].astype(np.float32), 4)
         hits = (y[top] == y[:, None]).mean(axis=1)
         inside = hits[group].mean() if group.any() else np.nan
         outside = hits[~group].mean() if (~group).any() else np.nan
